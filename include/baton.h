@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * baton.h - hand a running service's listeners, named fds and state to a
+ * successor process without refusing, resetting or losing a connection.
+ *
+ * The one public header of libbaton. Every fallible function returns an int:
+ * >= 0 on success, a negative errno value on failure. A message with context
+ * is then available from baton_last_error(). The library never prints, never
+ * installs signal handlers and never calls exit().
+ *
+ * Fd ownership: fds returned by baton_listen() and baton_fd() belong to the
+ * handle and stay valid until baton_free(); do not close them yourself.
+ * baton_add_fd() takes a duplicate; the caller's fd stays the caller's.
+ */
+#ifndef BATON_H
+#define BATON_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BATON_VERSION_MAJOR 0
+#define BATON_VERSION_MINOR 1
+#define BATON_VERSION_PATCH 0
+
+/* Names of fds are at most this many bytes, without the terminating NUL. */
+#define BATON_NAME_MAX 127
+/* Addresses ("tcp://host:port", "unix:/path") at most this many bytes. */
+#define BATON_ADDR_MAX 255
+
+/* Flags for baton_options.flags. */
+enum {
+    /* No internal thread: the application polls baton_control_fd() and calls
+     * baton_dispatch() when it is readable. For single-threaded event loops. */
+    BATON_NO_THREAD = 1u << 0,
+    /* baton_open() waits (up to ready_timeout_ms) for an upgrade already in
+     * progress instead of failing with -EBUSY. */
+    BATON_WAIT_LOCK = 1u << 1,
+    /* Never inherit: fail with -EEXIST if an owner is serving. */
+    BATON_NO_INHERIT = 1u << 2,
+};
+
+/* Log levels passed to the log callback; the same numbers as syslog. */
+enum {
+    BATON_LOG_ERR = 3,
+    BATON_LOG_WARNING = 4,
+    BATON_LOG_INFO = 6,
+    BATON_LOG_DEBUG = 7,
+};
+
+typedef struct baton baton;
+
+struct baton_options {
+    const char *dir;      /* coordination directory (created 0700 if absent) */
+    int ready_timeout_ms; /* how long a successor may take from connect to READY; 0 = 10000 */
+    uid_t allowed_uid;    /* extra uid allowed to take over; (uid_t)-1 = only our euid */
+    unsigned flags;       /* BATON_NO_THREAD, BATON_WAIT_LOCK, BATON_NO_INHERIT */
+    /* Called from any thread of the library, possibly concurrently with the
+     * application; msg is valid only during the call. May be NULL. */
+    void (*log)(void *ctx, int level, const char *msg);
+    void *log_ctx;
+};
+
+/*
+ * Open the coordination directory opts->dir and, if an owner serves there,
+ * take over from it: receive its named fds and its state. Until
+ * baton_ready() the process holds the directory's lock, so only one
+ * successor at a time can take over.
+ *
+ * Returns 0 and a handle in *ret. -EBUSY when another successor holds the
+ * lock (unless BATON_WAIT_LOCK), -EACCES/-EPERM when the directory is owned
+ * by another user or writable by group or others, -EPROTO when the owner
+ * speaks another protocol version or sends malformed data, -ETIMEDOUT when
+ * the owner does not answer within ready_timeout_ms, -EINVAL on bad options.
+ * On failure *ret is untouched and nothing stays open. The owner, if any,
+ * goes on serving.
+ */
+int baton_open(const struct baton_options *opts, baton **ret);
+
+/* Close every fd the handle owns, stop its thread and free it. Accepts NULL.
+ * Does not unlink unix socket paths: they belong to the service. */
+void baton_free(baton *b);
+
+/* 1 for a fresh start, the predecessor's generation + 1 after a takeover. */
+int baton_generation(const baton *b);
+
+/* 1 if this process took over from a predecessor, else 0. */
+int baton_inherited(const baton *b);
+
+/*
+ * A listening socket named name on address ("tcp://HOST:PORT" with an IPv4
+ * address, "[v6]" or a host name; "udp://HOST:PORT"; "unix:PATH").
+ * Returns the inherited socket when the predecessor passed one with this
+ * name and the same address; otherwise a new bound (and, for stream
+ * sockets, listening) socket. An inherited socket of this name whose
+ * address differs is closed at baton_ready(). backlog <= 0 means SOMAXCONN.
+ * The fd is close-on-exec, blocking unless inherited non-blocking (the file
+ * status flags are shared with the predecessor), and owned by the handle.
+ * Returns the fd, -EEXIST if the name is taken in this process, -EINVAL on
+ * a malformed address, or the bind/listen error.
+ */
+int baton_listen(baton *b, const char *name, const char *address, int backlog);
+
+/* The inherited fd named name, now claimed (so it is not closed at
+ * baton_ready() and is passed on to our successor); owned by the handle.
+ * -ENOENT if the predecessor passed no such fd. */
+int baton_fd(baton *b, const char *name);
+
+/* Pass a duplicate of fd to successors under name (the caller keeps fd).
+ * -EEXIST if the name is taken, -EBADF if fd is not open. Thread-safe. */
+int baton_add_fd(baton *b, const char *name, int fd);
+
+/* The predecessor's state (as it called baton_set_state()), read-only,
+ * valid until baton_free(). *ret_len is 0 when there was none. */
+int baton_state(baton *b, const void **ret_data, size_t *ret_len);
+
+/* Keep a copy of data (sealed in a memfd) for our successor; replaces any
+ * earlier state. Thread-safe. */
+int baton_set_state(baton *b, const void *data, size_t len);
+
+/*
+ * We serve now. Closes inherited fds that were not claimed, tells the
+ * predecessor (which then steps down), publishes our control socket and
+ * owner record, releases the lock and starts answering successors.
+ * On failure after a takeover (-ETIMEDOUT, -EPIPE: the predecessor vanished
+ * or refused) the predecessor keeps serving if it still lives.
+ */
+int baton_ready(baton *b);
+
+/* Readable (POLLIN) once a successor is ready and this process should stop
+ * accepting, finish its connections and exit. Owned by the handle. */
+int baton_upgrade_fd(const baton *b);
+
+/* Wait up to timeout_ms (-1: forever) for a successor to be ready: 1 it is,
+ * 0 timeout, -errno. Dispatches control events itself with BATON_NO_THREAD. */
+int baton_wait_upgrade(baton *b, int timeout_ms);
+
+/*
+ * Start a successor and wait until it is ready (0) or has failed (-errno;
+ * this process goes on serving). argv NULL means our own executable
+ * (/proc/self/exe) with our original argv and environment. The successor is
+ * started with posix_spawn, an empty signal mask and default signal
+ * dispositions. Not async-signal-safe: call it from the main loop (e.g.
+ * after SIGHUP set a flag), not from a signal handler.
+ */
+int baton_upgrade(baton *b, char *const argv[]);
+
+/* With BATON_NO_THREAD: an fd to poll for POLLIN; call baton_dispatch() when
+ * readable. Owned by the handle. -EINVAL without BATON_NO_THREAD. */
+int baton_control_fd(const baton *b);
+
+/* With BATON_NO_THREAD: handle pending control events without blocking. */
+int baton_dispatch(baton *b);
+
+/* A message describing the last failure on this handle ("" if none). */
+const char *baton_last_error(const baton *b);
+
+/* "MAJOR.MINOR.PATCH" */
+const char *baton_version(void);
+
+/* A static description of a -errno value returned by this library. */
+const char *baton_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BATON_H */

@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: MIT */
+/* The handle: options, errors, the fd tables and the public entry points. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define KNOWN_FLAGS (BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT)
+
+void baton__log(const baton *b, int level, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+
+    if (!b->opts.log)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    b->opts.log(b->opts.log_ctx, level, msg);
+}
+
+/* Record a failure for baton_last_error() and the log; returns -err so that
+ * callers can write `return baton__fail(b, errno, ...)`. */
+int baton__fail(baton *b, int err, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (err < 0)
+        err = -err;
+    va_start(ap, fmt);
+    n = vsnprintf(b->err, sizeof(b->err), fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof(b->err))
+        snprintf(b->err + n, sizeof(b->err) - n, ": %s", baton_strerror(-err));
+    baton__log(b, BATON_LOG_ERR, "%s", b->err);
+    return -err;
+}
+
+uint64_t baton__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t baton__realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until fd is ready for events or the monotonic deadline passes:
+ * 0 ready, -ETIMEDOUT, or -errno. */
+int baton__wait_fd(int fd, short events, uint64_t deadline)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+
+    for (;;) {
+        uint64_t now = baton__now_ms();
+        int r;
+
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        r = poll(&p, 1, (int)(deadline - now > 60000 ? 60000 : deadline - now));
+        if (r > 0)
+            return 0;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+bool baton__name_ok(const char *name)
+{
+    size_t n = strnlen(name, BATON_NAME_MAX + 1);
+
+    if (n == 0 || n > BATON_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = name[i];
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd)
+{
+    struct baton__entry *e;
+
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        void *v = realloc(t->v, cap * sizeof(*t->v));
+        if (!v)
+            return -ENOMEM;
+        t->v = v;
+        t->cap = cap;
+    }
+    e = &t->v[t->n++];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    snprintf(e->addr, sizeof(e->addr), "%s", addr ? addr : "");
+    e->kind = kind;
+    e->fd = fd;
+    return 0;
+}
+
+struct baton__entry *baton__table_find(struct baton__table *t, const char *name)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->v[i].name, name) == 0)
+            return &t->v[i];
+    return NULL;
+}
+
+void baton__table_close(struct baton__table *t)
+{
+    /* A claimed inherited entry's fd lives on in the table we pass on. */
+    for (size_t i = 0; i < t->n; i++)
+        if (t->v[i].fd >= 0 && !t->v[i].claimed)
+            close(t->v[i].fd);
+    free(t->v);
+    memset(t, 0, sizeof(*t));
+}
+
+static int check_options(const struct baton_options *o)
+{
+    if (!o || !o->dir || !o->dir[0] || o->ready_timeout_ms < 0)
+        return -EINVAL;
+    if (o->flags & ~KNOWN_FLAGS)
+        return -EINVAL;
+    if (strlen(o->dir) >= sizeof(((baton *)0)->dir))
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+static baton *handle_new(const struct baton_options *opts)
+{
+    baton *b = calloc(1, sizeof(*b));
+
+    if (!b)
+        return NULL;
+    b->opts = *opts;
+    if (b->opts.ready_timeout_ms == 0)
+        b->opts.ready_timeout_ms = BATON__DEFAULT_TIMEOUT_MS;
+    snprintf(b->dir, sizeof(b->dir), "%s", opts->dir);
+    b->opts.dir = b->dir;
+    b->dirfd = b->lockfd = b->pred_fd = -1;
+    b->own_state_fd = b->ctl_fd = -1;
+    b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = -1;
+    b->job.pidfd = -1;
+    for (int i = 0; i < BATON__MAX_PEERS; i++)
+        b->peers[i].fd = b->peers[i].state_fd = -1;
+    b->generation = 1;
+    pthread_mutex_init(&b->mu, NULL);
+    return b;
+}
+
+BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
+{
+    baton *b;
+    int r;
+
+    if (!ret)
+        return -EINVAL;
+    r = check_options(opts);
+    if (r < 0)
+        return r;
+    b = handle_new(opts);
+    if (!b)
+        return -ENOMEM;
+
+    r = baton__argv_load(b);
+    if (r >= 0)
+        r = baton__owner_init(b);
+    if (r >= 0)
+        r = baton__dir_open(b);
+    if (r >= 0)
+        r = baton__lock(b);
+    if (r >= 0)
+        r = baton__takeover(b);
+    if (r >= 0 && !b->inherited)
+        r = baton__sd_listen_fds(b);
+    if (r < 0) {
+        baton_free(b);
+        return r;
+    }
+    *ret = b;
+    return 0;
+}
+
+BATON_EXPORT void baton_free(baton *b)
+{
+    if (!b)
+        return;
+    baton__owner_stop(b);
+    baton__ctl_retire(b);
+    baton__table_close(&b->inh);
+    baton__table_close(&b->own);
+    if (b->state_map)
+        munmap(b->state_map, b->state_map_len);
+    int fds[] = {b->dirfd,   b->lockfd, b->pred_fd,   b->own_state_fd, b->ctl_fd,   b->epfd,
+                 b->timerfd, b->wakefd, b->upgradefd, b->jobfd,        b->job.pidfd};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (b->argv) {
+        for (char **a = b->argv; *a; a++)
+            free(*a);
+        free(b->argv);
+    }
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+BATON_EXPORT int baton_generation(const baton *b)
+{
+    return b ? b->generation : -EINVAL;
+}
+
+BATON_EXPORT int baton_inherited(const baton *b)
+{
+    return b ? b->inherited : -EINVAL;
+}
+
+/* A name must be unused in this process, whether it was claimed from the
+ * predecessor or created here. */
+static int name_taken(baton *b, const char *name)
+{
+    struct baton__entry *e;
+    int taken;
+
+    pthread_mutex_lock(&b->mu);
+    taken = baton__table_find(&b->own, name) != NULL;
+    pthread_mutex_unlock(&b->mu);
+    if (taken)
+        return 1;
+    e = baton__table_find(&b->inh, name);
+    return e && e->claimed;
+}
+
+/* Move an inherited entry into the table we pass on. */
+static int claim(baton *b, struct baton__entry *e)
+{
+    int r;
+
+    pthread_mutex_lock(&b->mu);
+    r = baton__table_add(&b->own, e->name, e->addr, e->kind, e->fd);
+    pthread_mutex_unlock(&b->mu);
+    if (r < 0)
+        return r;
+    e->claimed = true;
+    return e->fd;
+}
+
+BATON_EXPORT int baton_listen(baton *b, const char *name, const char *address, int backlog)
+{
+    struct baton__entry *e;
+    int kind, fd, r;
+
+    if (!b || !name || !address)
+        return -EINVAL;
+    if (!baton__name_ok(name))
+        return baton__fail(b, strlen(name) > BATON_NAME_MAX ? ENAMETOOLONG : EINVAL,
+                           "baton_listen: bad name");
+    kind = baton__addr_kind(address);
+    if (kind < 0)
+        return baton__fail(b, EINVAL, "baton_listen(%s): bad address \"%s\"", name, address);
+    if (name_taken(b, name))
+        return baton__fail(b, EEXIST, "baton_listen(%s)", name);
+
+    e = baton__table_find(&b->inh, name);
+    if (e && e->activated && e->kind == kind) {
+        /* systemd's socket unit says where it listens: trust it. */
+        snprintf(e->addr, sizeof(e->addr), "%s", address);
+        return claim(b, e);
+    }
+    if (e && e->kind == kind && strcmp(e->addr, address) == 0 &&
+        baton__fd_matches(e->fd, kind) == 0)
+        return claim(b, e);
+    if (e)
+        baton__log(b, BATON_LOG_INFO, "%s: inherited %s differs from %s: new socket", name, e->addr,
+                   address);
+
+    r = baton__listen_new(b, address, backlog, &fd);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&b->mu);
+    r = baton__table_add(&b->own, name, address, kind, fd);
+    pthread_mutex_unlock(&b->mu);
+    if (r < 0) {
+        close(fd);
+        return baton__fail(b, r, "baton_listen(%s)", name);
+    }
+    return fd;
+}
+
+BATON_EXPORT int baton_fd(baton *b, const char *name)
+{
+    struct baton__entry *e;
+
+    if (!b || !name)
+        return -EINVAL;
+    e = baton__table_find(&b->inh, name);
+    if (!e)
+        return -ENOENT;
+    if (e->claimed)
+        return e->fd;
+    return claim(b, e);
+}
+
+BATON_EXPORT int baton_add_fd(baton *b, const char *name, int fd)
+{
+    int dup, r;
+
+    if (!b || !name || fd < 0)
+        return fd < 0 && b && name ? -EBADF : -EINVAL;
+    if (!baton__name_ok(name))
+        return baton__fail(b, strlen(name) > BATON_NAME_MAX ? ENAMETOOLONG : EINVAL,
+                           "baton_add_fd: bad name");
+    if (name_taken(b, name))
+        return baton__fail(b, EEXIST, "baton_add_fd(%s)", name);
+    dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dup < 0)
+        return baton__fail(b, errno, "baton_add_fd(%s): fcntl(%d, F_DUPFD_CLOEXEC)", name, fd);
+    pthread_mutex_lock(&b->mu);
+    r = baton__table_add(&b->own, name, "", BATON__KIND_FD, dup);
+    pthread_mutex_unlock(&b->mu);
+    if (r < 0) {
+        close(dup);
+        return baton__fail(b, r, "baton_add_fd(%s)", name);
+    }
+    if (b->ready)
+        baton__record_write(b);
+    return 0;
+}
+
+BATON_EXPORT int baton_state(baton *b, const void **ret_data, size_t *ret_len)
+{
+    if (!b || !ret_data || !ret_len)
+        return -EINVAL;
+    *ret_data = b->state_map;
+    *ret_len = b->state_map ? b->state_map_len : 0;
+    return 0;
+}
+
+BATON_EXPORT int baton_set_state(baton *b, const void *data, size_t len)
+{
+    int fd = -1, old, r;
+
+    if (!b || (!data && len))
+        return -EINVAL;
+    if (len) {
+        r = baton__state_make(data, len, &fd);
+        if (r < 0)
+            return baton__fail(b, r, "baton_set_state(%zu bytes)", len);
+    }
+    pthread_mutex_lock(&b->mu);
+    old = b->own_state_fd;
+    b->own_state_fd = fd;
+    b->own_state_len = len;
+    pthread_mutex_unlock(&b->mu);
+    if (old >= 0)
+        close(old);
+    return 0;
+}
+
+/* Close what the predecessor passed and the application did not claim. */
+static void close_unclaimed(baton *b)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < b->inh.n; i++) {
+        struct baton__entry *e = &b->inh.v[i];
+        if (e->claimed)
+            continue;
+        baton__log(b, BATON_LOG_INFO, "closing unclaimed inherited fd %s (%s)", e->name,
+                   e->addr[0] ? e->addr : "fd");
+        close(e->fd);
+        n++;
+    }
+    /* Claimed fds now live in b->own; the inherited table keeps no fd. */
+    for (size_t i = 0; i < b->inh.n; i++)
+        b->inh.v[i].fd = -1;
+    (void)n;
+}
+
+BATON_EXPORT int baton_ready(baton *b)
+{
+    char tmp[128];
+    int ctl = -1, r;
+
+    if (!b)
+        return -EINVAL;
+    if (b->ready)
+        return baton__fail(b, EALREADY, "baton_ready");
+    r = baton__ctl_create(b, &ctl, tmp, sizeof(tmp));
+    if (r < 0)
+        return r;
+    if (b->inherited)
+        r = baton__takeover_finish(b, ctl, tmp);
+    else
+        r = baton__ctl_publish(b, ctl, tmp);
+    if (r < 0) {
+        close(ctl);
+        return r;
+    }
+    close_unclaimed(b);
+    b->ready = true;
+    b->since_ms = baton__realtime_ms();
+    baton__record_write(b);
+    baton__unlock(b);
+    baton__sd_notify_ready(b);
+    return baton__owner_start(b, ctl);
+}
+
+BATON_EXPORT int baton_upgrade_fd(const baton *b)
+{
+    return b ? b->upgradefd : -EINVAL;
+}
+
+BATON_EXPORT int baton_wait_upgrade(baton *b, int timeout_ms)
+{
+    uint64_t deadline;
+
+    if (!b)
+        return -EINVAL;
+    deadline = timeout_ms < 0 ? UINT64_MAX : baton__now_ms() + timeout_ms;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = b->upgradefd, .events = POLLIN},
+                              {.fd = b->epfd, .events = POLLIN}};
+        int nfds = (b->opts.flags & BATON_NO_THREAD) ? 2 : 1;
+        uint64_t now = baton__now_ms();
+        int r, wait;
+
+        if (now >= deadline)
+            return 0;
+        wait = deadline == UINT64_MAX ? -1 : (int)(deadline - now > 60000 ? 60000 : deadline - now);
+        r = poll(p, nfds, wait);
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (r > 0 && (p[0].revents & POLLIN))
+            return 1;
+        if (nfds == 2 && (p[1].revents & POLLIN))
+            baton__owner_dispatch(b);
+    }
+}
+
+BATON_EXPORT int baton_upgrade(baton *b, char *const argv[])
+{
+    if (!b)
+        return -EINVAL;
+    if (!b->ready)
+        return baton__fail(b, EINVAL, "baton_upgrade: call baton_ready() first");
+    return baton__job_start(b, argv, b->opts.ready_timeout_ms + 1000, true);
+}
+
+BATON_EXPORT int baton_control_fd(const baton *b)
+{
+    if (!b || !(b->opts.flags & BATON_NO_THREAD))
+        return -EINVAL;
+    return b->epfd;
+}
+
+BATON_EXPORT int baton_dispatch(baton *b)
+{
+    if (!b || !(b->opts.flags & BATON_NO_THREAD))
+        return -EINVAL;
+    return baton__owner_dispatch(b);
+}
+
+BATON_EXPORT const char *baton_last_error(const baton *b)
+{
+    return b ? b->err : "invalid handle";
+}
+
+BATON_EXPORT const char *baton_version(void)
+{
+#define STR2(x) #x
+#define STR(x)  STR2(x)
+    return STR(BATON_VERSION_MAJOR) "." STR(BATON_VERSION_MINOR) "." STR(BATON_VERSION_PATCH);
+}
+
+BATON_EXPORT const char *baton_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case EPROTO:
+        return "protocol error (malformed message or another protocol version)";
+    case EBUSY:
+        return "another upgrade is in progress";
+    default:
+        return strerror(err);
+    }
+}

@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The coordination directory: its permission checks, the upgrade lock,
+ * the control socket's path and publication, and the owner record.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CTL_NAME    "control.sock"
+#define LOCK_NAME   "lock"
+#define RECORD_NAME "owner"
+
+int baton__dir_open(baton *b)
+{
+    struct stat st;
+    int fd;
+
+    if (mkdir(b->dir, 0700) < 0 && errno != EEXIST)
+        return baton__fail(b, errno, "mkdir(%s)", b->dir);
+    fd = open(b->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return baton__fail(b, errno, "open(%s)", b->dir);
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return baton__fail(b, e, "fstat(%s)", b->dir);
+    }
+    /* Whoever can write the directory can replace the control socket and
+     * hand us forged listeners: refuse anything but our own, private dir. */
+    if (st.st_uid != geteuid()) {
+        close(fd);
+        return baton__fail(b, EPERM, "%s is owned by uid %u, not by us (uid %u)", b->dir,
+                           (unsigned)st.st_uid, (unsigned)geteuid());
+    }
+    if (st.st_mode & 022) {
+        close(fd);
+        return baton__fail(b, EPERM, "%s is writable by group or others (mode %03o)", b->dir,
+                           (unsigned)(st.st_mode & 0777));
+    }
+    b->dirfd = fd;
+    return 0;
+}
+
+int baton__lock(baton *b)
+{
+    uint64_t deadline = baton__now_ms() + b->opts.ready_timeout_ms;
+    int fd;
+
+    fd = openat(b->dirfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return baton__fail(b, errno, "open(%s/" LOCK_NAME ")", b->dir);
+    for (;;) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            break;
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            int e = errno;
+            close(fd);
+            return baton__fail(b, e, "flock(%s/" LOCK_NAME ")", b->dir);
+        }
+        if (!(b->opts.flags & BATON_WAIT_LOCK) || baton__now_ms() >= deadline) {
+            close(fd);
+            return baton__fail(b, EBUSY, "%s: another successor is taking over", b->dir);
+        }
+        /* flock() has no timeout; poll the lock at a modest pace. */
+        nanosleep(&ts, NULL);
+    }
+    b->lockfd = fd;
+    return 0;
+}
+
+void baton__unlock(baton *b)
+{
+    if (b->lockfd >= 0)
+        close(b->lockfd);
+    b->lockfd = -1;
+}
+
+int baton__ctl_path(const baton *b, const char *leaf, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/%s", b->dir, leaf);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int sockaddr_for(baton *b, const char *leaf, struct sockaddr_un *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (baton__ctl_path(b, leaf, sa->sun_path, sizeof(sa->sun_path)) < 0)
+        return baton__fail(b, ENAMETOOLONG, "%s/%s: too long for a unix socket", b->dir, leaf);
+    return 0;
+}
+
+/* Connect to the owner's control socket. 1 with the connected fd, 0 when no
+ * owner serves (no socket, or a stale one left by a crash), or -errno. */
+int baton__connect(baton *b, uint64_t deadline, int *ret_fd)
+{
+    struct sockaddr_un sa;
+    uint64_t now = baton__now_ms();
+    struct timeval tv;
+    int fd, r;
+
+    r = sockaddr_for(b, CTL_NAME, &sa);
+    if (r < 0)
+        return r;
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return baton__fail(b, errno, "socket(AF_UNIX)");
+    /* A unix connect blocks while the owner's backlog is full; bound it. */
+    now = now < deadline ? deadline - now : 1;
+    tv.tv_sec = now / 1000;
+    tv.tv_usec = (now % 1000) * 1000;
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == ENOENT || e == ECONNREFUSED)
+            return 0;
+        if (e == EAGAIN || e == EINPROGRESS)
+            e = ETIMEDOUT;
+        return baton__fail(b, e, "connect(%s)", sa.sun_path);
+    }
+    tv.tv_sec = tv.tv_usec = 0;
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    *ret_fd = fd;
+    return 1;
+}
+
+/* Bind and listen on a private name; baton__ctl_publish() renames it over
+ * control.sock so that a successor never finds no socket at all. */
+int baton__ctl_create(baton *b, int *ret_fd, char *ret_tmp, size_t tmp_len)
+{
+    struct sockaddr_un sa;
+    int fd, r;
+
+    snprintf(ret_tmp, tmp_len, ".control.%d.sock", (int)getpid());
+    r = sockaddr_for(b, ret_tmp, &sa);
+    if (r < 0)
+        return r;
+    unlinkat(b->dirfd, ret_tmp, 0);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return baton__fail(b, errno, "socket(AF_UNIX)");
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+        int e = errno;
+        close(fd);
+        unlinkat(b->dirfd, ret_tmp, 0);
+        return baton__fail(b, e, "bind/listen(%s)", sa.sun_path);
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+int baton__ctl_publish(baton *b, int fd, const char *tmp)
+{
+    struct stat st;
+
+    if (fstatat(b->dirfd, tmp, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return baton__fail(b, errno, "stat(%s/%s)", b->dir, tmp);
+    if (renameat(b->dirfd, tmp, b->dirfd, CTL_NAME) < 0) {
+        int e = errno;
+        unlinkat(b->dirfd, tmp, 0);
+        return baton__fail(b, e, "rename(%s/%s, " CTL_NAME ")", b->dir, tmp);
+    }
+    b->ctl_ino = st.st_ino;
+    (void)fd;
+    return 0;
+}
+
+static const char *kind_name(int kind)
+{
+    static const char *const names[] = {"fd", "tcp", "udp", "unix"};
+    return kind >= 0 && kind <= BATON__KIND_MAX ? names[kind] : "?";
+}
+
+static void local_address(int fd, int kind, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[64];
+
+    snprintf(buf, len, "-");
+    if (kind != BATON__KIND_TCP && kind != BATON__KIND_UDP)
+        return;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%u", host, ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+    }
+}
+
+/*
+ * The owner record, for `baton status` and `baton wait`: one line per fact,
+ * written to a temporary file and renamed, so a reader sees either the old
+ * record or the new one.
+ *   pid 123 / generation 4 / since 1700000000123 / fd NAME KIND ADDRESS LOCAL
+ */
+int baton__record_write(baton *b)
+{
+    char tmp[64], local[96];
+    FILE *f;
+    int fd;
+
+    snprintf(tmp, sizeof(tmp), ".owner.%d.tmp", (int)getpid());
+    fd = openat(b->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return baton__fail(b, errno, "open(%s/%s)", b->dir, tmp);
+    f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        return baton__fail(b, ENOMEM, "fdopen");
+    }
+    fprintf(f, "baton-owner 1\npid %d\ngeneration %d\nsince %llu\n", (int)getpid(), b->generation,
+            (unsigned long long)b->since_ms);
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->own.n; i++) {
+        struct baton__entry *e = &b->own.v[i];
+        local_address(e->fd, e->kind, local, sizeof(local));
+        fprintf(f, "fd %s %s %s %s\n", e->name, kind_name(e->kind), e->addr[0] ? e->addr : "-",
+                local);
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (fflush(f) != 0 || ferror(f)) {
+        int e = errno;
+        fclose(f);
+        unlinkat(b->dirfd, tmp, 0);
+        return baton__fail(b, e, "write(%s/%s)", b->dir, tmp);
+    }
+    fclose(f);
+    if (renameat(b->dirfd, tmp, b->dirfd, RECORD_NAME) < 0) {
+        int e = errno;
+        unlinkat(b->dirfd, tmp, 0);
+        return baton__fail(b, e, "rename(%s/%s, " RECORD_NAME ")", b->dir, tmp);
+    }
+    return 0;
+}
+
+/* A ready owner that ends without a successor takes its control socket and
+ * record with it, so that `baton status` says nobody serves. A superseded
+ * one leaves them: they are its successor's. */
+void baton__ctl_retire(baton *b)
+{
+    struct stat st;
+
+    if (!b->ready || b->superseded || b->dirfd < 0)
+        return;
+    if (fstatat(b->dirfd, CTL_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == b->ctl_ino) {
+        unlinkat(b->dirfd, CTL_NAME, 0);
+        unlinkat(b->dirfd, RECORD_NAME, 0);
+    }
+}

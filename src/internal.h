@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal declarations shared by the library's source files. */
+#ifndef BATON_INTERNAL_H
+#define BATON_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "baton.h"
+#include "wire.h"
+
+#define BATON_EXPORT __attribute__((visibility("default")))
+
+#define BATON__DEFAULT_TIMEOUT_MS 10000
+/* Control peers served at once; more are refused at accept so that a flood
+ * of connects costs the owner nothing but the accept. */
+#define BATON__MAX_PEERS 32
+
+enum baton__kind {
+    BATON__KIND_FD = 0,
+    BATON__KIND_TCP = 1,
+    BATON__KIND_UDP = 2,
+    BATON__KIND_UNIX = 3,
+    BATON__KIND_MAX = 3,
+};
+
+struct baton__entry {
+    char name[BATON_NAME_MAX + 1];
+    char addr[BATON_ADDR_MAX + 1]; /* "" for plain named fds */
+    uint8_t kind;
+    bool claimed;   /* inherited entries only: the application asked for it */
+    bool activated; /* passed by systemd: matched by name, any address */
+    int fd;
+};
+
+struct baton__table {
+    struct baton__entry *v;
+    size_t n, cap;
+};
+
+/* A process talking to us on the control socket: a successor, or the tool. */
+struct baton__peer {
+    int fd;
+    int phase;
+    pid_t pid;
+    uid_t uid;
+    uint64_t deadline; /* monotonic ms */
+    /* Takeover: what we are sending, snapshotted at HELLO. */
+    size_t sent, total;
+    int state_fd;
+    uint64_t state_len;
+    /* Upgrade requests: waiting for the job's outcome. */
+    bool waits_job;
+};
+
+enum {
+    BATON__PEER_FREE = 0,
+    BATON__PEER_REQ,       /* accepted, waiting for the request */
+    BATON__PEER_SENDING,   /* sending fd batches, then state and END */
+    BATON__PEER_READY,     /* waiting for READY */
+    BATON__PEER_PUBLISH,   /* COMMIT sent, waiting for PUBLISHED */
+    BATON__PEER_SUCCESSOR, /* our successor took over; link kept open */
+    BATON__PEER_UPGRADE,   /* the tool waits for a started successor */
+};
+
+/* A successor we started ourselves (baton upgrade, baton_upgrade()). */
+struct baton__job {
+    pid_t pid; /* 0: none running */
+    int pidfd;
+    uint64_t deadline;
+    int result; /* valid once done */
+    bool done;
+    bool local; /* baton_upgrade() in this process waits for it */
+    char msg[256];
+};
+
+struct baton {
+    struct baton_options opts;
+    char dir[4096];
+    int dirfd;
+    int lockfd; /* held from open until ready */
+    int generation;
+    bool inherited;
+    bool ready;
+    uint64_t since_ms; /* realtime ms at which we became the owner */
+
+    /* Predecessor (successor side). */
+    int pred_fd;
+    pid_t pred_pid;
+    struct baton__table inh; /* what the predecessor passed */
+    void *state_map;         /* the predecessor's state, mapped read-only */
+    size_t state_map_len;
+
+    /* Owner side, guarded by mu. */
+    pthread_mutex_t mu;
+    struct baton__table own; /* what we pass on */
+    int own_state_fd;        /* sealed memfd, -1 when none */
+    uint64_t own_state_len;
+    int ctl_fd;    /* our listening control socket, -1 before ready */
+    ino_t ctl_ino; /* the inode we published as control.sock */
+    int epfd;
+    int timerfd;
+    int wakefd;    /* eventfd: stop the thread */
+    int upgradefd; /* eventfd: a successor is ready */
+    int jobfd;     /* eventfd: the current job finished */
+    bool superseded;
+    bool takeover_busy;
+    struct baton__peer peers[BATON__MAX_PEERS];
+    struct baton__job job;
+    pthread_t thread;
+    bool thread_running;
+
+    /* Our own argv, for starting ourselves again. */
+    char **argv;
+    char exe[4096];
+
+    char *txbuf; /* BATON__MSG_MAX bytes, used under mu */
+    char err[512];
+};
+
+/* baton.c */
+void baton__log(const baton *b, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int baton__fail(baton *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+uint64_t baton__now_ms(void);
+uint64_t baton__realtime_ms(void);
+int baton__wait_fd(int fd, short events, uint64_t deadline);
+int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd);
+struct baton__entry *baton__table_find(struct baton__table *t, const char *name);
+void baton__table_close(struct baton__table *t);
+bool baton__name_ok(const char *name);
+
+/* coord.c */
+int baton__dir_open(baton *b);
+int baton__lock(baton *b);
+void baton__unlock(baton *b);
+int baton__ctl_path(const baton *b, const char *leaf, char *buf, size_t len);
+int baton__connect(baton *b, uint64_t deadline, int *ret_fd);
+int baton__ctl_create(baton *b, int *ret_fd, char *ret_tmp, size_t tmp_len);
+int baton__ctl_publish(baton *b, int fd, const char *tmp);
+int baton__record_write(baton *b);
+void baton__ctl_retire(baton *b);
+
+/* fdpass.c */
+int baton__send(int fd, const void *buf, size_t len, const int *fds, size_t nfds);
+int baton__recv(int fd, void *buf, size_t cap, int *fds, size_t maxfds, size_t *ret_len,
+                size_t *ret_nfds);
+int baton__send_msg(int fd, int type, const void *payload, size_t len, const int *fds, size_t nfds);
+int baton__send_error(int fd, int err, const char *msg);
+void baton__close_fds(int *fds, size_t n);
+
+/* listen.c */
+int baton__addr_kind(const char *address);
+int baton__listen_new(baton *b, const char *address, int backlog, int *ret_fd);
+int baton__fd_matches(int fd, int kind);
+
+/* state.c */
+int baton__state_make(const void *data, size_t len, int *ret_fd);
+int baton__state_map(baton *b, int fd, uint64_t len);
+
+/* owner.c */
+int baton__owner_init(baton *b);
+int baton__owner_start(baton *b, int ctl_fd);
+void baton__owner_stop(baton *b);
+int baton__owner_dispatch(baton *b);
+int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local);
+
+/* successor.c */
+int baton__takeover(baton *b);
+int baton__takeover_finish(baton *b, int ctl_fd, const char *tmp);
+
+/* spawn.c */
+int baton__argv_load(baton *b);
+int baton__spawn(baton *b, char *const argv[], pid_t *ret_pid, int *ret_pidfd);
+
+/* systemd.c: sd_notify and socket activation, without libsystemd. */
+int baton__sd_listen_fds(baton *b);
+void baton__sd_notify_ready(baton *b);
+
+#endif

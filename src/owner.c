@@ -1,0 +1,602 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The owner's side: answer successors and the tool on the control socket.
+ *
+ * Everything here is non-blocking and driven by one epoll fd, so that the
+ * same code runs on the library's own thread or, with BATON_NO_THREAD, from
+ * the application's loop through baton_dispatch(). Every peer has a
+ * deadline; a peer that stalls, lies or vanishes is dropped and the owner
+ * carries on with everything it had.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PEER };
+
+/* epoll data: the tag in the low byte, a peer's slot and fd above it, so a
+ * stale event for a slot that was reused is recognised. */
+static uint64_t peer_tag(int slot, int fd)
+{
+    return TAG_PEER | (uint64_t)slot << 8 | (uint64_t)(uint32_t)fd << 32;
+}
+
+static int ep_add(baton *b, int fd, uint32_t events, uint64_t tag)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = tag};
+    return epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static void ep_mod(baton *b, int fd, uint32_t events, uint64_t tag)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = tag};
+    epoll_ctl(b->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+int baton__owner_init(baton *b)
+{
+    b->epfd = epoll_create1(EPOLL_CLOEXEC);
+    b->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    b->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    b->upgradefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    b->jobfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    b->txbuf = malloc(BATON__MSG_MAX);
+    if (!b->txbuf)
+        return -ENOMEM;
+    if (b->epfd < 0 || b->timerfd < 0 || b->wakefd < 0 || b->upgradefd < 0 || b->jobfd < 0)
+        return baton__fail(b, errno, "creating the control loop's fds");
+    if (ep_add(b, b->timerfd, EPOLLIN, TAG_TIMER) < 0 || ep_add(b, b->wakefd, EPOLLIN, TAG_WAKE))
+        return baton__fail(b, errno, "epoll_ctl");
+    return 0;
+}
+
+static void arm_timer(baton *b)
+{
+    uint64_t next = UINT64_MAX, now = baton__now_ms();
+    struct itimerspec its = {0};
+
+    for (int i = 0; i < BATON__MAX_PEERS; i++)
+        if (b->peers[i].fd >= 0 && b->peers[i].deadline && b->peers[i].deadline < next)
+            next = b->peers[i].deadline;
+    if (b->job.pid && !b->job.done && b->job.deadline < next)
+        next = b->job.deadline;
+    if (next != UINT64_MAX) {
+        uint64_t d = next > now ? next - now : 1;
+        its.it_value.tv_sec = d / 1000;
+        its.it_value.tv_nsec = (d % 1000) * 1000000;
+    }
+    timerfd_settime(b->timerfd, 0, &its, NULL);
+}
+
+static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const char *msg);
+
+static void drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
+{
+    if (p->fd < 0)
+        return;
+    if (err)
+        baton__send_error(p->fd, -err, why);
+    if (p->phase >= BATON__PEER_SENDING && p->phase <= BATON__PEER_PUBLISH) {
+        b->takeover_busy = false;
+        if (why)
+            baton__log(b, BATON_LOG_WARNING, "successor pid %d failed: %s; serving on", (int)p->pid,
+                       why);
+        if (b->job.pid && !b->job.done && p->pid == b->job.pid)
+            job_finish(b, err ? err : -ECONNRESET, 0, 0, why);
+    } else if (why) {
+        baton__log(b, BATON_LOG_WARNING, "control peer pid %d dropped: %s", (int)p->pid, why);
+    }
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+    close(p->fd);
+    if (p->state_fd >= 0)
+        close(p->state_fd);
+    memset(p, 0, sizeof(*p));
+    p->fd = p->state_fd = -1;
+}
+
+static void accept_peers(baton *b)
+{
+    for (;;) {
+        struct ucred cr;
+        socklen_t l = sizeof(cr);
+        struct baton__peer *p = NULL;
+        int fd, slot;
+
+        fd = accept4(b->ctl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        for (slot = 0; slot < BATON__MAX_PEERS && !p; slot++)
+            if (b->peers[slot].fd < 0)
+                p = &b->peers[slot];
+        slot--;
+        if (!p || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) {
+            baton__log(b, BATON_LOG_WARNING, "control peer refused: %s",
+                       p ? "no credentials" : "too many control peers at once");
+            close(fd);
+            continue;
+        }
+        /* Root may ask for status and upgrades; root could do anything to us
+         * anyway. Nobody else but our uid and the allowed one. */
+        if (cr.uid != geteuid() && cr.uid != b->opts.allowed_uid && cr.uid != 0) {
+            baton__log(b, BATON_LOG_WARNING, "control peer pid %d uid %u refused: not allowed",
+                       (int)cr.pid, (unsigned)cr.uid);
+            baton__send_error(fd, -EACCES, "uid not allowed to take over");
+            close(fd);
+            continue;
+        }
+        p->fd = fd;
+        p->pid = cr.pid;
+        p->uid = cr.uid;
+        p->phase = BATON__PEER_REQ;
+        p->deadline = baton__now_ms() + b->opts.ready_timeout_ms;
+        if (ep_add(b, fd, EPOLLIN, peer_tag(slot, fd)) < 0) {
+            close(fd);
+            memset(p, 0, sizeof(*p));
+            p->fd = p->state_fd = -1;
+        }
+    }
+}
+
+/* Send fd batches, then STATE and END, as far as the socket takes them. */
+static int pump(baton *b, struct baton__peer *p, int slot)
+{
+    char *buf = b->txbuf;
+    int r;
+
+    while (p->sent < p->total) {
+        int fds[BATON__BATCH_MAX];
+        size_t len = baton__fds_begin(buf), n = 0;
+
+        while (p->sent + n < p->total && n < BATON__BATCH_MAX) {
+            struct baton__entry *e = &b->own.v[p->sent + n];
+            if (baton__fds_add(buf, &len, e->kind, e->name, e->addr) < 0)
+                break;
+            fds[n++] = e->fd;
+        }
+        baton__fds_end(buf, len, n);
+        r = baton__send(p->fd, buf, BATON__HDR_LEN + len, fds, n);
+        if (r == -EAGAIN)
+            goto full;
+        if (r < 0)
+            return r;
+        p->sent += n;
+    }
+    if (p->sent == p->total) {
+        size_t len = baton__enc_state(buf, p->state_len);
+        r = baton__send(p->fd, buf, len, &p->state_fd, p->state_len ? 1 : 0);
+        if (r == -EAGAIN)
+            goto full;
+        if (r < 0)
+            return r;
+        p->sent++;
+    }
+    r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_END), NULL, 0);
+    if (r == -EAGAIN)
+        goto full;
+    if (r < 0)
+        return r;
+    if (p->state_fd >= 0)
+        close(p->state_fd);
+    p->state_fd = -1;
+    p->phase = BATON__PEER_READY;
+    ep_mod(b, p->fd, EPOLLIN, peer_tag(slot, p->fd));
+    return 0;
+full:
+    ep_mod(b, p->fd, EPOLLIN | EPOLLOUT, peer_tag(slot, p->fd));
+    return 0;
+}
+
+static int start_takeover(baton *b, struct baton__peer *p, int slot)
+{
+    char *buf = b->txbuf;
+    int r;
+
+    if (b->takeover_busy || b->superseded) {
+        drop_peer(b, p, -EBUSY, b->superseded ? "superseded already" : "takeover in progress");
+        return 0;
+    }
+    p->total = b->own.n;
+    p->state_len = b->own_state_len;
+    p->state_fd = -1;
+    if (b->own_state_fd >= 0) {
+        p->state_fd = fcntl(b->own_state_fd, F_DUPFD_CLOEXEC, 3);
+        if (p->state_fd < 0)
+            return -errno;
+    }
+    r = baton__send(
+        p->fd, buf,
+        baton__enc_hello(buf, b->generation, getpid(), p->total, p->state_len, b->since_ms), NULL,
+        0);
+    if (r < 0)
+        return r;
+    b->takeover_busy = true;
+    p->phase = BATON__PEER_SENDING;
+    baton__log(b, BATON_LOG_INFO, "successor pid %d is taking over %zu fds", (int)p->pid, p->total);
+    return pump(b, p, slot);
+}
+
+/* Our control socket must be the one at control.sock. After a successor
+ * renamed its own there and then died, put ours back. */
+static void ctl_check(baton *b)
+{
+    char tmp[128];
+    struct stat st;
+    int fd;
+
+    if (fstatat(b->dirfd, "control.sock", &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == b->ctl_ino)
+        return;
+    if (baton__ctl_create(b, &fd, tmp, sizeof(tmp)) < 0)
+        return;
+    if (baton__ctl_publish(b, fd, tmp) < 0) {
+        close(fd);
+        return;
+    }
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->ctl_fd, NULL);
+    close(b->ctl_fd);
+    b->ctl_fd = fd;
+    ep_add(b, fd, EPOLLIN, TAG_CTL);
+    baton__record_write(b);
+    baton__log(b, BATON_LOG_WARNING, "republished our control socket");
+}
+
+static void step_down(baton *b, struct baton__peer *p)
+{
+    uint64_t one = 1;
+
+    b->superseded = true;
+    b->takeover_busy = false;
+    p->phase = BATON__PEER_SUCCESSOR;
+    p->deadline = 0;
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->ctl_fd, NULL);
+    close(b->ctl_fd);
+    b->ctl_fd = -1;
+    baton__log(b, BATON_LOG_INFO, "successor pid %d (generation %d) serves; stepping down",
+               (int)p->pid, b->generation + 1);
+    if (b->job.pid && !b->job.done)
+        job_finish(b, 0, b->generation + 1, p->pid, "ready");
+    if (write(b->upgradefd, &one, sizeof(one)) < 0) {
+        /* The counter cannot overflow with one write per successor. */
+    }
+}
+
+static void on_message(baton *b, struct baton__peer *p, int slot, const struct baton__msg *m)
+{
+    char *buf = b->txbuf;
+    int r = 0;
+
+    switch (p->phase * 16 + m->type) {
+    case BATON__PEER_REQ * 16 + BATON__MSG_REQ:
+        if (m->u.req.kind == BATON__REQ_TAKEOVER)
+            r = start_takeover(b, p, slot);
+        else if (m->u.req.kind == BATON__REQ_UPGRADE && !b->superseded) {
+            p->phase = BATON__PEER_UPGRADE;
+            p->waits_job = true;
+            p->deadline = 0;
+            r = baton__job_start(
+                b, NULL, m->u.req.timeout_ms ? (int)m->u.req.timeout_ms : b->opts.ready_timeout_ms,
+                false);
+            if (r > 0)
+                r = 0;
+        } else
+            drop_peer(b, p, -EINVAL, b->superseded ? "superseded already" : "unknown request");
+        break;
+    case BATON__PEER_READY * 16 + BATON__MSG_READY:
+        r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_COMMIT), NULL, 0);
+        p->phase = BATON__PEER_PUBLISH;
+        break;
+    case BATON__PEER_PUBLISH * 16 + BATON__MSG_PUBLISHED:
+        step_down(b, p);
+        break;
+    default:
+        drop_peer(b, p, -EPROTO, "unexpected message");
+        return;
+    }
+    if (r < 0)
+        drop_peer(b, p, r, strerror(-r));
+}
+
+static void on_peer(baton *b, int slot, int fd, uint32_t events)
+{
+    struct baton__peer *p = &b->peers[slot];
+    struct baton__msg m;
+    size_t len, nfds;
+    int fds[BATON__BATCH_MAX], r;
+
+    if (p->fd != fd)
+        return;
+    if ((events & EPOLLOUT) && p->phase == BATON__PEER_SENDING) {
+        r = pump(b, p, slot);
+        if (r < 0) {
+            drop_peer(b, p, r, "send failed");
+            return;
+        }
+    }
+    while (p->fd == fd && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        r = baton__recv(fd, b->txbuf, BATON__MSG_MAX, fds, BATON__BATCH_MAX, &len, &nfds);
+        if (r == -EAGAIN)
+            return;
+        if (r < 0) {
+            if (p->phase == BATON__PEER_PUBLISH)
+                ctl_check(b);
+            /* A peer that hangs up before asking anything is `baton status`
+             * checking that we live: nothing to report. */
+            bool quiet = p->phase == BATON__PEER_SUCCESSOR || p->phase == BATON__PEER_REQ;
+            drop_peer(b, p, 0, r == -ECONNRESET ? (quiet ? NULL : "hung up") : strerror(-r));
+            return;
+        }
+        if (nfds) {
+            baton__close_fds(fds, nfds);
+            drop_peer(b, p, -EPROTO, "sent fds unasked");
+            return;
+        }
+        if (baton__msg_decode(b->txbuf, len, &m) < 0) {
+            drop_peer(b, p, -EPROTO, "malformed message");
+            return;
+        }
+        on_message(b, p, slot, &m);
+    }
+}
+
+static void expire(baton *b)
+{
+    uint64_t now = baton__now_ms();
+
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        if (p->fd < 0 || !p->deadline || p->deadline > now)
+            continue;
+        if (p->phase == BATON__PEER_PUBLISH)
+            ctl_check(b);
+        drop_peer(b, p, -ETIMEDOUT, "timed out");
+    }
+    if (b->job.pid && !b->job.done && b->job.deadline <= now)
+        job_finish(b, -ETIMEDOUT, 0, 0, "successor not ready in time");
+}
+
+/* Reap the successor we started, if it exited. */
+static void on_job(baton *b)
+{
+    siginfo_t si = {0};
+    char msg[128];
+
+    if (b->job.pidfd < 0)
+        return;
+    if (waitid(P_PIDFD, b->job.pidfd, &si, WEXITED | WNOHANG) < 0) {
+        if (errno != ECHILD)
+            return;
+        si.si_code = CLD_EXITED; /* the application reaped it for us */
+        si.si_status = -1;
+    } else if (si.si_pid == 0) {
+        return;
+    }
+    if (!b->job.done) {
+        if (si.si_code == CLD_EXITED)
+            snprintf(msg, sizeof(msg), "successor pid %d exited with status %d before ready",
+                     (int)b->job.pid, si.si_status);
+        else
+            snprintf(msg, sizeof(msg), "successor pid %d killed by signal %d before ready",
+                     (int)b->job.pid, si.si_status);
+        job_finish(b, -ECHILD, 0, 0, msg);
+    }
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
+    close(b->job.pidfd);
+    b->job.pidfd = -1;
+    b->job.pid = 0;
+}
+
+static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const char *msg)
+{
+    char *buf = b->txbuf;
+    uint64_t one = 1;
+
+    b->job.done = true;
+    b->job.result = err;
+    snprintf(b->job.msg, sizeof(b->job.msg), "%s", msg ? msg : "");
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        if (p->fd < 0 || !p->waits_job)
+            continue;
+        baton__send(p->fd, buf,
+                    baton__enc_result(buf, BATON__MSG_RESULT, err, generation, pid, b->job.msg),
+                    NULL, 0);
+        drop_peer(b, p, 0, NULL);
+    }
+    if (err)
+        baton__log(b, BATON_LOG_WARNING, "upgrade failed: %s", b->job.msg);
+    if (b->job.local && write(b->jobfd, &one, sizeof(one)) < 0) {
+        /* Cannot overflow: one write per job. */
+    }
+    /* A successor that became the owner lives on; stop watching it so that
+     * its exit, much later, is none of our business. */
+    if (!err && b->job.pidfd >= 0) {
+        epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
+        close(b->job.pidfd);
+        b->job.pidfd = -1;
+        b->job.pid = 0;
+    }
+}
+
+int baton__owner_dispatch(baton *b)
+{
+    struct epoll_event ev[32];
+    bool job = false, stop = false;
+    uint64_t junk;
+    int n;
+
+    n = epoll_wait(b->epfd, ev, 32, 0);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < n; i++) {
+        uint64_t d = ev[i].data.u64;
+        switch (d & 0xff) {
+        case TAG_CTL:
+            if (b->ctl_fd >= 0)
+                accept_peers(b);
+            break;
+        case TAG_TIMER:
+            if (read(b->timerfd, &junk, sizeof(junk)) < 0) {
+                /* Spurious wake-ups read nothing; expire() checks times. */
+            }
+            break;
+        case TAG_WAKE:
+            stop = true;
+            break;
+        case TAG_JOB:
+            job = true; /* after the peers: PUBLISHED may be in this batch */
+            break;
+        case TAG_PEER:
+            on_peer(b, (d >> 8) & 0xff, (int)(d >> 32), ev[i].events);
+            break;
+        }
+    }
+    if (job)
+        on_job(b);
+    expire(b);
+    arm_timer(b);
+    pthread_mutex_unlock(&b->mu);
+    return stop ? 1 : 0;
+}
+
+static void *thread_main(void *arg)
+{
+    baton *b = arg;
+    sigset_t all;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        struct pollfd p = {.fd = b->epfd, .events = POLLIN};
+        if (poll(&p, 1, -1) < 0 && errno != EINTR)
+            break;
+        if (baton__owner_dispatch(b) == 1)
+            break;
+    }
+    return NULL;
+}
+
+int baton__owner_start(baton *b, int ctl_fd)
+{
+    sigset_t all, old;
+    int r;
+
+    pthread_mutex_lock(&b->mu);
+    b->ctl_fd = ctl_fd;
+    r = ep_add(b, ctl_fd, EPOLLIN, TAG_CTL);
+    pthread_mutex_unlock(&b->mu);
+    if (r < 0)
+        return baton__fail(b, r, "epoll_ctl(control socket)");
+    if (b->opts.flags & BATON_NO_THREAD)
+        return 0;
+    /* The thread must never run the application's signal handlers. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    r = pthread_create(&b->thread, NULL, thread_main, b);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0)
+        return baton__fail(b, r, "pthread_create");
+    b->thread_running = true;
+    return 0;
+}
+
+void baton__owner_stop(baton *b)
+{
+    uint64_t one = 1;
+
+    if (b->thread_running) {
+        if (write(b->wakefd, &one, sizeof(one)) < 0) {
+            /* eventfd writes of 1 do not fail short of overflow. */
+        }
+        pthread_join(b->thread, NULL);
+        b->thread_running = false;
+    }
+    for (int i = 0; i < BATON__MAX_PEERS; i++)
+        if (b->peers[i].fd >= 0)
+            drop_peer(b, &b->peers[i], 0, NULL);
+    free(b->txbuf);
+    b->txbuf = NULL;
+}
+
+/*
+ * Start a successor (or join the one being started) and, for a local
+ * caller, wait for the outcome. Called with b->mu held by the dispatcher
+ * for requests from the tool (local = false), without it from
+ * baton_upgrade().
+ */
+int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local)
+{
+    uint64_t junk;
+    int r = 0;
+
+    if (local)
+        pthread_mutex_lock(&b->mu);
+    if (b->superseded) {
+        r = baton__fail(b, EALREADY, "a successor serves already");
+        goto unlock;
+    }
+    if (!b->job.pid || b->job.done) {
+        if (b->job.pidfd >= 0) {
+            epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
+            close(b->job.pidfd);
+        }
+        memset(&b->job, 0, sizeof(b->job));
+        b->job.pidfd = -1;
+        r = baton__spawn(b, argv, &b->job.pid, &b->job.pidfd);
+        if (r < 0) {
+            b->job.pid = 0;
+            goto unlock;
+        }
+        ep_add(b, b->job.pidfd, EPOLLIN, TAG_JOB);
+        b->job.deadline = baton__now_ms() + timeout_ms;
+        baton__log(b, BATON_LOG_INFO, "started successor pid %d", (int)b->job.pid);
+        arm_timer(b);
+    }
+    if (local) {
+        b->job.local = true;
+        if (read(b->jobfd, &junk, sizeof(junk)) < 0) {
+            /* Nothing pending: the usual case. */
+        }
+    }
+unlock:
+    if (!local)
+        return r;
+    pthread_mutex_unlock(&b->mu);
+    if (r < 0)
+        return r;
+
+    for (;;) {
+        struct pollfd p[2] = {{.fd = b->jobfd, .events = POLLIN},
+                              {.fd = b->epfd, .events = POLLIN}};
+        bool self = b->opts.flags & BATON_NO_THREAD;
+        if (poll(p, self ? 2 : 1, -1) < 0 && errno != EINTR)
+            return -errno;
+        if (p[0].revents & POLLIN)
+            break;
+        if (self && (p[1].revents & POLLIN))
+            baton__owner_dispatch(b);
+    }
+    pthread_mutex_lock(&b->mu);
+    r = b->job.result;
+    if (r < 0)
+        baton__fail(b, r, "upgrade: %s", b->job.msg);
+    b->job.local = false;
+    pthread_mutex_unlock(&b->mu);
+    return r;
+}

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/* Starting ourselves again: our argv as the kernel gave it, posix_spawn. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+extern char **environ;
+
+static void exe_path(baton *b)
+{
+    static const char deleted[] = " (deleted)";
+    ssize_t n = readlink("/proc/self/exe", b->exe, sizeof(b->exe) - 1);
+    size_t dl = sizeof(deleted) - 1;
+
+    b->exe[n > 0 ? n : 0] = 0;
+    n = strlen(b->exe);
+    if ((size_t)n > dl && strcmp(b->exe + n - dl, deleted) == 0)
+        b->exe[n - dl] = 0;
+}
+
+/* Read our argv from /proc/self/cmdline at open time, before the
+ * application can have changed it (some servers overwrite argv[0]). */
+int baton__argv_load(baton *b)
+{
+    char *buf = NULL, **argv;
+    size_t len = 0, cap = 0, n = 0;
+    int fd;
+
+    fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* no /proc: baton_upgrade(NULL) will fail later */
+    for (;;) {
+        ssize_t r;
+        if (len == cap) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 4096);
+            if (!nb) {
+                free(buf);
+                close(fd);
+                return -ENOMEM;
+            }
+            buf = nb;
+        }
+        r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += r;
+    }
+    close(fd);
+    exe_path(b);
+    for (size_t i = 0; i < len; i++)
+        n += buf[i] == 0;
+    argv = calloc(n + 1, sizeof(*argv));
+    if (!argv) {
+        free(buf);
+        return -ENOMEM;
+    }
+    for (size_t i = 0, k = 0; i < len && k < n; k++) {
+        argv[k] = strdup(buf + i);
+        if (!argv[k]) {
+            for (size_t j = 0; j < k; j++)
+                free(argv[j]);
+            free(argv);
+            free(buf);
+            return -ENOMEM;
+        }
+        i += strlen(buf + i) + 1;
+    }
+    free(buf);
+    b->argv = argv;
+    return 0;
+}
+
+int baton__spawn(baton *b, char *const argv[], pid_t *ret_pid, int *ret_pidfd)
+{
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    const char *path;
+    pid_t pid;
+    int r, pidfd;
+
+    if (!argv)
+        argv = b->argv;
+    if (!argv || !argv[0])
+        return baton__fail(b, ENOENT, "no argv to start a successor with");
+    /* By default the file at our executable's path, not /proc/self/exe: an
+     * upgrade installs the new binary there, and /proc/self/exe would run
+     * the old, replaced one. */
+    path = argv == b->argv ? b->exe : argv[0];
+    if (!path[0])
+        return baton__fail(b, ENOENT, "cannot tell our own executable's path");
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    r = argv == b->argv || strchr(path, '/') ? posix_spawn(&pid, path, NULL, &attr, argv, environ)
+                                             : posix_spawnp(&pid, path, NULL, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
+    if (r != 0)
+        return baton__fail(b, r, "posix_spawn(%s)", path);
+    pidfd = syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        r = baton__fail(b, errno, "pidfd_open(%d)", (int)pid);
+        kill(pid, SIGKILL);
+        return r;
+    }
+    fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    *ret_pid = pid;
+    *ret_pidfd = pidfd;
+    return 0;
+}

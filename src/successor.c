@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The successor's side of the handoff: ask the owner for its fds and state
+ * in baton_open(), and tell it we serve in baton_ready().
+ *
+ * READY is answered with COMMIT before we publish our control socket: the
+ * owner may have given up on us (timeout) while we were starting, and then
+ * we must not replace its socket. Only after PUBLISHED does the owner step
+ * down, so until then it serves as if nothing happened.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct rx {
+    char buf[BATON__MSG_MAX];
+    int fds[BATON__BATCH_MAX];
+    size_t len, nfds;
+    struct baton__msg m;
+};
+
+/* Receive and decode the next message before the deadline. An ERROR from
+ * the owner becomes its error code. */
+static int rx_next(baton *b, int fd, uint64_t deadline, struct rx *x)
+{
+    int r;
+
+    for (;;) {
+        r = baton__wait_fd(fd, POLLIN, deadline);
+        if (r < 0)
+            return baton__fail(b, r, "waiting for the owner of %s", b->dir);
+        r = baton__recv(fd, x->buf, sizeof(x->buf), x->fds, BATON__BATCH_MAX, &x->len, &x->nfds);
+        if (r == -EAGAIN)
+            continue;
+        if (r == -EMFILE)
+            return baton__fail(b, r, "receiving fds from the owner (raise RLIMIT_NOFILE?)");
+        if (r < 0)
+            return baton__fail(b, r, "receiving from the owner of %s", b->dir);
+        break;
+    }
+    r = baton__msg_decode(x->buf, x->len, &x->m);
+    if (r < 0) {
+        baton__close_fds(x->fds, x->nfds);
+        return baton__fail(b, r, "malformed message from the owner of %s", b->dir);
+    }
+    if (x->m.type == BATON__MSG_ERROR) {
+        int err = x->m.u.result.err < 0 ? x->m.u.result.err : -EPROTO;
+        baton__close_fds(x->fds, x->nfds);
+        return baton__fail(b, err, "the owner refused: %.*s", (int)x->m.u.result.text_len,
+                           x->m.u.result.text);
+    }
+    return 0;
+}
+
+static int expect(baton *b, struct rx *x, int type, size_t nfds)
+{
+    if (x->m.type == type && x->nfds == nfds)
+        return 0;
+    baton__close_fds(x->fds, x->nfds);
+    return baton__fail(b, EPROTO, "the owner sent message type %d with %zu fds, expected %d",
+                       x->m.type, x->nfds, type);
+}
+
+/* Take one FDS batch into b->inh; every entry must come with its fd. */
+static int take_batch(baton *b, struct rx *x, uint32_t announced)
+{
+    uint32_t count = x->m.u.fds.count;
+    uint32_t i;
+    int r = 0;
+
+    if (x->nfds != count || b->inh.n + count > announced) {
+        baton__close_fds(x->fds, x->nfds);
+        return baton__fail(b, EPROTO, "fd batch of %u entries came with %zu fds", count, x->nfds);
+    }
+    for (i = 0; i < count && r == 0; i++) {
+        const struct baton__wire_entry *e = &x->m.u.fds.entries[i];
+        char name[BATON_NAME_MAX + 1], addr[BATON_ADDR_MAX + 1];
+
+        memcpy(name, e->name, e->name_len);
+        name[e->name_len] = 0;
+        memcpy(addr, e->addr, e->addr_len);
+        addr[e->addr_len] = 0;
+        if (!baton__name_ok(name) || baton__table_find(&b->inh, name) ||
+            (e->kind == BATON__KIND_FD ? e->addr_len != 0 : baton__addr_kind(addr) != e->kind))
+            r = baton__fail(b, EPROTO, "bad fd entry \"%s\" from the owner", name);
+        else if ((r = baton__table_add(&b->inh, name, addr, e->kind, x->fds[i])) < 0)
+            r = baton__fail(b, r, "storing inherited fd %s", name);
+    }
+    if (r < 0)
+        baton__close_fds(x->fds + i - 1, count - i + 1);
+    return r;
+}
+
+static int receive_all(baton *b, int fd, uint64_t deadline)
+{
+    struct rx *x = malloc(sizeof(*x));
+    uint32_t nfds;
+    uint64_t state_len;
+    char req[BATON__HDR_LEN + 12];
+    int r;
+
+    if (!x)
+        return -ENOMEM;
+    r = baton__send(fd, req, baton__enc_req(req, BATON__REQ_TAKEOVER, 0, getpid()), NULL, 0);
+    if (r < 0) {
+        r = baton__fail(b, r, "sending to the owner of %s", b->dir);
+        goto out;
+    }
+    if ((r = rx_next(b, fd, deadline, x)) < 0 || (r = expect(b, x, BATON__MSG_HELLO, 0)) < 0)
+        goto out;
+    nfds = x->m.u.hello.nfds;
+    state_len = x->m.u.hello.state_len;
+    b->generation = x->m.u.hello.generation + 1;
+    b->pred_pid = x->m.u.hello.pid;
+    if (b->generation <= 1) {
+        r = baton__fail(b, EPROTO, "generation overflow");
+        goto out;
+    }
+    while (b->inh.n < nfds) {
+        if ((r = rx_next(b, fd, deadline, x)) < 0 ||
+            (r = expect(b, x, BATON__MSG_FDS, x->nfds)) < 0 || (r = take_batch(b, x, nfds)) < 0)
+            goto out;
+    }
+    if ((r = rx_next(b, fd, deadline, x)) < 0 ||
+        (r = expect(b, x, BATON__MSG_STATE, state_len ? 1 : 0)) < 0)
+        goto out;
+    if (x->m.u.state.len != state_len) {
+        baton__close_fds(x->fds, x->nfds);
+        r = baton__fail(b, EPROTO, "state length changed from %llu to %llu",
+                        (unsigned long long)state_len, (unsigned long long)x->m.u.state.len);
+        goto out;
+    }
+    if (state_len && (r = baton__state_map(b, x->fds[0], state_len)) < 0)
+        goto out;
+    if ((r = rx_next(b, fd, deadline, x)) < 0 || (r = expect(b, x, BATON__MSG_END, 0)) < 0)
+        goto out;
+out:
+    free(x);
+    return r;
+}
+
+static void forget_inherited(baton *b)
+{
+    baton__table_close(&b->inh);
+    if (b->state_map)
+        munmap(b->state_map, b->state_map_len);
+    b->state_map = NULL;
+    b->state_map_len = 0;
+    b->generation = 1;
+    b->pred_pid = 0;
+}
+
+static bool pred_gone(const baton *b)
+{
+    return b->pred_pid > 0 && kill(b->pred_pid, 0) < 0 && errno == ESRCH;
+}
+
+int baton__takeover(baton *b)
+{
+    uint64_t deadline = baton__now_ms() + b->opts.ready_timeout_ms;
+    int fd = -1, r;
+
+    /* A second attempt only follows an owner that died mid-transfer: then
+     * its socket is stale and we start fresh instead of failing. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        r = baton__connect(b, deadline, &fd);
+        if (r <= 0)
+            return r;
+        if (b->opts.flags & BATON_NO_INHERIT) {
+            close(fd);
+            return baton__fail(b, EEXIST, "%s: an owner serves (BATON_NO_INHERIT)", b->dir);
+        }
+        r = receive_all(b, fd, deadline);
+        if (r == 0) {
+            b->pred_fd = fd;
+            b->inherited = true;
+            baton__log(b, BATON_LOG_INFO, "took %zu fds from pid %d (generation %d)", b->inh.n,
+                       (int)b->pred_pid, b->generation - 1);
+            return 0;
+        }
+        close(fd);
+        if ((r == -ECONNRESET || r == -EPIPE) && pred_gone(b)) {
+            baton__log(b, BATON_LOG_WARNING, "owner pid %d died during the takeover; retrying",
+                       (int)b->pred_pid);
+            forget_inherited(b);
+            continue;
+        }
+        forget_inherited(b);
+        return r;
+    }
+    return r;
+}
+
+/* READY -> COMMIT -> publish -> PUBLISHED. When the predecessor died after
+ * handing everything over, we are the owner: publish anyway. */
+int baton__takeover_finish(baton *b, int ctl, const char *tmp)
+{
+    uint64_t deadline = baton__now_ms() + b->opts.ready_timeout_ms;
+    char buf[BATON__HDR_LEN + 4];
+    struct rx *x;
+    int r;
+
+    r = baton__send(b->pred_fd, buf, baton__enc_ready(buf, getpid()), NULL, 0);
+    if (r == 0) {
+        x = malloc(sizeof(*x));
+        if (!x)
+            return -ENOMEM;
+        r = rx_next(b, b->pred_fd, deadline, x);
+        if (r == 0)
+            r = expect(b, x, BATON__MSG_COMMIT, 0);
+        free(x);
+    }
+    if (r < 0 && !pred_gone(b))
+        return baton__fail(b, r, "the owner (pid %d) did not let us take over", (int)b->pred_pid);
+    if (r < 0)
+        baton__log(b, BATON_LOG_WARNING, "owner pid %d is gone; taking over anyway",
+                   (int)b->pred_pid);
+    r = baton__ctl_publish(b, ctl, tmp);
+    if (r < 0)
+        return r;
+    baton__send(b->pred_fd, buf, baton__enc_empty(buf, BATON__MSG_PUBLISHED), NULL, 0);
+    return 0;
+}

@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * baton - inspect and upgrade services that use libbaton.
+ *
+ *   baton status DIR [--json]
+ *   baton wait DIR --generation N [--timeout S]
+ *   baton upgrade DIR [--timeout S]
+ *
+ * Exit status: 0 success, 1 failure, 2 usage, 3 no owner serves DIR.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+enum { EXIT_USAGE = 2, EXIT_NO_OWNER = 3 };
+
+#define MAX_FDS 4096
+
+struct record_fd {
+    char name[BATON_NAME_MAX + 1], kind[8], addr[BATON_ADDR_MAX + 1], local[96];
+};
+
+struct record {
+    int pid, generation;
+    unsigned long long since_ms;
+    size_t nfds;
+    struct record_fd *fds;
+};
+
+static const char *prog = "baton";
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s status DIR [--json]\n"
+            "       %s wait DIR --generation N [--timeout S]\n"
+            "       %s upgrade DIR [--timeout S]\n"
+            "       %s --version\n"
+            "\n"
+            "status   show the process serving DIR: pid, generation, since when, named fds\n"
+            "wait     exit 0 once generation N or later serves DIR (default timeout 30 s)\n"
+            "upgrade  ask the owner of DIR to start its successor; exit 0 once it serves\n"
+            "         (default timeout 30 s); on failure the old owner serves on\n"
+            "\n"
+            "Exit status: 0 success, 1 failure, 2 usage error, 3 nobody serves DIR.\n",
+            prog, prog, prog, prog);
+}
+
+/* Parse DIR/owner; 0 ok, -ENOENT when there is none, -EPROTO if garbled. */
+static int record_read(const char *dir, struct record *rec)
+{
+    char path[4200], line[1024];
+    FILE *f;
+    int r = 0;
+
+    memset(rec, 0, sizeof(*rec));
+    snprintf(path, sizeof(path), "%s/owner", dir);
+    f = fopen(path, "re");
+    if (!f)
+        return -errno;
+    if (!fgets(line, sizeof(line), f) || strcmp(line, "baton-owner 1\n") != 0)
+        r = -EPROTO;
+    while (r == 0 && fgets(line, sizeof(line), f)) {
+        struct record_fd *e;
+        if (sscanf(line, "pid %d", &rec->pid) == 1 ||
+            sscanf(line, "generation %d", &rec->generation) == 1 ||
+            sscanf(line, "since %llu", &rec->since_ms) == 1)
+            continue;
+        if (strncmp(line, "fd ", 3) != 0 || rec->nfds >= MAX_FDS) {
+            r = -EPROTO;
+            break;
+        }
+        e = realloc(rec->fds, (rec->nfds + 1) * sizeof(*e));
+        if (!e) {
+            r = -ENOMEM;
+            break;
+        }
+        rec->fds = e;
+        e = &rec->fds[rec->nfds];
+        if (sscanf(line, "fd %127s %7s %255s %95s", e->name, e->kind, e->addr, e->local) != 4) {
+            r = -EPROTO;
+            break;
+        }
+        rec->nfds++;
+    }
+    fclose(f);
+    if (r == 0 && (rec->pid <= 0 || rec->generation <= 0))
+        r = -EPROTO;
+    if (r < 0)
+        free(rec->fds);
+    return r;
+}
+
+static int ctl_connect(const char *dir, int *ret_fd)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", dir) >=
+        (int)sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+/* Does the recorded owner still serve? Its pid lives and its control
+ * socket accepts (a connect that is then closed costs the owner nothing). */
+static bool owner_alive(const char *dir, const struct record *rec)
+{
+    int fd;
+
+    if (kill(rec->pid, 0) < 0 && errno == ESRCH)
+        return false;
+    if (ctl_connect(dir, &fd) < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            putchar('\\');
+        putchar(*s);
+    }
+    putchar('"');
+}
+
+static int cmd_status(const char *dir, bool json)
+{
+    struct record rec;
+    int r = record_read(dir, &rec);
+    bool alive = r == 0 && owner_alive(dir, &rec);
+
+    if (!alive) {
+        if (json)
+            printf("{\"serving\":false}\n");
+        else
+            fprintf(stderr, "%s: nobody serves %s%s%s\n", prog, dir,
+                    r == -EPROTO ? " (garbled owner record)" : "",
+                    r == 0 ? " (stale owner record)" : "");
+        if (r == 0)
+            free(rec.fds);
+        return EXIT_NO_OWNER;
+    }
+    if (json) {
+        printf("{\"serving\":true,\"pid\":%d,\"generation\":%d,\"since\":%llu.%03llu,\"fds\":[",
+               rec.pid, rec.generation, rec.since_ms / 1000, rec.since_ms % 1000);
+        for (size_t i = 0; i < rec.nfds; i++) {
+            printf("%s{\"name\":", i ? "," : "");
+            json_str(rec.fds[i].name);
+            printf(",\"kind\":\"%s\",\"address\":", rec.fds[i].kind);
+            json_str(strcmp(rec.fds[i].addr, "-") ? rec.fds[i].addr : "");
+            printf(",\"local\":");
+            json_str(strcmp(rec.fds[i].local, "-") ? rec.fds[i].local : "");
+            putchar('}');
+        }
+        printf("]}\n");
+    } else {
+        time_t t = rec.since_ms / 1000;
+        char when[64];
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+        printf("%s: pid %d, generation %d, serving since %s (%llu s)\n", dir, rec.pid,
+               rec.generation, when, (unsigned long long)(time(NULL) - t));
+        for (size_t i = 0; i < rec.nfds; i++)
+            printf("  %-16s %-4s %s%s%s\n", rec.fds[i].name, rec.fds[i].kind,
+                   strcmp(rec.fds[i].addr, "-") ? rec.fds[i].addr : "",
+                   strcmp(rec.fds[i].local, "-") ? "  bound " : "",
+                   strcmp(rec.fds[i].local, "-") ? rec.fds[i].local : "");
+    }
+    free(rec.fds);
+    return 0;
+}
+
+/* Wait for DIR's owner record to change, by inotify, up to deadline. */
+static void wait_change(int ino, uint64_t deadline)
+{
+    uint64_t now = baton__now_ms();
+    char buf[4096];
+    struct pollfd p = {.fd = ino, .events = POLLIN};
+    /* A dying owner changes nothing in DIR: look again at least every
+     * 200 ms so that a generation whose record came first is not missed. */
+    int wait = now >= deadline ? 0 : (int)(deadline - now < 200 ? deadline - now : 200);
+
+    if (poll(&p, ino >= 0 ? 1 : 0, wait) > 0)
+        while (read(ino, buf, sizeof(buf)) > 0)
+            ;
+}
+
+static int cmd_wait(const char *dir, int generation, int timeout_s)
+{
+    uint64_t deadline = baton__now_ms() + (uint64_t)timeout_s * 1000;
+    int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), last = 0;
+
+    if (ino >= 0 && inotify_add_watch(ino, dir, IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
+        close(ino);
+        ino = -1;
+    }
+    for (;;) {
+        struct record rec;
+        if (record_read(dir, &rec) == 0) {
+            bool ok = rec.generation >= generation && owner_alive(dir, &rec);
+            last = rec.generation;
+            free(rec.fds);
+            if (ok) {
+                printf("%s: generation %d serves\n", dir, last);
+                if (ino >= 0)
+                    close(ino);
+                return 0;
+            }
+        }
+        if (baton__now_ms() >= deadline)
+            break;
+        wait_change(ino, deadline);
+    }
+    if (ino >= 0)
+        close(ino);
+    fprintf(stderr, "%s: timed out after %d s waiting for generation %d of %s (now: %d)\n", prog,
+            timeout_s, generation, dir, last);
+    return 1;
+}
+
+static int cmd_upgrade(const char *dir, int timeout_s)
+{
+    char buf[BATON__MSG_MAX];
+    uint64_t deadline = baton__now_ms() + (uint64_t)timeout_s * 1000 + 2000;
+    struct baton__msg m;
+    size_t len, nfds;
+    int fd, fds[BATON__BATCH_MAX], r;
+
+    r = ctl_connect(dir, &fd);
+    if (r < 0) {
+        fprintf(stderr, "%s: nobody serves %s: connect(%s/control.sock): %s\n", prog, dir, dir,
+                strerror(-r));
+        return EXIT_NO_OWNER;
+    }
+    r = baton__send(fd, buf, baton__enc_req(buf, BATON__REQ_UPGRADE, timeout_s * 1000, getpid()),
+                    NULL, 0);
+    while (r == 0) {
+        r = baton__wait_fd(fd, POLLIN, deadline);
+        if (r == 0)
+            r = baton__recv(fd, buf, sizeof(buf), fds, BATON__BATCH_MAX, &len, &nfds);
+        if (r == -EAGAIN) {
+            r = 0;
+            continue;
+        }
+        break;
+    }
+    close(fd);
+    if (r == 0 && nfds) {
+        baton__close_fds(fds, nfds);
+        r = -EPROTO;
+    }
+    if (r == 0)
+        r = baton__msg_decode(buf, len, &m);
+    if (r < 0) {
+        fprintf(stderr, "%s: upgrade of %s: %s\n", prog, dir,
+                r == -ECONNRESET ? "the owner hung up" : baton_strerror(r));
+        return 1;
+    }
+    if (m.type == BATON__MSG_RESULT && m.u.result.err == 0) {
+        printf("%s: generation %u serves (pid %u)\n", dir, m.u.result.generation, m.u.result.pid);
+        return 0;
+    }
+    fprintf(stderr, "%s: upgrade of %s failed: %.*s (%s); the old owner serves on\n", prog, dir,
+            (int)m.u.result.text_len, m.u.result.text,
+            baton_strerror(m.u.result.err ? m.u.result.err : -EPROTO));
+    return 1;
+}
+
+static int parse_int(const char *s, int min, int *ret)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < min || v > 1000000)
+        return -1;
+    *ret = (int)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd, *dir;
+    int generation = -1, timeout = 30;
+    bool json = false;
+
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "--version")) {
+        printf("baton %s\n", baton_version());
+        return 0;
+    }
+    if (argc < 3) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    cmd = argv[1];
+    dir = argv[2];
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--json") && !strcmp(cmd, "status"))
+            json = true;
+        else if (!strcmp(argv[i], "--generation") && i + 1 < argc &&
+                 !parse_int(argv[i + 1], 1, &generation))
+            i++;
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc &&
+                 !parse_int(argv[i + 1], 0, &timeout))
+            i++;
+        else {
+            fprintf(stderr, "%s %s: bad argument '%s'\n", prog, cmd, argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!strcmp(cmd, "status"))
+        return cmd_status(dir, json);
+    if (!strcmp(cmd, "wait")) {
+        if (generation < 1) {
+            fprintf(stderr, "%s wait: --generation N is required\n", prog);
+            return EXIT_USAGE;
+        }
+        return cmd_wait(dir, generation, timeout);
+    }
+    if (!strcmp(cmd, "upgrade"))
+        return cmd_upgrade(dir, timeout);
+    fprintf(stderr, "%s: unknown command '%s'\n", prog, cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}
