@@ -396,6 +396,18 @@ static void close_unclaimed(baton *b)
     (void)n;
 }
 
+/* A fresh start that stalled past its lease may find that another process
+ * went ahead and serves now: then it must not replace that one's socket. */
+static int fresh_start_check(baton *b)
+{
+    int fd, r = baton__connect(b, baton__now_ms() + 1000, &fd);
+
+    if (r <= 0)
+        return r;
+    close(fd);
+    return baton__fail(b, EBUSY, "%s: another owner started meanwhile", b->dir);
+}
+
 BATON_EXPORT int baton_ready(baton *b)
 {
     char tmp[128];
@@ -410,10 +422,11 @@ BATON_EXPORT int baton_ready(baton *b)
         return r;
     if (b->inherited)
         r = baton__takeover_finish(b, ctl, tmp);
-    else
+    else if ((r = fresh_start_check(b)) == 0)
         r = baton__ctl_publish(b, ctl, tmp);
     if (r < 0) {
         close(ctl);
+        unlinkat(b->dirfd, tmp, 0);
         return r;
     }
     close_unclaimed(b);
