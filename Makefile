@@ -8,7 +8,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all build check check-asan check-tsan lint format demo bench install clean deps
+.PHONY: all build check check-asan check-tsan lint format demo bench bench-handover fuzz install clean deps
 
 all: build
 
@@ -52,8 +52,26 @@ format:
 demo: build
 	@sh scripts/demo.sh $(BUILD)
 
-bench: build
-	@sh bench/run.sh $(BUILD)
+bench: build bench-handover
+	@bash bench/run.sh $(BUILD)
+
+bench-handover: build
+	$(BUILD)/bin/baton-bench-handover --runs $${BENCH_HANDOVER_RUNS:-200}
+
+# libFuzzer needs clang (installed if missing). Each target runs for
+# FUZZ_SECONDS on a scratch copy of its corpus; new findings are saved in
+# build/fuzz/findings/.
+FUZZ_SECONDS ?= 60
+FUZZ ?= build/fuzz
+fuzz:
+	@command -v clang >/dev/null || (apt-get update -q && apt-get install -y -q clang)
+	CC=clang cmake -S . -B $(FUZZ) -DBATON_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Debug
+	cmake --build $(FUZZ) -j $(JOBS)
+	@for t in fuzz/corpus/*; do n=$$(basename $$t); \
+	  mkdir -p $(FUZZ)/work/$$n $(FUZZ)/findings/$$n; cp $$t/* $(FUZZ)/work/$$n/; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ)/bin/fuzz-$$n -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
+	    -artifact_prefix=$(FUZZ)/findings/$$n/ $(FUZZ)/work/$$n 2>&1 | tail -3 || exit 1; done
 
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)

@@ -73,11 +73,12 @@ static bool lease_expired(int fd)
 
 static void lease_write(baton *b, int fd)
 {
-    char buf[64];
-    int n = snprintf(buf, sizeof(buf), "%d %llu\n", (int)getpid(),
+    char buf[48];
+    /* Fixed width, so that one pwrite replaces the old lease whole. */
+    int n = snprintf(buf, sizeof(buf), "%-10d %-20llu\n", (int)getpid(),
                      (unsigned long long)(baton__now_ms() + b->opts.ready_timeout_ms + 1000));
 
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, n, 0) != n)
+    if (pwrite(fd, buf, n, 0) != n)
         baton__log(b, BATON_LOG_WARNING, "%s/" LOCK_NAME ": cannot write the lease", b->dir);
 }
 
