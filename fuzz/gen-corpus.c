@@ -29,7 +29,7 @@ int main(int argc, char **argv)
     put(dir, "req-upgrade", buf, baton__enc_req(buf, BATON__REQ_UPGRADE, 30000, 1234));
     put(dir, "hello", buf, baton__enc_hello(buf, 3, 99, 2, 4096, 1700000000000ull));
     put(dir, "state", buf, baton__enc_state(buf, 4096));
-    put(dir, "ready", buf, baton__enc_ready(buf, 4321));
+    put(dir, "ready", buf, baton__enc_ready(buf, 4321, 1));
     put(dir, "end", buf, baton__enc_empty(buf, BATON__MSG_END));
     put(dir, "commit", buf, baton__enc_empty(buf, BATON__MSG_COMMIT));
     put(dir, "published", buf, baton__enc_empty(buf, BATON__MSG_PUBLISHED));
@@ -41,5 +41,15 @@ int main(int argc, char **argv)
     baton__fds_add(buf, &len, 0, "config", "");
     baton__fds_end(buf, len, 3);
     put(dir, "fds", buf, BATON__HDR_LEN + len);
+    len = baton__conn_begin();
+    baton__conn_add(buf, &len, 7, "GET / HTTP/1.1\r\n", 16);
+    baton__conn_add(buf, &len, 8, "", 0);
+    baton__conn_end(buf, len, 2);
+    put(dir, "conn", buf, BATON__HDR_LEN + len);
+    {
+        uint32_t ids[3] = {7, 8, 9};
+        put(dir, "ack", buf, baton__enc_ack(buf, ids, 3));
+    }
+    put(dir, "done", buf, baton__enc_empty(buf, BATON__MSG_DONE));
     return 0;
 }

@@ -41,7 +41,14 @@ enum {
     BATON_WAIT_LOCK = 1u << 1,
     /* Never inherit: fail with -EEXIST if an owner is serving. */
     BATON_NO_INHERIT = 1u << 2,
+    /* This process takes live connections from its predecessor: it polls
+     * baton_conn_fd() and calls baton_conn_accept(). Without it the
+     * predecessor's baton_handoff() fails with -EOPNOTSUPP at once. */
+    BATON_TAKE_CONNS = 1u << 3,
 };
+
+/* The largest per-connection state baton_handoff() carries. */
+#define BATON_CONN_STATE_MAX 32768
 
 /* Log levels passed to the log callback; the same numbers as syslog. */
 enum {
@@ -147,6 +154,51 @@ int baton_wait_upgrade(baton *b, int timeout_ms);
  * after SIGHUP set a flag), not from a signal handler.
  */
 int baton_upgrade(baton *b, char *const argv[]);
+
+/*
+ * Connection handoff. After the upgrade event, the owner may hand each live
+ * connection to its successor instead of draining it, with an opaque state
+ * (protocol state, bytes read but not yet processed; at most
+ * BATON_CONN_STATE_MAX bytes). Stop reading the connection first, and
+ * remove it from your epoll set before you close it (the successor keeps
+ * the same open file, so the registration would outlive your fd).
+ */
+
+/* Owner: hand one connection over. Returns 0 once the successor's
+ * application has taken it: then close(fd) (never shutdown(): that would
+ * end the connection for the successor too). On -errno the connection is
+ * still ours to serve: -EOPNOTSUPP (the successor does not take
+ * connections), -ENOTCONN (no successor link), -ENOTSOCK, -EMSGSIZE (state
+ * too large), -ETIMEDOUT or -ECONNRESET (the successor did not confirm).
+ * The caller keeps ownership of fd in every case. */
+int baton_handoff(baton *b, int fd, const void *state, size_t len);
+
+struct baton_conn {
+    int fd;            /* in: the connection; the caller keeps it */
+    const void *state; /* in: its state, len bytes */
+    size_t len;
+    int result; /* out: 0 the successor has it, or -errno: still ours */
+};
+
+/* Owner: hand n connections over in one pipelined burst (fd batches of up
+ * to 253, one confirmation per batch). Returns how many the successor took,
+ * or -errno if none could be tried; each conns[i].result says which. */
+int baton_handoff_batch(baton *b, struct baton_conn *conns, size_t n);
+
+/* Owner: no more connections will come; the successor's baton_conn_accept()
+ * returns -ENOTCONN once its queue is empty. */
+int baton_handoff_done(baton *b);
+
+/* Successor (BATON_TAKE_CONNS): readable while handed connections wait, or
+ * once none will come any more. Owned by the handle. */
+int baton_conn_fd(const baton *b);
+
+/* Successor: take one handed connection: returns its fd (ours now,
+ * close-on-exec, with the file status flags the owner left on it) and
+ * copies its state into state_buf, its length in *ret_len. -EAGAIN when
+ * none waits, -ENOTCONN when none will come, -EMSGSIZE when buf_len is too
+ * small (*ret_len says how much is needed; the connection stays queued). */
+int baton_conn_accept(baton *b, void *state_buf, size_t buf_len, size_t *ret_len);
 
 /* With BATON_NO_THREAD: an fd to poll for POLLIN; call baton_dispatch() when
  * readable. Owned by the handle. -EINVAL without BATON_NO_THREAD. */

@@ -14,7 +14,7 @@
 
 #include "internal.h"
 
-#define KNOWN_FLAGS (BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT)
+#define KNOWN_FLAGS (BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT | BATON_TAKE_CONNS)
 
 void baton__log(const baton *b, int level, const char *fmt, ...)
 {
@@ -158,7 +158,7 @@ static baton *handle_new(const struct baton_options *opts)
     b->opts.dir = b->dir;
     b->dirfd = b->lockfd = b->pred_fd = -1;
     b->own_state_fd = b->ctl_fd = -1;
-    b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = -1;
+    b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = b->connfd = -1;
     b->job.pidfd = -1;
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         b->peers[i].fd = b->peers[i].state_fd = -1;
@@ -206,6 +206,7 @@ BATON_EXPORT void baton_free(baton *b)
         return;
     baton__owner_stop(b);
     baton__ctl_retire(b);
+    baton__conn_free(b);
     baton__table_close(&b->inh);
     baton__table_close(&b->own);
     if (b->state_map)

@@ -53,6 +53,17 @@ struct baton__peer {
     uint64_t state_len;
     /* Upgrade requests: waiting for the job's outcome. */
     bool waits_job;
+    /* Our successor: takes connections; the application's thread is
+     * using the link in baton_handoff() (the dispatcher keeps off). */
+    bool takes_conns;
+    bool app_busy;
+};
+
+/* A connection handed to us, waiting for baton_conn_accept(). */
+struct baton__qconn {
+    int fd;
+    uint32_t id, len;
+    char *state;
 };
 
 enum {
@@ -92,6 +103,16 @@ struct baton {
     struct baton__table inh; /* what the predecessor passed */
     void *state_map;         /* the predecessor's state, mapped read-only */
     size_t state_map_len;
+
+    /* Handed connections (successor side), guarded by mu: [head, acked)
+     * are confirmed to the predecessor, [acked, n) not yet. */
+    struct baton__qconn *cq;
+    size_t cq_head, cq_acked, cq_n, cq_cap;
+    int connfd; /* eventfd: connections wait, or none will come */
+    bool pred_done;
+    /* Owner side: ids of handed connections; one handoff at a time. */
+    uint32_t conn_seq;
+    bool handoff_busy;
 
     /* Owner side, guarded by mu. */
     pthread_mutex_t mu;
@@ -166,6 +187,12 @@ int baton__owner_start(baton *b, int ctl_fd);
 void baton__owner_stop(baton *b);
 int baton__owner_dispatch(baton *b);
 int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local);
+void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why);
+uint64_t baton__peer_tag(const baton *b, const struct baton__peer *p);
+
+/* conn.c */
+void baton__pred_event(baton *b);
+void baton__conn_free(baton *b);
 
 /* successor.c */
 int baton__takeover(baton *b);

@@ -29,13 +29,18 @@
 #define P_PIDFD 3
 #endif
 
-enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PEER };
+enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PRED, TAG_PEER };
 
 /* epoll data: the tag in the low byte, a peer's slot and fd above it, so a
  * stale event for a slot that was reused is recognised. */
 static uint64_t peer_tag(int slot, int fd)
 {
     return TAG_PEER | (uint64_t)slot << 8 | (uint64_t)(uint32_t)fd << 32;
+}
+
+uint64_t baton__peer_tag(const baton *b, const struct baton__peer *p)
+{
+    return peer_tag((int)(p - b->peers), p->fd);
 }
 
 static int ep_add(baton *b, int fd, uint32_t events, uint64_t tag)
@@ -57,10 +62,12 @@ int baton__owner_init(baton *b)
     b->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     b->upgradefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     b->jobfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    b->connfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     b->txbuf = malloc(BATON__MSG_MAX);
     if (!b->txbuf)
         return -ENOMEM;
-    if (b->epfd < 0 || b->timerfd < 0 || b->wakefd < 0 || b->upgradefd < 0 || b->jobfd < 0)
+    if (b->epfd < 0 || b->timerfd < 0 || b->wakefd < 0 || b->upgradefd < 0 || b->jobfd < 0 ||
+        b->connfd < 0)
         return baton__fail(b, errno, "creating the control loop's fds");
     if (ep_add(b, b->timerfd, EPOLLIN, TAG_TIMER) < 0 || ep_add(b, b->wakefd, EPOLLIN, TAG_WAKE))
         return baton__fail(b, errno, "epoll_ctl");
@@ -87,7 +94,7 @@ static void arm_timer(baton *b)
 
 static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const char *msg);
 
-static void drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
+void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
 {
     if (p->fd < 0)
         return;
@@ -209,7 +216,8 @@ static int start_takeover(baton *b, struct baton__peer *p, int slot)
     int r;
 
     if (b->takeover_busy || b->superseded) {
-        drop_peer(b, p, -EBUSY, b->superseded ? "superseded already" : "takeover in progress");
+        baton__drop_peer(b, p, -EBUSY,
+                         b->superseded ? "superseded already" : "takeover in progress");
         return 0;
     }
     p->total = b->own.n;
@@ -295,9 +303,11 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
             if (r > 0)
                 r = 0;
         } else
-            drop_peer(b, p, -EINVAL, b->superseded ? "superseded already" : "unknown request");
+            baton__drop_peer(b, p, -EINVAL,
+                             b->superseded ? "superseded already" : "unknown request");
         break;
     case BATON__PEER_READY * 16 + BATON__MSG_READY:
+        p->takes_conns = m->u.ready.flags & BATON__READY_TAKES_CONNS;
         r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_COMMIT), NULL, 0);
         p->phase = BATON__PEER_PUBLISH;
         break;
@@ -305,11 +315,11 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
         step_down(b, p);
         break;
     default:
-        drop_peer(b, p, -EPROTO, "unexpected message");
+        baton__drop_peer(b, p, -EPROTO, "unexpected message");
         return;
     }
     if (r < 0)
-        drop_peer(b, p, r, strerror(-r));
+        baton__drop_peer(b, p, r, strerror(-r));
 }
 
 static void on_peer(baton *b, int slot, int fd, uint32_t events)
@@ -324,7 +334,7 @@ static void on_peer(baton *b, int slot, int fd, uint32_t events)
     if ((events & EPOLLOUT) && p->phase == BATON__PEER_SENDING) {
         r = pump(b, p, slot);
         if (r < 0) {
-            drop_peer(b, p, r, "send failed");
+            baton__drop_peer(b, p, r, "send failed");
             return;
         }
     }
@@ -338,16 +348,16 @@ static void on_peer(baton *b, int slot, int fd, uint32_t events)
             /* A peer that hangs up before asking anything is `baton status`
              * checking that we live: nothing to report. */
             bool quiet = p->phase == BATON__PEER_SUCCESSOR || p->phase == BATON__PEER_REQ;
-            drop_peer(b, p, 0, r == -ECONNRESET ? (quiet ? NULL : "hung up") : strerror(-r));
+            baton__drop_peer(b, p, 0, r == -ECONNRESET ? (quiet ? NULL : "hung up") : strerror(-r));
             return;
         }
         if (nfds) {
             baton__close_fds(fds, nfds);
-            drop_peer(b, p, -EPROTO, "sent fds unasked");
+            baton__drop_peer(b, p, -EPROTO, "sent fds unasked");
             return;
         }
         if (baton__msg_decode(b->txbuf, len, &m) < 0) {
-            drop_peer(b, p, -EPROTO, "malformed message");
+            baton__drop_peer(b, p, -EPROTO, "malformed message");
             return;
         }
         on_message(b, p, slot, &m);
@@ -364,7 +374,7 @@ static void expire(baton *b)
             continue;
         if (p->phase == BATON__PEER_PUBLISH)
             ctl_check(b);
-        drop_peer(b, p, -ETIMEDOUT, "timed out");
+        baton__drop_peer(b, p, -ETIMEDOUT, "timed out");
     }
     if (b->job.pid && !b->job.done && b->job.deadline <= now)
         job_finish(b, -ETIMEDOUT, 0, 0, "successor not ready in time");
@@ -416,7 +426,7 @@ static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const 
         baton__send(p->fd, buf,
                     baton__enc_result(buf, BATON__MSG_RESULT, err, generation, pid, b->job.msg),
                     NULL, 0);
-        drop_peer(b, p, 0, NULL);
+        baton__drop_peer(b, p, 0, NULL);
     }
     if (err)
         baton__log(b, BATON_LOG_WARNING, "upgrade failed: %s", b->job.msg);
@@ -462,6 +472,9 @@ int baton__owner_dispatch(baton *b)
         case TAG_JOB:
             job = true; /* after the peers: PUBLISHED may be in this batch */
             break;
+        case TAG_PRED:
+            baton__pred_event(b);
+            break;
         case TAG_PEER:
             on_peer(b, (d >> 8) & 0xff, (int)(d >> 32), ev[i].events);
             break;
@@ -500,6 +513,10 @@ int baton__owner_start(baton *b, int ctl_fd)
     pthread_mutex_lock(&b->mu);
     b->ctl_fd = ctl_fd;
     r = ep_add(b, ctl_fd, EPOLLIN, TAG_CTL);
+    /* The link to our predecessor stays open: handed connections come
+     * over it, and its end tells us the predecessor is gone. */
+    if (r == 0 && b->pred_fd >= 0)
+        r = ep_add(b, b->pred_fd, EPOLLIN, TAG_PRED);
     pthread_mutex_unlock(&b->mu);
     if (r < 0)
         return baton__fail(b, r, "epoll_ctl(control socket)");
@@ -529,7 +546,7 @@ void baton__owner_stop(baton *b)
     }
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         if (b->peers[i].fd >= 0)
-            drop_peer(b, &b->peers[i], 0, NULL);
+            baton__drop_peer(b, &b->peers[i], 0, NULL);
     free(b->txbuf);
     b->txbuf = NULL;
 }

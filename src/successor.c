@@ -203,11 +203,12 @@ int baton__takeover(baton *b)
 int baton__takeover_finish(baton *b, int ctl, const char *tmp)
 {
     uint64_t deadline = baton__now_ms() + b->opts.ready_timeout_ms;
-    char buf[BATON__HDR_LEN + 4];
+    char buf[BATON__HDR_LEN + 8];
+    uint32_t flags = b->opts.flags & BATON_TAKE_CONNS ? BATON__READY_TAKES_CONNS : 0;
     struct rx *x;
     int r;
 
-    r = baton__send(b->pred_fd, buf, baton__enc_ready(buf, getpid()), NULL, 0);
+    r = baton__send(b->pred_fd, buf, baton__enc_ready(buf, getpid(), flags), NULL, 0);
     if (r == 0) {
         x = malloc(sizeof(*x));
         if (!x)

@@ -82,10 +82,53 @@ size_t baton__enc_state(void *buf, uint64_t len)
     return baton__msg_header(buf, BATON__MSG_STATE, 8);
 }
 
-size_t baton__enc_ready(void *buf, uint32_t pid)
+size_t baton__enc_ready(void *buf, uint32_t pid, uint32_t flags)
 {
     put32((uint8_t *)buf + BATON__HDR_LEN, pid);
-    return baton__msg_header(buf, BATON__MSG_READY, 4);
+    put32((uint8_t *)buf + BATON__HDR_LEN + 4, flags);
+    return baton__msg_header(buf, BATON__MSG_READY, 8);
+}
+
+uint32_t baton__get32(const void *p)
+{
+    return get32(p);
+}
+
+size_t baton__conn_begin(void)
+{
+    return 4;
+}
+
+int baton__conn_add(void *buf, size_t *len, uint32_t id, const void *state, uint32_t slen)
+{
+    uint8_t *p = (uint8_t *)buf + BATON__HDR_LEN + *len;
+
+    if (slen > BATON_CONN_STATE_MAX)
+        return -EMSGSIZE;
+    if (*len + 8 + slen > BATON__PAYLOAD_MAX)
+        return -ENOSPC;
+    put32(p, id);
+    put32(p + 4, slen);
+    if (slen)
+        memcpy(p + 8, state, slen);
+    *len += 8 + slen;
+    return 0;
+}
+
+void baton__conn_end(void *buf, size_t len, uint32_t count)
+{
+    put32((uint8_t *)buf + BATON__HDR_LEN, count);
+    baton__msg_header(buf, BATON__MSG_CONN, len);
+}
+
+size_t baton__enc_ack(void *buf, const uint32_t *ids, uint32_t count)
+{
+    uint8_t *p = (uint8_t *)buf + BATON__HDR_LEN;
+
+    put32(p, count);
+    for (uint32_t i = 0; i < count; i++)
+        put32(p + 4 + 4 * i, ids[i]);
+    return baton__msg_header(buf, BATON__MSG_ACK, 4 + 4 * count);
 }
 
 size_t baton__enc_result(void *buf, int type, int32_t err, uint32_t generation, uint32_t pid,
@@ -165,6 +208,30 @@ static int decode_fds(const uint8_t *p, size_t len, struct baton__msg *m)
     return off == len ? 0 : -EPROTO;
 }
 
+static int decode_conn(const uint8_t *p, size_t len, struct baton__msg *m)
+{
+    size_t off = 4;
+
+    if (len < 4)
+        return -EPROTO;
+    m->u.conn.count = get32(p);
+    if (m->u.conn.count == 0 || m->u.conn.count > BATON__BATCH_MAX)
+        return -EPROTO;
+    for (uint32_t i = 0; i < m->u.conn.count; i++) {
+        struct baton__wire_conn *c = &m->u.conn.conns[i];
+        if (len - off < 8)
+            return -EPROTO;
+        c->id = get32(p + off);
+        c->len = get32(p + off + 4);
+        off += 8;
+        if (c->len > BATON_CONN_STATE_MAX || len - off < c->len)
+            return -EPROTO;
+        c->state = p + off;
+        off += c->len;
+    }
+    return off == len ? 0 : -EPROTO;
+}
+
 int baton__msg_decode(const void *buf, size_t len, struct baton__msg *m)
 {
     const uint8_t *p = buf;
@@ -205,11 +272,24 @@ int baton__msg_decode(const void *buf, size_t len, struct baton__msg *m)
         m->u.state.len = get64(p);
         return 0;
     case BATON__MSG_READY:
-        if (plen != 4)
+        if (plen != 8)
             return -EPROTO;
         m->u.ready.pid = get32(p);
+        m->u.ready.flags = get32(p + 4);
+        return 0;
+    case BATON__MSG_CONN:
+        return decode_conn(p, plen, m);
+    case BATON__MSG_ACK:
+        if (plen < 4)
+            return -EPROTO;
+        m->u.ack.count = get32(p);
+        m->u.ack.ids = p + 4;
+        if (m->u.ack.count == 0 || m->u.ack.count > BATON__ACK_MAX ||
+            plen != 4 + 4 * (size_t)m->u.ack.count)
+            return -EPROTO;
         return 0;
     case BATON__MSG_END:
+    case BATON__MSG_DONE:
     case BATON__MSG_COMMIT:
     case BATON__MSG_PUBLISHED:
         return plen == 0 ? 0 : -EPROTO;

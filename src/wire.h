@@ -31,8 +31,16 @@ enum baton__msg_type {
     BATON__MSG_PUBLISHED = 8, /* -> owner: control socket is ours */
     BATON__MSG_RESULT = 9,    /* owner -> tool: outcome of an upgrade */
     BATON__MSG_ERROR = 10,    /* either way: why the peer is dropped */
-    BATON__MSG_TYPE_MAX = 10,
+    BATON__MSG_CONN = 11,     /* old owner -> successor: connections */
+    BATON__MSG_ACK = 12,      /* successor -> old owner: taken */
+    BATON__MSG_DONE = 13,     /* old owner -> successor: no more */
+    BATON__MSG_TYPE_MAX = 13,
 };
+
+/* READY flags */
+#define BATON__READY_TAKES_CONNS 1u
+/* Ids in one ACK: as many as fit the payload. */
+#define BATON__ACK_MAX ((BATON__PAYLOAD_MAX - 4) / 4)
 
 enum baton__req_kind {
     BATON__REQ_TAKEOVER = 1,
@@ -65,8 +73,19 @@ struct baton__msg {
             uint64_t len;
         } state;
         struct {
-            uint32_t pid;
+            uint32_t pid, flags;
         } ready;
+        struct {
+            uint32_t count;
+            struct baton__wire_conn {
+                uint32_t id, len;
+                const uint8_t *state; /* points into the message */
+            } conns[BATON__BATCH_MAX];
+        } conn;
+        struct {
+            uint32_t count;
+            const uint8_t *ids; /* count little-endian u32, in the message */
+        } ack;
         struct {
             int32_t err;
             uint32_t generation, pid;
@@ -88,7 +107,14 @@ size_t baton__enc_req(void *buf, uint32_t kind, uint32_t timeout_ms, uint32_t pi
 size_t baton__enc_hello(void *buf, uint32_t generation, uint32_t pid, uint32_t nfds,
                         uint64_t state_len, uint64_t since_ms);
 size_t baton__enc_state(void *buf, uint64_t len);
-size_t baton__enc_ready(void *buf, uint32_t pid);
+size_t baton__enc_ready(void *buf, uint32_t pid, uint32_t flags);
+uint32_t baton__get32(const void *p);
+
+/* CONN: begin, add entries while they fit (-ENOSPC), end. ACK likewise. */
+size_t baton__conn_begin(void);
+int baton__conn_add(void *buf, size_t *len, uint32_t id, const void *state, uint32_t slen);
+void baton__conn_end(void *buf, size_t len, uint32_t count);
+size_t baton__enc_ack(void *buf, const uint32_t *ids, uint32_t count);
 size_t baton__enc_result(void *buf, int type, int32_t err, uint32_t generation, uint32_t pid,
                          const char *text);
 size_t baton__enc_empty(void *buf, int type);
