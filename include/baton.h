@@ -113,7 +113,9 @@ int baton_listen(baton *b, const char *name, const char *address, int backlog);
 
 /* The inherited fd named name, now claimed (so it is not closed at
  * baton_ready() and is passed on to our successor); owned by the handle.
- * -ENOENT if the predecessor passed no such fd. */
+ * Also finds fds this process named itself (baton_listen, baton_add_fd's
+ * duplicate). -ENOENT if there is no such fd (after baton_ready(), an
+ * unclaimed inherited fd is gone). */
 int baton_fd(baton *b, const char *name);
 
 /* Pass a duplicate of fd to successors under name (the caller keeps fd).

@@ -211,8 +211,8 @@ BATON_EXPORT void baton_free(baton *b)
     baton__table_close(&b->own);
     if (b->state_map)
         munmap(b->state_map, b->state_map_len);
-    int fds[] = {b->dirfd,   b->lockfd, b->pred_fd,   b->own_state_fd, b->ctl_fd,   b->epfd,
-                 b->timerfd, b->wakefd, b->upgradefd, b->jobfd,        b->job.pidfd};
+    int fds[] = {b->dirfd,   b->lockfd, b->pred_fd,   b->own_state_fd, b->ctl_fd,    b->epfd,
+                 b->timerfd, b->wakefd, b->upgradefd, b->jobfd,        b->job.pidfd, b->connfd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -310,15 +310,20 @@ BATON_EXPORT int baton_listen(baton *b, const char *name, const char *address, i
 BATON_EXPORT int baton_fd(baton *b, const char *name)
 {
     struct baton__entry *e;
+    int fd;
 
     if (!b || !name)
         return -EINVAL;
     e = baton__table_find(&b->inh, name);
-    if (!e)
-        return -ENOENT;
-    if (e->claimed)
-        return e->fd;
-    return claim(b, e);
+    if (e)
+        return e->claimed ? e->fd : claim(b, e);
+    /* After baton_ready() the inherited table is gone; what was claimed
+     * (or created here) lives in the table we pass on. */
+    pthread_mutex_lock(&b->mu);
+    e = baton__table_find(&b->own, name);
+    fd = e ? e->fd : -ENOENT;
+    pthread_mutex_unlock(&b->mu);
+    return fd;
 }
 
 BATON_EXPORT int baton_add_fd(baton *b, const char *name, int fd)
@@ -377,24 +382,17 @@ BATON_EXPORT int baton_set_state(baton *b, const void *data, size_t len)
     return 0;
 }
 
-/* Close what the predecessor passed and the application did not claim. */
+/* Close what the predecessor passed and the application did not claim.
+ * Claimed fds live on in b->own; the inherited table is emptied. */
 static void close_unclaimed(baton *b)
 {
-    size_t n = 0;
-
     for (size_t i = 0; i < b->inh.n; i++) {
         struct baton__entry *e = &b->inh.v[i];
-        if (e->claimed)
-            continue;
-        baton__log(b, BATON_LOG_INFO, "closing unclaimed inherited fd %s (%s)", e->name,
-                   e->addr[0] ? e->addr : "fd");
-        close(e->fd);
-        n++;
+        if (!e->claimed)
+            baton__log(b, BATON_LOG_INFO, "closing unclaimed inherited fd %s (%s)", e->name,
+                       e->addr[0] ? e->addr : "fd");
     }
-    /* Claimed fds now live in b->own; the inherited table keeps no fd. */
-    for (size_t i = 0; i < b->inh.n; i++)
-        b->inh.v[i].fd = -1;
-    (void)n;
+    baton__table_close(&b->inh);
 }
 
 /* A fresh start that stalled past its lease may find that another process
