@@ -419,10 +419,14 @@ BATON_EXPORT int baton_ready(baton *b)
     r = baton__ctl_create(b, &ctl, tmp, sizeof(tmp));
     if (r < 0)
         return r;
+    /* The record is written once the socket is ours and, after a
+     * takeover, before the predecessor hears PUBLISHED: whoever it answers
+     * (`baton upgrade`) then finds the new owner in `baton status`. */
+    b->since_ms = baton__realtime_ms();
     if (b->inherited)
         r = baton__takeover_finish(b, ctl, tmp);
-    else if ((r = fresh_start_check(b)) == 0)
-        r = baton__ctl_publish(b, ctl, tmp);
+    else if ((r = fresh_start_check(b)) == 0 && (r = baton__ctl_publish(b, ctl, tmp)) == 0)
+        baton__record_write(b);
     if (r < 0) {
         close(ctl);
         unlinkat(b->dirfd, tmp, 0);
@@ -430,8 +434,6 @@ BATON_EXPORT int baton_ready(baton *b)
     }
     close_unclaimed(b);
     b->ready = true;
-    b->since_ms = baton__realtime_ms();
-    baton__record_write(b);
     baton__unlock(b);
     baton__sd_notify_ready(b);
     return baton__owner_start(b, ctl);

@@ -105,9 +105,11 @@ static int cq_push(baton *b, int fd, uint32_t id, const uint8_t *state, uint32_t
     }
     q = &b->cq[b->cq_n];
     q->state = NULL;
-    if (len && !(q->state = malloc(len)))
-        return -ENOMEM;
-    memcpy(q->state, state, len);
+    if (len) {
+        if (!(q->state = malloc(len)))
+            return -ENOMEM;
+        memcpy(q->state, state, len);
+    }
     q->fd = fd;
     q->id = id;
     q->len = len;

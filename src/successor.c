@@ -226,6 +226,7 @@ int baton__takeover_finish(baton *b, int ctl, const char *tmp)
     r = baton__ctl_publish(b, ctl, tmp);
     if (r < 0)
         return r;
+    baton__record_write(b);
     baton__send(b->pred_fd, buf, baton__enc_empty(buf, BATON__MSG_PUBLISHED), NULL, 0);
     return 0;
 }
