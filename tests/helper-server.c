@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A small baton server that tests start as an owner or as a successor
+ * program (baton_upgrade(), `baton upgrade`):
+ *
+ *   helper-server DIR REPORT MODE [FAILFILE]
+ *
+ * It opens DIR, claims the listener "web" (tcp://127.0.0.1:0) and readies,
+ * then reports "ready GEN PID PORT INO" as a datagram to the unix socket
+ * REPORT, and answers each connection's line with "helperGEN LINE" until
+ * its upgrade fd fires (reports "superseded GEN PID", exits 0) or a client
+ * sends "quit". MODE "fail", or an existing FAILFILE, makes it report
+ * "fail GEN PID" and exit 1 after baton_open(), before baton_ready().
+ * Started again by the library with the same argv, it behaves the same.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static int serve(baton *b, int lfd, const char *report)
+{
+    int gen = baton_generation(b), ufd = baton_upgrade_fd(b);
+    char tag[32], line[256];
+
+    snprintf(tag, sizeof(tag), "helper%d", gen);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = ufd, .events = POLLIN}, {.fd = lfd, .events = POLLIN}};
+        ssize_t n;
+        int fd, r = poll(p, 2, 30000);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            fprintf(stderr, "helper-server: idle for 30 s, exiting\n");
+            return 1;
+        }
+        if (p[0].revents & POLLIN) {
+            t_report_send(report, "superseded %d %d", gen, (int)getpid());
+            return 0;
+        }
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        n = t_read_line(fd, line, sizeof(line), T_TIMEOUT);
+        if (n > 0 && line[n - 1] == '\n') {
+            char resp[300];
+            line[n - 1] = 0;
+            snprintf(resp, sizeof(resp), "%s %s\n", tag, line);
+            t_write_all(fd, resp, strlen(resp));
+            if (strcmp(line, "quit") == 0) {
+                close(fd);
+                return 0;
+            }
+        }
+        close(fd);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct baton_options o = {0};
+    const char *report;
+    bool fail;
+    baton *b;
+    int r, lfd;
+
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s DIR REPORT serve|fail [FAILFILE]\n", argv[0]);
+        return 2;
+    }
+    report = argv[2];
+    fail = strcmp(argv[3], "fail") == 0 || (argc > 4 && access(argv[4], F_OK) == 0);
+    o.dir = argv[1];
+    o.ready_timeout_ms = 5000;
+    o.allowed_uid = (uid_t)-1;
+    r = baton_open(&o, &b);
+    if (r < 0) {
+        t_report_send(report, "error open %d", r);
+        return 1;
+    }
+    if (fail) {
+        t_report_send(report, "fail %d %d", baton_generation(b), (int)getpid());
+        /* Exit without baton_free(), as a crashing program would. */
+        _exit(1);
+    }
+    lfd = baton_listen(b, "web", "tcp://127.0.0.1:0", 0);
+    if (lfd < 0) {
+        t_report_send(report, "error listen %d", lfd);
+        baton_free(b);
+        return 1;
+    }
+    r = baton_ready(b);
+    if (r < 0) {
+        t_report_send(report, "error ready %d", r);
+        baton_free(b);
+        return 1;
+    }
+    t_report_send(report, "ready %d %d %d %lld", baton_generation(b), (int)getpid(), t_port(lfd),
+                  t_ino(lfd));
+    r = serve(b, lfd, report);
+    baton_free(b);
+    return r;
+}
