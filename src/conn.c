@@ -242,6 +242,7 @@ BATON_EXPORT int baton_conn_accept(baton *b, void *state_buf, size_t buf_len, si
     *ret_len = q->len;
     fd = q->fd;
     free(q->state);
+    baton__fault("s-mid-conns");
     if (++b->cq_head == b->cq_n) {
         b->cq_head = b->cq_acked = b->cq_n = 0;
         if (!b->pred_done)
@@ -341,6 +342,8 @@ static int send_batches(struct handoff *h)
         r = baton__send(h->link, h->buf, BATON__HDR_LEN + len, fds, k);
         if (r < 0)
             return r;
+        if (h->next == 0)
+            baton__fault("o-mid-conns");
         h->next = end;
     }
     return 0;

@@ -190,6 +190,9 @@ int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local);
 void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why);
 uint64_t baton__peer_tag(const baton *b, const struct baton__peer *p);
 
+/* fault.c: the chaos tests' injection points (BATON_FAULT). */
+void baton__fault(const char *point);
+
 /* conn.c */
 void baton__pred_event(baton *b);
 void baton__conn_free(baton *b);

@@ -183,6 +183,8 @@ static int pump(baton *b, struct baton__peer *p, int slot)
             goto full;
         if (r < 0)
             return r;
+        if (p->sent == 0)
+            baton__fault("o-mid-fds");
         p->sent += n;
     }
     if (p->sent == p->total) {
@@ -291,9 +293,10 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
 
     switch (p->phase * 16 + m->type) {
     case BATON__PEER_REQ * 16 + BATON__MSG_REQ:
-        if (m->u.req.kind == BATON__REQ_TAKEOVER)
+        if (m->u.req.kind == BATON__REQ_TAKEOVER) {
+            baton__fault("o-hello");
             r = start_takeover(b, p, slot);
-        else if (m->u.req.kind == BATON__REQ_UPGRADE && !b->superseded) {
+        } else if (m->u.req.kind == BATON__REQ_UPGRADE && !b->superseded) {
             p->phase = BATON__PEER_UPGRADE;
             p->waits_job = true;
             p->deadline = 0;
@@ -308,10 +311,13 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
         break;
     case BATON__PEER_READY * 16 + BATON__MSG_READY:
         p->takes_conns = m->u.ready.flags & BATON__READY_TAKES_CONNS;
+        baton__fault("o-ready");
         r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_COMMIT), NULL, 0);
         p->phase = BATON__PEER_PUBLISH;
+        baton__fault("o-commit");
         break;
     case BATON__PEER_PUBLISH * 16 + BATON__MSG_PUBLISHED:
+        baton__fault("o-stepdown");
         step_down(b, p);
         break;
     default:

@@ -123,10 +123,13 @@ static int receive_all(baton *b, int fd, uint64_t deadline)
         r = baton__fail(b, EPROTO, "generation overflow");
         goto out;
     }
+    baton__fault("s-hello");
     while (b->inh.n < nfds) {
         if ((r = rx_next(b, fd, deadline, x)) < 0 ||
             (r = expect(b, x, BATON__MSG_FDS, x->nfds)) < 0 || (r = take_batch(b, x, nfds)) < 0)
             goto out;
+        if (b->inh.n < nfds)
+            baton__fault("s-mid-fds");
     }
     if ((r = rx_next(b, fd, deadline, x)) < 0 ||
         (r = expect(b, x, BATON__MSG_STATE, state_len ? 1 : 0)) < 0)
@@ -139,6 +142,7 @@ static int receive_all(baton *b, int fd, uint64_t deadline)
     }
     if (state_len && (r = baton__state_map(b, x->fds[0], state_len)) < 0)
         goto out;
+    baton__fault("s-mid-state");
     if ((r = rx_next(b, fd, deadline, x)) < 0 || (r = expect(b, x, BATON__MSG_END, 0)) < 0)
         goto out;
 out:
@@ -208,8 +212,10 @@ int baton__takeover_finish(baton *b, int ctl, const char *tmp)
     struct rx *x;
     int r;
 
+    baton__fault("s-ready");
     r = baton__send(b->pred_fd, buf, baton__enc_ready(buf, getpid(), flags), NULL, 0);
     if (r == 0) {
+        baton__fault("s-commit");
         x = malloc(sizeof(*x));
         if (!x)
             return -ENOMEM;
@@ -227,6 +233,7 @@ int baton__takeover_finish(baton *b, int ctl, const char *tmp)
     if (r < 0)
         return r;
     baton__record_write(b);
+    baton__fault("s-publish");
     baton__send(b->pred_fd, buf, baton__enc_empty(buf, BATON__MSG_PUBLISHED), NULL, 0);
     return 0;
 }

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fault injection for the chaos tests: BATON_FAULT="point=action,..." in a
+ * process's environment makes it SIGKILL or SIGSTOP itself when it reaches
+ * the named point of the protocol, so that a test can hit the exact step it
+ * means to ("mid fd batch") instead of guessing with timers. Only the
+ * process whose environment says so is affected, and whoever sets a
+ * process's environment controls it anyway.
+ *
+ * Points (s- successor side, o- owner side):
+ *   s-hello     HELLO received, nothing else yet
+ *   s-mid-fds   the first fd batch received, more to come
+ *   s-mid-state STATE received, END not yet
+ *   s-ready     in baton_ready(), before READY is sent
+ *   s-commit    READY sent, COMMIT not yet received
+ *   s-publish   our socket renamed into place, PUBLISHED not yet sent
+ *   s-mid-conns the first handed connection taken
+ *   o-hello     a takeover request received, HELLO not yet sent
+ *   o-mid-fds   the first fd batch sent
+ *   o-ready     READY received, COMMIT not yet sent
+ *   o-commit    COMMIT sent, PUBLISHED not yet received
+ *   o-stepdown  PUBLISHED received, before the upgrade fd fires
+ *   o-mid-conns the first batch of connections sent
+ * Actions: kill (SIGKILL), stop (SIGSTOP).
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void baton__fault(const char *point)
+{
+    const char *spec = getenv("BATON_FAULT"), *p;
+    size_t n = strlen(point);
+
+    if (!spec)
+        return;
+    for (p = spec; (p = strstr(p, point)); p += n) {
+        if ((p != spec && p[-1] != ',') || p[n] != '=')
+            continue;
+        if (strncmp(p + n + 1, "kill", 4) == 0)
+            raise(SIGKILL);
+        else if (strncmp(p + n + 1, "stop", 4) == 0)
+            raise(SIGSTOP);
+        return;
+    }
+}
