@@ -57,6 +57,7 @@ bench: build bench-handover
 
 bench-handover: build
 	$(BUILD)/bin/baton-bench-handover --runs $${BENCH_HANDOVER_RUNS:-200}
+	$(BUILD)/bin/baton-bench-conn-handoff --runs $${BENCH_CONN_RUNS:-20}
 
 # libFuzzer needs clang (installed if missing). Each target runs for
 # FUZZ_SECONDS on a scratch copy of its corpus; new findings are saved in
