@@ -166,13 +166,15 @@ int baton_upgrade(baton *b, char *const argv[]);
  * the same open file, so the registration would outlive your fd).
  */
 
-/* Owner: hand one connection over. Returns 0 once the successor's
- * application has taken it: then close(fd) (never shutdown(): that would
- * end the connection for the successor too). On -errno the connection is
- * still ours to serve: -EOPNOTSUPP (the successor does not take
- * connections), -ENOTCONN (no successor link), -ENOTSOCK, -EMSGSIZE (state
- * too large), -ETIMEDOUT or -ECONNRESET (the successor did not confirm).
- * The caller keeps ownership of fd in every case. */
+/* Owner: hand one connection over. Blocks the calling thread until the
+ * successor's application confirms it (at most ready_timeout_ms). Returns 0
+ * once confirmed: then close(fd) (never shutdown(): that would end the
+ * connection for the successor too). On -errno the connection is still ours
+ * to serve: -EOPNOTSUPP (the successor does not take connections),
+ * -ENOTCONN (no successor link), -EPIPE (after baton_handoff_done()),
+ * -ENOTSOCK, -EMSGSIZE (state too large), -ETIMEDOUT or -ECONNRESET (the
+ * successor did not confirm). The caller keeps ownership of fd in every
+ * case. */
 int baton_handoff(baton *b, int fd, const void *state, size_t len);
 
 struct baton_conn {
@@ -199,7 +201,11 @@ int baton_conn_fd(const baton *b);
  * close-on-exec, with the file status flags the owner left on it) and
  * copies its state into state_buf, its length in *ret_len. -EAGAIN when
  * none waits, -ENOTCONN when none will come, -EMSGSIZE when buf_len is too
- * small (*ret_len says how much is needed; the connection stays queued). */
+ * small (*ret_len says how much is needed; the connection stays queued).
+ * The first call that finds connections waiting confirms all of them to
+ * the predecessor, which then closes its copies: from then on they are
+ * ours, even while they wait in the queue (a -EMSGSIZE caller must retry;
+ * baton_free() closes what was never taken). */
 int baton_conn_accept(baton *b, void *state_buf, size_t buf_len, size_t *ret_len);
 
 /* With BATON_NO_THREAD: an fd to poll for POLLIN; call baton_dispatch() when

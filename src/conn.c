@@ -162,7 +162,9 @@ void baton__pred_event(baton *b)
             pred_end(b, "malformed message");
             return;
         }
-        if (m.type == BATON__MSG_CONN && (b->opts.flags & BATON_TAKE_CONNS)) {
+        /* Connections after DONE would wait for an application that has
+         * stopped looking: refuse them, and the predecessor keeps them. */
+        if (m.type == BATON__MSG_CONN && (b->opts.flags & BATON_TAKE_CONNS) && !b->pred_done) {
             r = take_conns(b, &m, fds, nfds);
             if (r < 0) {
                 pred_end(b, r == -EPROTO ? "connections without their fds" : strerror(-r));
@@ -287,6 +289,8 @@ static int link_take(baton *b, struct baton__peer **ret)
         r = baton__fail(b, EOPNOTSUPP, "baton_handoff: the successor takes no connections");
     else if (b->handoff_busy)
         r = baton__fail(b, EBUSY, "baton_handoff: a handoff is in progress");
+    else if (b->handoff_ended)
+        r = baton__fail(b, EPIPE, "baton_handoff: baton_handoff_done() was called");
     if (r == 0) {
         b->handoff_busy = p->app_busy = true;
         epoll_ctl(b->epfd, EPOLL_CTL_DEL, p->fd, NULL);
@@ -454,9 +458,11 @@ BATON_EXPORT int baton_handoff_batch(baton *b, struct baton_conn *conns, size_t 
     for (size_t i = 0; i < n; i++)
         if (conns[i].result == -EINPROGRESS)
             conns[i].result = r == -ETIMEDOUT ? -ETIMEDOUT : -ECONNRESET;
-    if (r < 0 && r != -ENOMEM)
-        baton__log(b, BATON_LOG_WARNING, "handoff: %zu of %zu connections stay ours: %s", h.waiting,
-                   h.waiting + h.taken, strerror(-r));
+    if (r < 0)
+        baton__fail(b, r, "handoff: %zu of %zu connections stay ours (%s)", h.waiting,
+                    h.waiting + h.taken,
+                    r == -ETIMEDOUT ? "the successor did not confirm in time"
+                                    : "the link to the successor failed");
     link_give_back(b, p, r < 0 && r != -ENOMEM);
     return (int)h.taken;
 }
@@ -486,6 +492,8 @@ BATON_EXPORT int baton_handoff_done(baton *b)
     if (r == -EAGAIN &&
         baton__wait_fd(p->fd, POLLOUT, baton__now_ms() + b->opts.ready_timeout_ms) == 0)
         r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_DONE), NULL, 0);
+    if (r == 0)
+        b->handoff_ended = true;
     link_give_back(b, p, r < 0);
     return r < 0 ? baton__fail(b, r, "baton_handoff_done") : 0;
 }

@@ -113,6 +113,7 @@ struct baton {
     /* Owner side: ids of handed connections; one handoff at a time. */
     uint32_t conn_seq;
     bool handoff_busy;
+    bool handoff_ended; /* DONE sent: no more connections */
 
     /* Owner side, guarded by mu. */
     pthread_mutex_t mu;

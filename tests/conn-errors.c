@@ -9,6 +9,7 @@
  *     connection still works from the owner;
  *   - a state over BATON_CONN_STATE_MAX, or an fd that is not a socket:
  *     -EMSGSIZE, -ENOTSOCK, checked before anything is sent;
+ *   - after baton_handoff_done(): -EPIPE at once;
  *   - a successor buffer too small for the state: -EMSGSIZE with the size
  *     needed, the connection stays queued, and a retry with a larger
  *     buffer gets it with its state intact.
@@ -71,6 +72,16 @@ static int owner_main(int chan, void *arg)
         close(fd);
     }
     T_OK(baton_handoff_done(b));
+    if (expect == 0) {
+        /* After DONE nothing more may be handed: at once, not after a
+         * timeout, and with a message. */
+        int sv[2];
+        T_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+        T_EQ(baton_handoff(b, sv[0], "y", 1), -EPIPE);
+        T_ASSERT(strstr(baton_last_error(b), "baton_handoff_done"));
+        close(sv[0]);
+        close(sv[1]);
+    }
     T_HEAR_EQ(chan, T_MSG_STOP);
     baton_free(b);
     return 0;
