@@ -8,9 +8,13 @@
  * It sends the numbered lines "1\n", "2\n", ... every --interval ms on one
  * connection and checks that the replies come back in order, each within
  * --timeout ms. When the server closes the connection (a replaced server
- * does, once drained) it reconnects at once and goes on; the new server
- * answers on the same listening socket. At the end it prints one summary
- * line and exits 0 only if there was no error of any kind:
+ * that could not hand it to its successor does, once drained) it reconnects
+ * at once and goes on; the new server answers on the same listening socket.
+ * With --one-connection a close is an error instead and the run stops: a
+ * server that hands its connections over must never close one. At the end
+ * it prints one summary line, with the largest gap between two consecutive
+ * replies (the pause an upgrade costs), and exits 0 only if there was no
+ * error of any kind:
  *
  *   refused    a connect was refused (no one was listening)
  *   reset      a connect or the connection was reset, or writing failed
@@ -18,6 +22,7 @@
  *   missing    a reply came while an earlier line was still unanswered
  *   duplicate  a line was answered twice
  *   timeout    a reply or a connect took longer than --timeout
+ *   closed     with --one-connection: the server closed the connection
  *   other      any other socket error
  *
  * What counts as losing a line: see conn_lost().
@@ -56,13 +61,24 @@ struct config {
     uint64_t count; /* 0: run for duration_s */
     int duration_s;
     int timeout_ms;
+    bool one_connection; /* a close is an error, not a cue to reconnect */
     bool verbose;
 };
 
-enum err_kind { E_REFUSED, E_RESET, E_WRONG, E_MISSING, E_DUPLICATE, E_TIMEOUT, E_OTHER, E_KINDS };
+enum err_kind {
+    E_REFUSED,
+    E_RESET,
+    E_WRONG,
+    E_MISSING,
+    E_DUPLICATE,
+    E_TIMEOUT,
+    E_CLOSED,
+    E_OTHER,
+    E_KINDS
+};
 
 static const char *const err_names[E_KINDS] = {
-    "refused", "reset", "wrong", "missing", "duplicate", "timeout", "other",
+    "refused", "reset", "wrong", "missing", "duplicate", "timeout", "closed", "other",
 };
 
 struct client {
@@ -74,7 +90,7 @@ struct client {
     uint64_t acked;          /* every line up to this one is answered */
     uint64_t high;           /* the highest line ever sent; lower ones are resends */
     uint64_t last;           /* the last line to send, or UNKNOWN */
-    bool gave_up;            /* a timeout: the server is not answering */
+    bool gave_up;            /* a timeout, or a close with --one-connection */
     int64_t sent_at[WINDOW]; /* us, by line number % WINDOW */
     int64_t next_send;       /* when the next new line is due (us) */
     int64_t end;             /* duration mode: stop sending then (us) */
@@ -121,16 +137,20 @@ static void report(struct client *c, enum err_kind kind, const char *fmt, ...)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: " PROG " --connect ADDR [--interval MS] [--count N | --duration S]\n"
-               "                         [--timeout MS] [--verbose]\n"
+               "                         [--timeout MS] [--one-connection] [--verbose]\n"
                "\n"
-               "  --connect ADDR   unix:PATH or tcp://HOST:PORT (required)\n"
-               "  --interval MS    one line every MS (default 10)\n"
-               "  --count N        send N lines, then stop (instead of --duration)\n"
-               "  --duration S     send for S seconds, then stop (default 10)\n"
-               "  --timeout MS     longest wait for a reply or a connect (default 2000)\n"
-               "  --verbose        report every reconnect\n"
+               "  --connect ADDR    unix:PATH or tcp://HOST:PORT (required)\n"
+               "  --interval MS     one line every MS (default 10)\n"
+               "  --count N         send N lines, then stop (instead of --duration)\n"
+               "  --duration S      send for S seconds, then stop (default 10)\n"
+               "  --timeout MS      longest wait for a reply or a connect (default 2000)\n"
+               "  --one-connection  keep one connection for the whole run: the server\n"
+               "                    closing it is an error (default: reconnect and go on)\n"
+               "  --verbose         report every reconnect, and each gap over 3 intervals\n"
                "\n"
-               "Exits 0 only if every line was answered once, in order, with no error.\n");
+               "Prints sent, ok, reconnects, max_gap_ms (the longest wait between two\n"
+               "consecutive replies) and the errors by kind. Exits 0 only if every line was\n"
+               "answered once, in order, with no error.\n");
 }
 
 static int parse_num(const char *s, uint64_t max, uint64_t *ret)
@@ -167,6 +187,9 @@ static int parse_option(int opt, const char *arg, struct config *cfg)
           : opt == 'd' ? &cfg->duration_s
                        : &cfg->timeout_ms) = (int)v;
         return 0;
+    case 'o':
+        cfg->one_connection = true;
+        return 0;
     case 'v':
         cfg->verbose = true;
         return 0;
@@ -179,15 +202,20 @@ static int parse_option(int opt, const char *arg, struct config *cfg)
 static int parse_args(int argc, char **argv, struct config *cfg)
 {
     static const struct option opts[] = {
-        {"connect", required_argument, NULL, 'c'}, {"interval", required_argument, NULL, 'i'},
-        {"count", required_argument, NULL, 'n'},   {"duration", required_argument, NULL, 'd'},
-        {"timeout", required_argument, NULL, 't'}, {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"connect", required_argument, NULL, 'c'},
+        {"interval", required_argument, NULL, 'i'},
+        {"count", required_argument, NULL, 'n'},
+        {"duration", required_argument, NULL, 'd'},
+        {"timeout", required_argument, NULL, 't'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"one-connection", no_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int opt;
 
     *cfg = (struct config){.interval_ms = 10, .duration_s = 10, .timeout_ms = 2000};
-    while ((opt = getopt_long(argc, argv, "c:i:n:d:t:vh", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:i:n:d:t:ovh", opts, NULL)) != -1) {
         if (opt == 'h') {
             usage(stdout);
             return 1;
@@ -322,11 +350,15 @@ static int client_connect(struct client *c)
  *    closed with unread data, i.e. the server dropped lines it had been
  *    sent. They are still sent again so that checking can go on.
  *  - A partial reply line at the end of the stream is an error (E_WRONG).
+ *  - With --one-connection any end is an error (a clean one is E_CLOSED),
+ *    and the run stops.
  */
 static void conn_lost(struct client *c, enum err_kind kind, const char *why)
 {
     uint64_t in_flight = c->next - 1 - c->acked;
 
+    if (kind == E_KINDS && c->cfg->one_connection)
+        kind = E_CLOSED;
     if (kind != E_KINDS)
         report(c, kind, "connection lost: %s (%" PRIu64 " line(s) unanswered)", why, in_flight);
     else if (c->cfg->verbose)
@@ -337,6 +369,8 @@ static void conn_lost(struct client *c, enum err_kind kind, const char *why)
     c->fd = -1;
     c->in_len = c->out_len = 0;
     c->next = c->acked + 1;
+    if (c->cfg->one_connection)
+        c->gave_up = true;
 }
 
 static void on_reply(struct client *c, const char *line, size_t len)
@@ -368,6 +402,8 @@ static void on_reply(struct client *c, const char *line, size_t len)
     c->ok++;
     if (c->last_reply && now - c->last_reply > c->max_gap)
         c->max_gap = now - c->last_reply;
+    if (c->cfg->verbose && c->last_reply && now - c->last_reply > 3000 * c->cfg->interval_ms)
+        note("%.1f ms without a reply before line %" PRIu64, (now - c->last_reply) / 1000.0, r);
     c->last_reply = now;
 }
 
@@ -519,8 +555,8 @@ static int summary(const struct client *c)
     for (int k = 0; k < E_KINDS; k++)
         total += c->errors[k];
     printf("sent=%" PRIu64 " resent=%" PRIu64 " ok=%" PRIu64 " unanswered=%" PRIu64
-           " reconnects=%" PRIu64 " max_gap_ms=%.1f errors=%" PRIu64,
-           c->sent, c->resent, c->ok, unanswered, c->connects ? c->connects - 1 : 0,
+           " connections=%" PRIu64 " reconnects=%" PRIu64 " max_gap_ms=%.1f errors=%" PRIu64,
+           c->sent, c->resent, c->ok, unanswered, c->connects, c->connects ? c->connects - 1 : 0,
            c->max_gap / 1000.0, total);
     for (int k = 0; k < E_KINDS; k++)
         printf(" %s=%" PRIu64, err_names[k], c->errors[k]);

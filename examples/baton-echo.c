@@ -6,11 +6,18 @@
  *   baton-echo --dir /run/echo            (listens on unix:/run/echo/echo.sock)
  *
  * Start the same command again (or send SIGHUP) and the new process takes
- * over the listening sockets. This one stops accepting but keeps echoing on
- * its open connections until each client leaves or the drain timeout
- * passes; then it closes them cleanly (see conn_linger()) and exits. A
- * client reconnects and lands on the new process; baton-echo-client checks
- * that no line is lost, doubled or reordered on the way.
+ * over the listening sockets. This one stops accepting and hands every open
+ * connection to the new process (see hand_over_all()): the client notices
+ * nothing but a short pause. The state that travels with a connection is
+ * every byte the client sent that it has not had back yet, so echoes that
+ * a slow reader has not taken need not be written first: see conn_state().
+ *
+ * A successor that does not take connections (an older version) or fails
+ * to confirm them leaves them with us: then we keep echoing on them until
+ * each client leaves or the drain timeout passes, close them cleanly (see
+ * conn_linger()) and exit. Such a client reconnects and lands on the new
+ * process; baton-echo-client checks that no line is lost, doubled or
+ * reordered on the way.
  *
  * One thread serves everything through epoll with non-blocking sockets. A
  * second, short-lived thread exists only while a SIGHUP upgrade runs.
@@ -41,8 +48,10 @@
 /* A line longer than this is echoed in pieces. */
 #define LINE_MAX_LEN 4096
 /* A client that does not read its echoes is not read from while this much
- * output waits for it. */
-#define OUT_HIGH (64 * 1024)
+ * output waits for it. Small enough that what a connection holds (output,
+ * at most one read past this mark, a partial line) always fits in the state
+ * of a connection handoff. */
+#define OUT_HIGH (16 * 1024)
 /* Before closing we half-close and read (and drop) input until the client
  * closes too, for at most this long: closing with unread data makes the
  * kernel reset the connection, which the client would rightly call an
@@ -52,6 +61,9 @@
 #define PAUSE_MS     100
 #define ACCEPT_BATCH 64
 #define MAX_EVENTS   64
+
+_Static_assert(OUT_HIGH + 2 * LINE_MAX_LEN <= BATON_CONN_STATE_MAX,
+               "a connection's state must fit in a handoff");
 
 struct config {
     const char *dir;
@@ -64,7 +76,7 @@ struct config {
 };
 
 /* Everything in the epoll set starts with a watch; epoll data points to it. */
-enum watch_kind { W_LISTENER, W_CONN, W_SIGNAL, W_UPGRADE, W_UPGRADE_DONE };
+enum watch_kind { W_LISTENER, W_CONN, W_SIGNAL, W_UPGRADE, W_UPGRADE_DONE, W_INBOUND };
 
 struct watch {
     enum watch_kind kind;
@@ -102,6 +114,13 @@ struct server {
     struct watch sig;      /* signalfd: SIGHUP, SIGTERM, SIGINT */
     struct watch upgrade;  /* baton_upgrade_fd(): a successor took over */
     struct watch up_done;  /* eventfd: the upgrade thread has finished */
+    struct watch inbound;  /* baton_conn_fd(): connections from our predecessor */
+    bool inbound_open;     /* inbound is watched: more may come */
+    bool superseded;       /* a successor took over */
+    bool handing;          /* ... and takes our connections */
+    bool handoff_ended;    /* baton_handoff_done() was called */
+    bool upgrade_fired;    /* in this epoll batch: acted on after it */
+    bool inbound_ready;    /* likewise */
     bool up_running;
     pthread_t up_thread;
     int up_result; /* written by the upgrade thread, read after join */
@@ -160,13 +179,14 @@ static void usage(FILE *f)
                "  --listen ADDR       unix:PATH or tcp://HOST:PORT, repeatable; the fds are\n"
                "                      named echo0, echo1, ... by position\n"
                "                      (default unix:DIR/echo.sock)\n"
-               "  --drain-timeout MS  after being replaced, keep echoing for MS, then close\n"
-               "                      (default 5000)\n"
+               "  --drain-timeout MS  after being replaced, keep echoing on connections the\n"
+               "                      successor did not take for MS, then close (default 5000)\n"
                "  --ready-delay MS    wait MS before declaring ready (for tests)\n"
                "  --verbose           also print the library's debug messages\n"
                "\n"
-               "SIGHUP starts a new copy of this program that takes over; SIGTERM and\n"
-               "SIGINT stop accepting, finish the open connections and exit.\n");
+               "SIGHUP starts a new copy of this program that takes over, with every open\n"
+               "connection; SIGTERM and SIGINT stop accepting, finish the open connections\n"
+               "and exit.\n");
 }
 
 static int parse_ms(const char *s, int *ret)
@@ -312,26 +332,28 @@ static void out_append(struct conn *c, const char *data, size_t len)
     c->out_len += len;
 }
 
-static void conn_new(struct server *s, int fd)
+/* Takes fd (closed on failure). NULL when out of resources. */
+static struct conn *conn_new(struct server *s, int fd)
 {
     struct conn *c = malloc(sizeof *c);
 
     if (!c) {
         log_msg("out of memory: dropping a connection");
         close(fd);
-        return;
+        return NULL;
     }
     *c = (struct conn){.w = {W_CONN, fd}, .state = C_OPEN, .events = EPOLLIN};
     if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0) {
         close(fd);
         free(c);
-        return;
+        return NULL;
     }
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    return c;
 }
 
 static void conn_close(struct server *s, struct conn *c)
@@ -345,7 +367,11 @@ static void conn_close(struct server *s, struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
-    close(c->w.fd); /* also leaves the epoll set: the fd was never duplicated */
+    /* Explicitly: closing the fd alone does not leave the epoll set while a
+     * copy of it is open elsewhere, as during a handoff that failed, or
+     * after one that succeeded. Not registered any more is fine too. */
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
+    close(c->w.fd);
     free(c->out);
     free(c);
 }
@@ -443,6 +469,16 @@ static int conn_read(struct conn *c)
     return 0;
 }
 
+/* After input or a state arrived: write what we can, close what is over. */
+static void conn_settle(struct server *s, struct conn *c)
+{
+    if (c->failed || conn_flush(s, c) < 0 || (c->peer_eof && !out_pending(c))) {
+        conn_close(s, c);
+        return;
+    }
+    conn_update(s, c);
+}
+
 static void conn_event(struct server *s, struct conn *c, uint32_t events)
 {
     /* A hang-up here means both directions are gone (or a reset): nobody
@@ -455,11 +491,7 @@ static void conn_event(struct server *s, struct conn *c, uint32_t events)
         conn_close(s, c);
         return;
     }
-    if (c->failed || conn_flush(s, c) < 0 || (c->peer_eof && !out_pending(c))) {
-        conn_close(s, c);
-        return;
-    }
-    conn_update(s, c);
+    conn_settle(s, c);
 }
 
 /* EMFILE and friends leave the connection in the queue, so the listener
@@ -492,13 +524,257 @@ static void accept_all(struct server *s, struct watch *w)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Handing connections to a successor, and taking them from a predecessor */
+
+/* An end of stream cannot travel in a handoff's state, and a connection
+ * that is closing (drain timeout) or broken is better finished here. */
+static bool conn_movable(const struct conn *c)
+{
+    return c->state == C_OPEN && !c->peer_eof && !c->failed;
+}
+
+/*
+ * A connection's state for the successor: every byte the client sent and
+ * has not had back yet, oldest first: the echoes still queued, then the
+ * partial line. The successor takes it as input just read (conn_feed()),
+ * so the client receives exactly the bytes we would have written, and a
+ * client slow to read its echoes does not hold the handoff up. Always fits
+ * in BATON_CONN_STATE_MAX (see OUT_HIGH). Copies it to dst unless NULL;
+ * returns its length.
+ */
+static size_t conn_state(const struct conn *c, char *dst)
+{
+    if (dst) {
+        memcpy(dst, c->out + c->out_off, out_pending(c));
+        memcpy(dst + out_pending(c), c->in, c->in_len);
+    }
+    return out_pending(c) + c->in_len;
+}
+
+/* Input that did not come from recv(): a handed connection's state. It may
+ * be larger than the line buffer, so it goes in piece by piece, each echoed
+ * as a read would be (conn_echo() always makes room in a full buffer). */
+static void conn_feed(struct conn *c, const char *data, size_t len)
+{
+    while (len > 0) {
+        size_t n = sizeof c->in - c->in_len;
+
+        n = n < len ? n : len;
+        memcpy(c->in + c->in_len, data, n);
+        c->in_len += n;
+        data += n;
+        len -= n;
+        conn_echo(c);
+    }
+}
+
+/* Why a handoff failed. Not baton_last_error(): the library sets it only
+ * for some of the failures, so it may be stale. */
+static const char *handoff_error(int err)
+{
+    switch (err) {
+    case -EOPNOTSUPP:
+        return "the successor takes no connections";
+    case -ETIMEDOUT:
+        return "the successor did not confirm in time";
+    case -ENOMEM:
+        return "out of memory";
+    default:
+        return baton_strerror(err);
+    }
+}
+
+/* One burst of connections handed over together. */
+struct handover {
+    struct baton_conn *v;
+    struct conn **who;
+    char *states;
+    size_t n;
+};
+
+static void handover_free(struct handover *h)
+{
+    free(h->v);
+    free(h->who);
+    free(h->states);
+}
+
+/* Snapshots the state of every movable connection and takes it out of the
+ * epoll set: from now on we must not read from it. Writes what it can
+ * first, so that a state is usually no more than a partial line. On
+ * failure (out of memory) nothing is taken out and h->n is 0. */
+static int handover_collect(struct server *s, struct handover *h)
+{
+    size_t total = 0, off = 0, i = 0;
+    struct conn *c, *next;
+
+    for (c = s->conns; c; c = next) {
+        next = c->next;
+        if (conn_movable(c) && conn_flush(s, c) < 0)
+            conn_close(s, c);
+        else if (conn_movable(c))
+            total += conn_state(c, NULL), h->n++;
+    }
+    h->v = calloc(h->n + 1, sizeof *h->v);
+    h->who = calloc(h->n + 1, sizeof *h->who);
+    h->states = malloc(total + 1);
+    if (!h->v || !h->who || !h->states) {
+        h->n = 0;
+        return -1;
+    }
+    for (c = s->conns; c; c = c->next) {
+        if (!conn_movable(c))
+            continue;
+        h->v[i] = (struct baton_conn){.fd = c->w.fd, .state = h->states + off, .result = -1};
+        h->v[i].len = conn_state(c, h->states + off);
+        off += h->v[i].len;
+        h->who[i++] = c;
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
+    }
+    return 0;
+}
+
+/* Closes what the successor took (never shutdown(): the connection is its
+ * own now) and serves on what it did not. Returns how many it took. */
+static size_t handover_settle(struct server *s, struct handover *h)
+{
+    size_t taken = 0;
+
+    for (size_t i = 0; i < h->n; i++) {
+        struct conn *c = h->who[i];
+
+        if (h->v[i].result == 0) {
+            conn_close(s, c);
+            taken++;
+        } else if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0) {
+            conn_close(s, c);
+        } else {
+            conn_update(s, c);
+        }
+    }
+    return taken;
+}
+
+/* Superseded: every connection that can move goes to the successor in one
+ * burst. What it does not take (it takes no connections, or died, or did
+ * not confirm in time) stays ours and is drained as before. */
+static void hand_over_all(struct server *s)
+{
+    struct handover h = {0};
+    int64_t start = now_ms();
+    size_t taken;
+    int r = -ENOMEM;
+
+    if (handover_collect(s, &h) == 0)
+        r = baton_handoff_batch(s->b, h.v, h.n);
+    taken = handover_settle(s, &h);
+    s->handing = r >= 0 && taken == h.n;
+    if (r < 0)
+        log_msg("handoff: %s; draining %zu connection(s)", handoff_error(r), s->nconns);
+    else
+        log_msg("handed %zu of %zu connection(s) to the successor in %d ms", taken, h.n,
+                (int)(now_ms() - start));
+    handover_free(&h);
+}
+
+/* Once superseded and sure that no connection comes from our predecessor
+ * any more, tell our successor that none will come from us either. */
+static void end_handoff(struct server *s)
+{
+    int r;
+
+    if (!s->superseded || s->inbound_open || s->handoff_ended)
+        return;
+    s->handoff_ended = true;
+    r = baton_handoff_done(s->b);
+    if (r < 0 && r != -ENOTCONN)
+        log_msg("baton_handoff_done: %s (%s)", baton_strerror(r), baton_last_error(s->b));
+}
+
+static void inbound_close(struct server *s)
+{
+    if (!s->inbound_open)
+        return;
+    watch_ctl(s, EPOLL_CTL_DEL, &s->inbound, 0);
+    s->inbound_open = false;
+    end_handoff(s);
+}
+
+/* A connection our predecessor handed us; fd is ours. While we are being
+ * replaced ourselves it goes straight on, with the same state. */
+static void conn_adopt(struct server *s, int fd, const char *state, size_t len)
+{
+    struct conn *c;
+    int fl = fcntl(fd, F_GETFL);
+
+    if (s->handing) {
+        int r = baton_handoff(s->b, fd, state, len);
+
+        if (r == 0) {
+            close(fd);
+            return;
+        }
+        log_msg("handing on a connection: %s; serving it", handoff_error(r));
+        s->handing = false;
+    }
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    c = conn_new(s, fd);
+    if (c) {
+        conn_feed(c, state, len);
+        conn_settle(s, c);
+    }
+}
+
+/* Takes one handed connection into *ret_state: buf, or for a state larger
+ * than buf a fresh allocation the caller frees. Returns its fd or -errno. */
+static int inbound_take(struct server *s, char *buf, size_t cap, char **ret_state, size_t *ret_len)
+{
+    int fd = baton_conn_accept(s->b, buf, cap, ret_len);
+    char *big;
+
+    *ret_state = buf;
+    if (fd != -EMSGSIZE)
+        return fd;
+    big = malloc(*ret_len);
+    if (!big)
+        return -ENOMEM;
+    fd = baton_conn_accept(s->b, big, *ret_len, ret_len);
+    if (fd < 0)
+        free(big);
+    else
+        *ret_state = big;
+    return fd;
+}
+
+/* Connections from our predecessor wait: take every one now (one
+ * confirmation covers all those queued). -ENOTCONN: no more will come. */
+static void inbound_event(struct server *s)
+{
+    char buf[LINE_MAX_LEN];
+    char *state;
+    size_t len;
+    int fd;
+
+    while ((fd = inbound_take(s, buf, sizeof buf, &state, &len)) >= 0) {
+        conn_adopt(s, fd, state, len);
+        if (state != buf)
+            free(state);
+    }
+    if (fd == -EAGAIN)
+        return;
+    if (fd != -ENOTCONN)
+        log_msg("baton_conn_accept: %s (%s)", baton_strerror(fd), baton_last_error(s->b));
+    inbound_close(s);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Upgrades and stopping */
 
 /* Stop accepting; open connections go on being echoed until their clients
- * leave or the drain timeout passes. Called when a successor took over, or
- * on SIGTERM/SIGINT. Once draining, only a further signal changes anything
- * (it cuts the drain short); the upgrade fd's event may still sit in the
- * current epoll batch and is ignored. */
+ * leave or the drain timeout passes (unless handed over). Called when a
+ * successor took over, or on SIGTERM/SIGINT. Once draining, only a further
+ * signal changes anything (it cuts the drain short). */
 static void begin_drain(struct server *s, const char *why, bool by_signal)
 {
     if (s->draining && !by_signal)
@@ -508,13 +784,25 @@ static void begin_drain(struct server *s, const char *why, bool by_signal)
         s->drain_deadline = now_ms();
         return;
     }
-    log_msg("%s: no longer accepting; draining %zu connection(s)", why, s->nconns);
+    log_msg("%s: no longer accepting; %zu connection(s) open", why, s->nconns);
     s->draining = true;
     s->drain_deadline = now_ms() + s->cfg->drain_timeout_ms;
     stop_accepting(s);
     s->accept_resume = 0;
     /* Level-triggered and readable for good from now on. */
     watch_ctl(s, EPOLL_CTL_DEL, &s->upgrade, 0);
+}
+
+/* The upgrade fd fired: hand our connections over, unless a signal told
+ * us to stop already (then this event was in the same batch). */
+static void on_superseded(struct server *s)
+{
+    if (s->draining)
+        return;
+    begin_drain(s, "a successor took over", false);
+    s->superseded = true;
+    hand_over_all(s);
+    end_handoff(s);
 }
 
 static void *upgrade_main(void *arg)
@@ -578,7 +866,8 @@ static void on_signal(struct server *s)
 }
 
 /* Timers, checked every tick while any is pending: resuming accept after
- * EMFILE, the end of lingering, the end of the drain. */
+ * EMFILE, the end of lingering, the end of the drain (which also ends our
+ * wait for connections from a predecessor that does not finish). */
 static void sweep(struct server *s)
 {
     int64_t now = now_ms();
@@ -590,6 +879,8 @@ static void sweep(struct server *s)
         s->accept_resume = 0;
         start_accepting(s);
     }
+    if (hard)
+        inbound_close(s);
     if (!expired && s->nlinger == 0)
         return;
     for (c = s->conns; c; c = next) {
@@ -627,10 +918,13 @@ static void dispatch(struct server *s, struct watch *w, uint32_t events)
         on_signal(s);
         break;
     case W_UPGRADE:
-        begin_drain(s, "a successor took over", false);
+        s->upgrade_fired = true;
         break;
     case W_UPGRADE_DONE:
         finish_upgrade(s);
+        break;
+    case W_INBOUND:
+        s->inbound_ready = true;
         break;
     }
 }
@@ -639,17 +933,24 @@ static void server_run(struct server *s)
 {
     struct epoll_event evs[MAX_EVENTS];
 
-    while (!(s->draining && s->nconns == 0)) {
+    /* Our predecessor may still hand us connections while we drain. */
+    while (!(s->draining && s->nconns == 0 && !s->inbound_open)) {
         int n = epoll_wait(s->epfd, evs, MAX_EVENTS, timers_pending(s) ? TICK_MS : -1);
 
         if (n < 0 && errno != EINTR) {
             log_msg("epoll_wait: %s", strerror(errno));
             return;
         }
-        /* A connection is only ever closed by its own event or by sweep(),
-         * so no later event in this batch points to a freed one. */
+        /* Within the batch, a connection is only ever closed by its own
+         * event, so no later event points to a freed one. Handing over
+         * closes many: it waits until the batch is done. */
         for (int i = 0; i < n; i++)
             dispatch(s, evs[i].data.ptr, evs[i].events);
+        if (s->upgrade_fired)
+            on_superseded(s);
+        if (s->inbound_ready)
+            inbound_event(s);
+        s->upgrade_fired = s->inbound_ready = false;
         if (timers_pending(s))
             sweep(s);
     }
@@ -720,7 +1021,10 @@ static void sleep_ms(int ms)
 
 static int server_start(struct server *s)
 {
-    struct baton_options opts = {.dir = s->cfg->dir, .allowed_uid = (uid_t)-1, .log = on_baton_log};
+    struct baton_options opts = {.dir = s->cfg->dir,
+                                 .allowed_uid = (uid_t)-1,
+                                 .flags = BATON_TAKE_CONNS,
+                                 .log = on_baton_log};
     int r;
 
     if (setup_signals(s) < 0)
@@ -729,6 +1033,11 @@ static int server_start(struct server *s)
     if (r < 0) {
         log_msg("baton_open(%s): %s", s->cfg->dir, baton_strerror(r));
         return -1;
+    }
+    /* Our predecessor hands us its connections once we are ready. */
+    if (baton_inherited(s->b)) {
+        s->inbound = (struct watch){W_INBOUND, baton_conn_fd(s->b)};
+        s->inbound_open = watch_ctl(s, EPOLL_CTL_ADD, &s->inbound, EPOLLIN) == 0;
     }
     if (open_listeners(s) < 0)
         return -1;

@@ -7,8 +7,15 @@
  *
  * Start the same command again (or send SIGHUP, or run `baton upgrade DIR`)
  * and the new process takes over the listening sockets; this one stops
- * accepting, lets its clients finish and exits. Every answer is
+ * accepting, hands its keep-alive connections to the new process, each as
+ * soon as it is between requests (see hand_over_idle() and conn_pass()),
+ * and exits. A keep-alive client notices nothing: its next request is
+ * answered by the new process on the same connection. Every answer is
  * "pid P generation G", so a client can see who served it.
+ *
+ * When the successor takes no connections (an older version) or fails to,
+ * the connections are drained instead: each next answer says "Connection:
+ * close", and idle ones are closed after the drain timeout.
  *
  * One thread serves everything through epoll with non-blocking sockets. A
  * second, short-lived thread exists only while a SIGHUP upgrade runs,
@@ -64,7 +71,7 @@ struct config {
 };
 
 /* Everything in the epoll set starts with a watch; epoll data points to it. */
-enum watch_kind { W_LISTENER, W_CONN, W_SIGNAL, W_UPGRADE, W_UPGRADE_DONE };
+enum watch_kind { W_LISTENER, W_CONN, W_SIGNAL, W_UPGRADE, W_UPGRADE_DONE, W_INBOUND };
 
 struct watch {
     enum watch_kind kind;
@@ -103,13 +110,20 @@ struct server {
     struct watch sig;      /* signalfd: SIGHUP, SIGTERM, SIGINT */
     struct watch upgrade;  /* baton_upgrade_fd(): a successor took over */
     struct watch up_done;  /* eventfd: the upgrade thread has finished */
+    struct watch inbound;  /* baton_conn_fd(): connections from our predecessor */
+    bool inbound_open;     /* inbound is watched: more may come */
+    bool superseded;       /* a successor took over */
+    bool handing;          /* ... and takes our connections */
+    bool handoff_ended;    /* baton_handoff_done() was called */
+    bool upgrade_fired;    /* in this epoll batch: acted on after it */
+    bool inbound_ready;    /* likewise */
     bool up_running;
     pthread_t up_thread;
     int up_result; /* written by the upgrade thread, read after join */
     struct conn *conns;
     size_t nconns, nlinger;
     bool draining;
-    int64_t drain_deadline; /* idle connections are closed then */
+    int64_t drain_deadline; /* idle connections still ours are closed then */
     char body[64];          /* "pid P generation G\n" */
     size_t body_len;
     char date[40]; /* "Date: ...\r\n", refreshed once a second */
@@ -166,7 +180,8 @@ static void usage(FILE *f)
                "                      named http0, http1, ... by position\n"
                "                      (default tcp://127.0.0.1:8080)\n"
                "  --drain-timeout MS  after being replaced, close idle keep-alive\n"
-               "                      connections after MS (default 5000)\n"
+               "                      connections the successor did not take after MS,\n"
+               "                      and stop waiting for busy ones to go idle (default 5000)\n"
                "  --ready-delay MS    wait MS before declaring ready (for tests)\n"
                "  --verbose           also print the library's debug messages\n"
                "\n"
@@ -306,7 +321,8 @@ static void out_append(struct conn *c, const char *data, size_t len)
     c->out_len += len;
 }
 
-static void conn_new(struct server *s, int fd)
+/* Takes fd (closed on failure). NULL when out of resources. */
+static struct conn *conn_new(struct server *s, int fd)
 {
     struct conn *c = malloc(sizeof *c);
     int one = 1;
@@ -314,7 +330,7 @@ static void conn_new(struct server *s, int fd)
     if (!c) {
         log_msg("out of memory: dropping a connection");
         close(fd);
-        return;
+        return NULL;
     }
     *c = (struct conn){.w = {W_CONN, fd}, .state = C_OPEN, .events = EPOLLIN};
     /* A pipelined burst of answers should not wait for Nagle; fails
@@ -323,13 +339,14 @@ static void conn_new(struct server *s, int fd)
     if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0) {
         close(fd);
         free(c);
-        return;
+        return NULL;
     }
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    return c;
 }
 
 static void conn_close(struct server *s, struct conn *c)
@@ -343,7 +360,11 @@ static void conn_close(struct server *s, struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
-    close(c->w.fd); /* also leaves the epoll set: the fd was never duplicated */
+    /* Explicitly: closing the fd alone does not leave the epoll set while a
+     * copy of it is open elsewhere, as during a handoff that failed, or
+     * after one that succeeded. Not registered any more is fine too. */
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
+    close(c->w.fd);
     free(c->out);
     free(c);
 }
@@ -645,9 +666,9 @@ static void respond(struct server *s, struct conn *c, int status, bool keep_aliv
         c->state = C_CLOSING;
 }
 
-/* Once we are being replaced, every answer is the connection's last: the
- * client then knows to go elsewhere, and never loses a request to us
- * closing under it. */
+/* Once we are being replaced and cannot hand the connection over, every
+ * answer is the connection's last: the client then knows to go elsewhere,
+ * and never loses a request to us closing under it. */
 static void answer(struct server *s, struct conn *c, const struct request *req)
 {
     bool keep_alive = !req->conn_close && (req->http11 || req->conn_keep_alive);
@@ -656,7 +677,9 @@ static void answer(struct server *s, struct conn *c, const struct request *req)
         respond(s, c, req->status, false, false);
         return;
     }
-    respond(s, c, req->method_ok ? 200 : 405, keep_alive && !s->draining, req->head_only);
+    if (s->draining && !s->handing)
+        keep_alive = false;
+    respond(s, c, req->method_ok ? 200 : 405, keep_alive, req->head_only);
 }
 
 /* Answers every complete request in the input buffer (pipelining), until
@@ -691,6 +714,70 @@ static void conn_process(struct server *s, struct conn *c)
     c->in_len -= off;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Handing connections over */
+
+/* Why a handoff failed. Not baton_last_error(): the library sets it only
+ * for some of the failures, so it may be stale. */
+static const char *handoff_error(int err)
+{
+    switch (err) {
+    case -EOPNOTSUPP:
+        return "the successor takes no connections";
+    case -ETIMEDOUT:
+        return "the successor did not confirm in time";
+    case -ENOMEM:
+        return "out of memory";
+    default:
+        return baton_strerror(err);
+    }
+}
+
+/*
+ * Between requests: no answer waits to be written and no body to be
+ * skipped, so the successor can take the connection up at the next
+ * request. Bytes of that request already read travel as the state (the
+ * successor parses them as the start of its input). An end of stream
+ * cannot travel, and a closing connection is better finished here.
+ */
+static bool conn_idle(const struct conn *c)
+{
+    return c->state == C_OPEN && !c->peer_eof && !c->failed && !out_pending(c) && c->body_left == 0;
+}
+
+/* Hands one idle connection to the successor, for those that became idle
+ * after the burst of hand_over_idle(). We stop reading it first. When the
+ * successor does not take it, it stays ours, and so do all later ones:
+ * we drain them instead. */
+static void conn_pass(struct server *s, struct conn *c)
+{
+    int r;
+
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
+    r = baton_handoff(s->b, c->w.fd, c->in, c->in_len);
+    if (r == 0) {
+        conn_close(s, c); /* never shutdown(): it is the successor's now */
+        return;
+    }
+    log_msg("handoff: %s; draining the %zu connection(s) left", handoff_error(r), s->nconns);
+    s->handing = false;
+    if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0)
+        conn_close(s, c);
+}
+
+/* After input or a state arrived: write what we can, close what is over,
+ * and once superseded pass on what is between requests. */
+static void conn_settle(struct server *s, struct conn *c)
+{
+    if (c->failed || conn_flush(s, c) < 0 || (c->peer_eof && !out_pending(c))) {
+        conn_close(s, c);
+        return;
+    }
+    conn_update(s, c);
+    if (s->handing && conn_idle(c))
+        conn_pass(s, c);
+}
+
 static void conn_event(struct server *s, struct conn *c, uint32_t events)
 {
     /* A hang-up here means both directions are gone (or a reset): nobody
@@ -705,11 +792,7 @@ static void conn_event(struct server *s, struct conn *c, uint32_t events)
     }
     if (c->state == C_OPEN)
         conn_process(s, c);
-    if (c->failed || conn_flush(s, c) < 0 || (c->peer_eof && !out_pending(c))) {
-        conn_close(s, c);
-        return;
-    }
-    conn_update(s, c);
+    conn_settle(s, c);
 }
 
 /* EMFILE and friends leave the connection in the queue, so the listener
@@ -742,12 +825,189 @@ static void accept_all(struct server *s, struct watch *w)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Superseded: the burst; connections from our predecessor */
+
+/* The burst at the upgrade: every connection between requests goes to the
+ * successor at once. The others follow one by one as they finish their
+ * request (conn_settle()). */
+struct handover {
+    struct baton_conn *v;
+    struct conn **who;
+    size_t n;
+};
+
+/* Takes the idle connections out of the epoll set: from now on we must
+ * not read from them. A state points into its connection's own buffer. On
+ * failure (out of memory) nothing is taken out and h->n is 0. */
+static int handover_collect(struct server *s, struct handover *h)
+{
+    size_t i = 0;
+    struct conn *c, *next;
+
+    for (c = s->conns; c; c = next) {
+        next = c->next;
+        if (c->state == C_OPEN && conn_flush(s, c) < 0)
+            conn_close(s, c);
+        else if (conn_idle(c))
+            h->n++;
+    }
+    h->v = calloc(h->n + 1, sizeof *h->v);
+    h->who = calloc(h->n + 1, sizeof *h->who);
+    if (!h->v || !h->who) {
+        h->n = 0;
+        return -1;
+    }
+    for (c = s->conns; c; c = c->next) {
+        if (!conn_idle(c))
+            continue;
+        h->v[i] =
+            (struct baton_conn){.fd = c->w.fd, .state = c->in, .len = c->in_len, .result = -1};
+        h->who[i++] = c;
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
+    }
+    return 0;
+}
+
+/* Closes what the successor took and serves on what it did not. Returns
+ * how many it took. */
+static size_t handover_settle(struct server *s, struct handover *h)
+{
+    size_t taken = 0;
+
+    for (size_t i = 0; i < h->n; i++) {
+        struct conn *c = h->who[i];
+
+        if (h->v[i].result == 0) {
+            conn_close(s, c);
+            taken++;
+        } else if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0) {
+            conn_close(s, c);
+        } else {
+            conn_update(s, c);
+        }
+    }
+    return taken;
+}
+
+/* Superseded: the idle connections go in one burst. If the successor does
+ * not take them all (it takes no connections, died, or did not confirm in
+ * time), we drain what is left instead of handing more. */
+static void hand_over_idle(struct server *s)
+{
+    struct handover h = {0};
+    int64_t start = now_ms();
+    size_t taken;
+    int r = -ENOMEM;
+
+    if (handover_collect(s, &h) == 0)
+        r = baton_handoff_batch(s->b, h.v, h.n);
+    taken = handover_settle(s, &h);
+    s->handing = r >= 0 && taken == h.n;
+    if (r < 0)
+        log_msg("handoff: %s; draining %zu connection(s)", handoff_error(r), s->nconns);
+    else
+        log_msg("handed %zu of %zu idle connection(s) to the successor in %d ms; %zu busy", taken,
+                h.n, (int)(now_ms() - start), s->nconns);
+    free(h.v);
+    free(h.who);
+}
+
+/* Tell our successor that no connection will come from us any more: once
+ * superseded, none comes from our predecessor either, and we hand no more
+ * (all gone, or the successor failed to take one). Checked on every turn
+ * of the loop. */
+static void end_handoff(struct server *s)
+{
+    int r;
+
+    if (!s->superseded || s->inbound_open || s->handoff_ended || (s->handing && s->nconns > 0))
+        return;
+    s->handoff_ended = true;
+    r = baton_handoff_done(s->b);
+    if (r < 0 && r != -ENOTCONN)
+        log_msg("baton_handoff_done: %s (%s)", baton_strerror(r), baton_last_error(s->b));
+}
+
+static void inbound_close(struct server *s)
+{
+    if (!s->inbound_open)
+        return;
+    watch_ctl(s, EPOLL_CTL_DEL, &s->inbound, 0);
+    s->inbound_open = false;
+}
+
+/* A connection our predecessor handed us; fd is ours, and state the start
+ * of its next request. If we are being replaced ourselves, conn_settle()
+ * passes it straight on. */
+static void conn_adopt(struct server *s, int fd, const char *state, size_t len)
+{
+    int fl = fcntl(fd, F_GETFL);
+    struct conn *c;
+
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    c = conn_new(s, fd);
+    if (!c)
+        return;
+    if (len <= REQ_MAX) {
+        memcpy(c->in, state, len);
+        c->in_len = len;
+        conn_process(s, c);
+    } else {
+        /* Not from a copy of this program: no request head is that long. */
+        respond(s, c, 431, false, false);
+    }
+    conn_settle(s, c);
+}
+
+/* Takes one handed connection into *ret_state: buf, or for a state larger
+ * than buf a fresh allocation the caller frees. Returns its fd or -errno. */
+static int inbound_take(struct server *s, char *buf, size_t cap, char **ret_state, size_t *ret_len)
+{
+    int fd = baton_conn_accept(s->b, buf, cap, ret_len);
+    char *big;
+
+    *ret_state = buf;
+    if (fd != -EMSGSIZE)
+        return fd;
+    big = malloc(*ret_len);
+    if (!big)
+        return -ENOMEM;
+    fd = baton_conn_accept(s->b, big, *ret_len, ret_len);
+    if (fd < 0)
+        free(big);
+    else
+        *ret_state = big;
+    return fd;
+}
+
+/* Connections from our predecessor wait: take every one now (one
+ * confirmation covers all those queued). -ENOTCONN: no more will come. */
+static void inbound_event(struct server *s)
+{
+    char buf[REQ_MAX];
+    char *state;
+    size_t len;
+    int fd;
+
+    while ((fd = inbound_take(s, buf, sizeof buf, &state, &len)) >= 0) {
+        conn_adopt(s, fd, state, len);
+        if (state != buf)
+            free(state);
+    }
+    if (fd == -EAGAIN)
+        return;
+    if (fd != -ENOTCONN)
+        log_msg("baton_conn_accept: %s (%s)", baton_strerror(fd), baton_last_error(s->b));
+    inbound_close(s);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Upgrades and stopping */
 
-/* Stop accepting and let the connections finish. Called when a successor
- * took over, or on SIGTERM/SIGINT. Once draining, only a further signal
- * changes anything (it cuts the drain short); the upgrade fd's event may
- * still sit in the current epoll batch and is ignored. */
+/* Stop accepting and let the connections finish (or hand them over).
+ * Called when a successor took over, or on SIGTERM/SIGINT. Once draining,
+ * only a further signal changes anything (it cuts the drain short). */
 static void begin_drain(struct server *s, const char *why, bool by_signal)
 {
     if (s->draining && !by_signal)
@@ -757,13 +1017,24 @@ static void begin_drain(struct server *s, const char *why, bool by_signal)
         s->drain_deadline = now_ms();
         return;
     }
-    log_msg("%s: no longer accepting; draining %zu connection(s)", why, s->nconns);
+    log_msg("%s: no longer accepting; %zu connection(s) open", why, s->nconns);
     s->draining = true;
     s->drain_deadline = now_ms() + s->cfg->drain_timeout_ms;
     stop_accepting(s);
     s->accept_resume = 0;
     /* Level-triggered and readable for good from now on. */
     watch_ctl(s, EPOLL_CTL_DEL, &s->upgrade, 0);
+}
+
+/* The upgrade fd fired: hand our connections over, unless a signal told
+ * us to stop already (then this event was in the same batch). */
+static void on_superseded(struct server *s)
+{
+    if (s->draining)
+        return;
+    begin_drain(s, "a successor took over", false);
+    s->superseded = true;
+    hand_over_idle(s);
 }
 
 static void *upgrade_main(void *arg)
@@ -827,7 +1098,8 @@ static void on_signal(struct server *s)
 }
 
 /* Timers, checked every tick while any is pending: resuming accept after
- * EMFILE, the end of lingering, the end of the drain. */
+ * EMFILE, the end of lingering, the end of the drain (which also ends our
+ * wait for connections from a predecessor that does not finish). */
 static void sweep(struct server *s)
 {
     int64_t now = now_ms();
@@ -839,6 +1111,8 @@ static void sweep(struct server *s)
         s->accept_resume = 0;
         start_accepting(s);
     }
+    if (hard)
+        inbound_close(s);
     if (!expired && s->nlinger == 0)
         return;
     for (c = s->conns; c; c = next) {
@@ -875,10 +1149,13 @@ static void dispatch(struct server *s, struct watch *w, uint32_t events)
         on_signal(s);
         break;
     case W_UPGRADE:
-        begin_drain(s, "a successor took over", false);
+        s->upgrade_fired = true;
         break;
     case W_UPGRADE_DONE:
         finish_upgrade(s);
+        break;
+    case W_INBOUND:
+        s->inbound_ready = true;
         break;
     }
 }
@@ -887,17 +1164,25 @@ static void server_run(struct server *s)
 {
     struct epoll_event evs[MAX_EVENTS];
 
-    while (!(s->draining && s->nconns == 0)) {
+    /* Our predecessor may still hand us connections while we drain. */
+    while (!(s->draining && s->nconns == 0 && !s->inbound_open)) {
         int n = epoll_wait(s->epfd, evs, MAX_EVENTS, timers_pending(s) ? TICK_MS : -1);
 
         if (n < 0 && errno != EINTR) {
             log_msg("epoll_wait: %s", strerror(errno));
             return;
         }
-        /* A connection is only ever closed by its own event or by sweep(),
-         * so no later event in this batch points to a freed one. */
+        /* Within the batch, a connection is only ever closed by its own
+         * event, so no later event points to a freed one. Handing over
+         * closes many: it waits until the batch is done. */
         for (int i = 0; i < n; i++)
             dispatch(s, evs[i].data.ptr, evs[i].events);
+        if (s->upgrade_fired)
+            on_superseded(s);
+        if (s->inbound_ready)
+            inbound_event(s);
+        s->upgrade_fired = s->inbound_ready = false;
+        end_handoff(s);
         if (timers_pending(s))
             sweep(s);
     }
@@ -968,7 +1253,10 @@ static void sleep_ms(int ms)
 
 static int server_start(struct server *s)
 {
-    struct baton_options opts = {.dir = s->cfg->dir, .allowed_uid = (uid_t)-1, .log = on_baton_log};
+    struct baton_options opts = {.dir = s->cfg->dir,
+                                 .allowed_uid = (uid_t)-1,
+                                 .flags = BATON_TAKE_CONNS,
+                                 .log = on_baton_log};
     int r;
 
     if (setup_signals(s) < 0)
@@ -977,6 +1265,11 @@ static int server_start(struct server *s)
     if (r < 0) {
         log_msg("baton_open(%s): %s", s->cfg->dir, baton_strerror(r));
         return -1;
+    }
+    /* Our predecessor hands us its connections once we are ready. */
+    if (baton_inherited(s->b)) {
+        s->inbound = (struct watch){W_INBOUND, baton_conn_fd(s->b)};
+        s->inbound_open = watch_ctl(s, EPOLL_CTL_ADD, &s->inbound, EPOLLIN) == 0;
     }
     if (open_listeners(s) < 0)
         return -1;
