@@ -45,6 +45,12 @@ enum {
      * baton_conn_fd() and calls baton_conn_accept(). Without it the
      * predecessor's baton_handoff() fails with -EOPNOTSUPP at once. */
     BATON_TAKE_CONNS = 1u << 3,
+    /* Under systemd: park every named fd in the unit's fd store
+     * (FDSTORE=1), so that after a crash and Restart= the new process gets
+     * the same sockets back and no connect is refused. Needs
+     * FileDescriptorStoreMax= > 0 (and NotifyAccess=all). Also enabled by
+     * BATON_FDSTORE=1 in the environment. */
+    BATON_FDSTORE = 1u << 4,
 };
 
 /* The largest per-connection state baton_handoff() carries. */

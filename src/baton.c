@@ -14,7 +14,8 @@
 
 #include "internal.h"
 
-#define KNOWN_FLAGS (BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT | BATON_TAKE_CONNS)
+#define KNOWN_FLAGS                                                                                \
+    (BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT | BATON_TAKE_CONNS | BATON_FDSTORE)
 
 void baton__log(const baton *b, int level, const char *fmt, ...)
 {
@@ -432,10 +433,11 @@ BATON_EXPORT int baton_ready(baton *b)
         unlinkat(b->dirfd, tmp, 0);
         return r;
     }
+    /* Before close_unclaimed(): the fd store forgets what we did not claim. */
+    baton__sd_notify_ready(b);
     close_unclaimed(b);
     b->ready = true;
     baton__unlock(b);
-    baton__sd_notify_ready(b);
     return baton__owner_start(b, ctl);
 }
 
