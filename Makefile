@@ -8,7 +8,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all build check check-asan check-tsan lint format demo bench bench-handover fuzz install clean deps
+.PHONY: all build check check-asan check-tsan check-systemd lint format demo bench bench-handover fuzz deb install clean deps
 
 all: build
 
@@ -73,6 +73,16 @@ fuzz:
 	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
 	  $(FUZZ)/bin/fuzz-$$n -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
 	    -artifact_prefix=$(FUZZ)/findings/$$n/ $(FUZZ)/work/$$n 2>&1 | tail -3 || exit 1; done
+
+deb:
+	@sh scripts/deps.sh
+	sh packaging/build-debs.sh $(BUILD)/pkg
+
+# Boots Debian 12 with systemd in a container of its own (debootstrap +
+# systemd-nspawn; never on this machine's root), installs the .debs,
+# upgrades them under load, and crashes the service with the fd store.
+check-systemd:
+	bash scripts/systemd-test.sh $(BUILD)
 
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
