@@ -84,8 +84,10 @@ deb:
 check-systemd:
 	bash scripts/systemd-test.sh $(BUILD)
 
+# The library, header, pkg-config file, tool, examples and man pages. The
+# packages' extra files (units, /etc/default) come with `make deb` only.
 install: build
-	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX) --component Unspecified
 
 clean:
 	rm -rf $(BUILD)
