@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,6 +81,28 @@ int baton__wait_fd(int fd, short events, uint64_t deadline)
         if (r < 0 && errno != EINTR)
             return -errno;
     }
+}
+
+/*
+ * Has pid exited (or is it a zombie)? A peer's hang-up comes while the
+ * kernel is still tearing the process down, so wait up to wait_ms for its
+ * pidfd to turn readable rather than trust a kill(pid, 0) that races with
+ * the exit. A process that lives on (one that chose to drop us) costs the
+ * whole wait.
+ */
+bool baton__pid_gone(pid_t pid, int wait_ms)
+{
+    struct pollfd p = {.events = POLLIN};
+    bool gone;
+
+    if (pid <= 0)
+        return false;
+    p.fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (p.fd < 0)
+        return errno == ESRCH;
+    gone = poll(&p, 1, wait_ms) == 1;
+    close(p.fd);
+    return gone;
 }
 
 bool baton__name_ok(const char *name)
@@ -425,9 +448,9 @@ BATON_EXPORT int baton_ready(baton *b)
      * (`baton upgrade`) then finds the new owner in `baton status`. */
     b->since_ms = baton__realtime_ms();
     if (b->inherited)
-        r = baton__takeover_finish(b, ctl, tmp);
+        r = baton__takeover_finish(b, &ctl, tmp);
     else if ((r = fresh_start_check(b)) == 0 && (r = baton__ctl_publish(b, ctl, tmp)) == 0)
-        baton__record_write(b);
+        r = baton__record_write(b);
     if (r < 0) {
         close(ctl);
         unlinkat(b->dirfd, tmp, 0);
@@ -438,6 +461,7 @@ BATON_EXPORT int baton_ready(baton *b)
     close_unclaimed(b);
     b->ready = true;
     baton__unlock(b);
+    baton__dir_sweep(b);
     return baton__owner_start(b, ctl);
 }
 

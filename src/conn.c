@@ -42,32 +42,12 @@ static void conn_unsignal(baton *b)
     }
 }
 
-/* Is the predecessor still running? A zombie counts as gone: it serves
- * nothing any more. */
-static bool pred_alive(const baton *b)
-{
-    char path[64], buf[256], *p;
-    FILE *f;
-    bool alive = true;
-
-    if (b->pred_pid <= 0 || (kill(b->pred_pid, 0) < 0 && errno == ESRCH))
-        return false;
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)b->pred_pid);
-    f = fopen(path, "re");
-    if (!f)
-        return true;
-    if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ')
-        alive = p[2] != 'Z' && p[2] != 'X';
-    fclose(f);
-    return alive;
-}
-
 /* The unconfirmed connections: ours if the predecessor is gone (nobody
  * else will serve them), else its own (it gave up on us), so we close
  * our copies. */
 static void resolve_unconfirmed(baton *b)
 {
-    bool keep = !pred_alive(b);
+    bool keep = baton__pid_gone(b->pred_pid, 200);
 
     for (size_t i = b->cq_acked; i < b->cq_n && !keep; i++) {
         close(b->cq[i].fd);

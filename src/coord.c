@@ -3,7 +3,9 @@
  * The coordination directory: its permission checks, the upgrade lock,
  * the control socket's path and publication, and the owner record.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -249,7 +251,7 @@ static void local_address(int fd, int kind, char *buf, size_t len)
  * record or the new one.
  *   pid 123 / generation 4 / since 1700000000123 / fd NAME KIND ADDRESS LOCAL
  */
-int baton__record_write(baton *b)
+static int record_write(baton *b, bool locked)
 {
     char tmp[64], local[96];
     FILE *f;
@@ -266,14 +268,16 @@ int baton__record_write(baton *b)
     }
     fprintf(f, "baton-owner 1\npid %d\ngeneration %d\nsince %llu\n", (int)getpid(), b->generation,
             (unsigned long long)b->since_ms);
-    pthread_mutex_lock(&b->mu);
+    if (!locked)
+        pthread_mutex_lock(&b->mu);
     for (size_t i = 0; i < b->own.n; i++) {
         struct baton__entry *e = &b->own.v[i];
         local_address(e->fd, e->kind, local, sizeof(local));
         fprintf(f, "fd %s %s %s %s\n", e->name, kind_name(e->kind), e->addr[0] ? e->addr : "-",
                 local);
     }
-    pthread_mutex_unlock(&b->mu);
+    if (!locked)
+        pthread_mutex_unlock(&b->mu);
     if (fflush(f) != 0 || ferror(f)) {
         int e = errno;
         fclose(f);
@@ -287,6 +291,69 @@ int baton__record_write(baton *b)
         return baton__fail(b, e, "rename(%s/%s, " RECORD_NAME ")", b->dir, tmp);
     }
     return 0;
+}
+
+int baton__record_write(baton *b)
+{
+    return record_write(b, false);
+}
+
+/* For the dispatcher, which holds b->mu already. */
+int baton__record_write_locked(baton *b)
+{
+    return record_write(b, true);
+}
+
+/* Make sure control.sock is the socket *ctl_fd listens on; if another
+ * process's socket replaced it, publish a new one of ours and swap it in
+ * (the old fd is closed). 1 if it republished, 0 if nothing was needed,
+ * or -errno. */
+int baton__ctl_ensure(baton *b, int *ctl_fd)
+{
+    char tmp[128];
+    struct stat st;
+    int fd, r;
+
+    if (fstatat(b->dirfd, CTL_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == b->ctl_ino)
+        return 0;
+    r = baton__ctl_create(b, &fd, tmp, sizeof(tmp));
+    if (r < 0)
+        return r;
+    r = baton__ctl_publish(b, fd, tmp);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    if (*ctl_fd >= 0)
+        close(*ctl_fd);
+    *ctl_fd = fd;
+    return 1;
+}
+
+/* Remove what successors killed mid-way left behind: ".control.PID.sock"
+ * and ".owner.PID.tmp" of processes that are gone. */
+void baton__dir_sweep(baton *b)
+{
+    int fd = dup(b->dirfd);
+    struct dirent *e;
+    DIR *d;
+
+    if (fd < 0)
+        return;
+    d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
+    rewinddir(d);
+    while ((e = readdir(d))) {
+        int pid = 0, n = 0;
+        if ((sscanf(e->d_name, ".control.%d.sock%n", &pid, &n) == 1 ||
+             sscanf(e->d_name, ".owner.%d.tmp%n", &pid, &n) == 1) &&
+            e->d_name[n] == 0 && pid > 0 && pid != getpid() && kill(pid, 0) < 0 && errno == ESRCH)
+            unlinkat(b->dirfd, e->d_name, 0);
+    }
+    closedir(d);
 }
 
 /* A ready owner that ends without a successor takes its control socket and

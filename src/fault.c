@@ -21,20 +21,40 @@
  *   o-commit    COMMIT sent, PUBLISHED not yet received
  *   o-stepdown  PUBLISHED received, before the upgrade fd fires
  *   o-mid-conns the first batch of connections sent
- * Actions: kill (SIGKILL), stop (SIGSTOP).
+ * Actions: kill (SIGKILL), stop (SIGSTOP). Each point fires once per process.
  */
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* Each point fires once per process: a stopped process that is continued
+ * must get on with it, not stop again at the next connection. */
+static bool first_time(const char *point)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static const char *fired[32];
+    static size_t n;
+    bool first = true;
+
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < n && first; i++)
+        first = strcmp(fired[i], point) != 0;
+    if (first && n < sizeof(fired) / sizeof(fired[0]))
+        fired[n++] = point;
+    pthread_mutex_unlock(&mu);
+    return first;
+}
 
 void baton__fault(const char *point)
 {
     const char *spec = getenv("BATON_FAULT"), *p;
     size_t n = strlen(point);
 
-    if (!spec)
+    if (!spec || !strstr(spec, point) || !first_time(point))
         return;
     for (p = spec; (p = strstr(p, point)); p += n) {
         if ((p != spec && p[-1] != ',') || p[n] != '=')

@@ -149,6 +149,7 @@ int baton__fail(baton *b, int err, const char *fmt, ...) __attribute__((format(p
 uint64_t baton__now_ms(void);
 uint64_t baton__realtime_ms(void);
 int baton__wait_fd(int fd, short events, uint64_t deadline);
+bool baton__pid_gone(pid_t pid, int wait_ms);
 int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd);
 struct baton__entry *baton__table_find(struct baton__table *t, const char *name);
 void baton__table_close(struct baton__table *t);
@@ -163,6 +164,9 @@ int baton__connect(baton *b, uint64_t deadline, int *ret_fd);
 int baton__ctl_create(baton *b, int *ret_fd, char *ret_tmp, size_t tmp_len);
 int baton__ctl_publish(baton *b, int fd, const char *tmp);
 int baton__record_write(baton *b);
+int baton__record_write_locked(baton *b);
+int baton__ctl_ensure(baton *b, int *ctl_fd);
+void baton__dir_sweep(baton *b);
 void baton__ctl_retire(baton *b);
 
 /* fdpass.c */
@@ -200,7 +204,7 @@ void baton__conn_free(baton *b);
 
 /* successor.c */
 int baton__takeover(baton *b);
-int baton__takeover_finish(baton *b, int ctl_fd, const char *tmp);
+int baton__takeover_finish(baton *b, int *ctl_fd, const char *tmp);
 
 /* spawn.c */
 int baton__argv_load(baton *b);

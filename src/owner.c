@@ -99,7 +99,7 @@ void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
     if (p->fd < 0)
         return;
     if (err)
-        baton__send_error(p->fd, -err, why);
+        baton__send_error(p->fd, err, why);
     if (p->phase >= BATON__PEER_SENDING && p->phase <= BATON__PEER_PUBLISH) {
         b->takeover_busy = false;
         if (why)
@@ -243,26 +243,20 @@ static int start_takeover(baton *b, struct baton__peer *p, int slot)
 }
 
 /* Our control socket must be the one at control.sock. After a successor
- * renamed its own there and then died, put ours back. */
+ * renamed its own there and then failed, put ours back. */
 static void ctl_check(baton *b)
 {
-    char tmp[128];
-    struct stat st;
-    int fd;
+    int fd = b->ctl_fd, r;
 
-    if (fstatat(b->dirfd, "control.sock", &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == b->ctl_ino)
+    if (fd < 0)
         return;
-    if (baton__ctl_create(b, &fd, tmp, sizeof(tmp)) < 0)
+    r = baton__ctl_ensure(b, &fd);
+    if (r <= 0)
         return;
-    if (baton__ctl_publish(b, fd, tmp) < 0) {
-        close(fd);
-        return;
-    }
-    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->ctl_fd, NULL);
-    close(b->ctl_fd);
+    /* ctl_ensure closed the old socket, which took its epoll entry along. */
     b->ctl_fd = fd;
     ep_add(b, fd, EPOLLIN, TAG_CTL);
-    baton__record_write(b);
+    baton__record_write_locked(b);
     baton__log(b, BATON_LOG_WARNING, "republished our control socket");
 }
 
@@ -314,10 +308,21 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
         baton__fault("o-ready");
         r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_COMMIT), NULL, 0);
         p->phase = BATON__PEER_PUBLISH;
+        /* It has a rename and a small write left to do: a fresh, full
+         * deadline for that, however long it took to get ready. */
+        p->deadline = baton__now_ms() + b->opts.ready_timeout_ms;
         baton__fault("o-commit");
         break;
     case BATON__PEER_PUBLISH * 16 + BATON__MSG_PUBLISHED:
+        /* Step down only if the successor hears that we do: if it gave up
+         * (shut its side at its deadline), this send fails and we keep
+         * serving, with our socket put back. */
         baton__fault("o-stepdown");
+        r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_RELEASED), NULL, 0);
+        if (r < 0) {
+            ctl_check(b);
+            break;
+        }
         step_down(b, p);
         break;
     default:

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -161,19 +162,30 @@ static void forget_inherited(baton *b)
     b->pred_pid = 0;
 }
 
+/* Who the owner is, from the kernel (SO_PEERCRED), before it says a word:
+ * if it dies before HELLO we still know whom to wait for. */
+static void peer_pid(baton *b, int fd)
+{
+    struct ucred cr;
+    socklen_t l = sizeof(cr);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) == 0)
+        b->pred_pid = cr.pid;
+}
+
+/* The owner hung up on us: did it die? (A live owner that refuses says
+ * why with ERROR first.) */
 static bool pred_gone(const baton *b)
 {
-    return b->pred_pid > 0 && kill(b->pred_pid, 0) < 0 && errno == ESRCH;
+    return baton__pid_gone(b->pred_pid, 500);
 }
 
 int baton__takeover(baton *b)
 {
     uint64_t deadline = baton__now_ms() + b->opts.ready_timeout_ms;
-    int fd = -1, r;
+    int fd = -1, r = 0;
 
-    /* A second attempt only follows an owner that died mid-transfer: then
-     * its socket is stale and we start fresh instead of failing. */
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int attempt = 0; attempt < 3; attempt++) {
         r = baton__connect(b, deadline, &fd);
         if (r <= 0)
             return r;
@@ -181,6 +193,7 @@ int baton__takeover(baton *b)
             close(fd);
             return baton__fail(b, EEXIST, "%s: an owner serves (BATON_NO_INHERIT)", b->dir);
         }
+        peer_pid(b, fd);
         r = receive_all(b, fd, deadline);
         if (r == 0) {
             b->pred_fd = fd;
@@ -190,21 +203,73 @@ int baton__takeover(baton *b)
             return 0;
         }
         close(fd);
-        if ((r == -ECONNRESET || r == -EPIPE) && pred_gone(b)) {
-            baton__log(b, BATON_LOG_WARNING, "owner pid %d died during the takeover; retrying",
-                       (int)b->pred_pid);
+        if ((r != -ECONNRESET && r != -EPIPE) || !pred_gone(b))
+            break;
+        if (b->generation == 1) {
+            /* It died before HELLO. Its sockets are released by now (its
+             * pidfd turns readable only after that), so ask again: its
+             * stale socket refuses, and we start fresh. */
             forget_inherited(b);
             continue;
         }
-        forget_inherited(b);
-        return r;
+        /* It died mid-transfer. Keep the sockets that did arrive: they
+         * are still open, so their accept queues live on; the rest the
+         * application creates anew. */
+        baton__log(b, BATON_LOG_WARNING,
+                   "owner pid %d died during the takeover; keeping the %zu fds received",
+                   (int)b->pred_pid, b->inh.n);
+        b->inherited = true;
+        return 0;
     }
+    forget_inherited(b);
     return r;
 }
 
-/* READY -> COMMIT -> publish -> PUBLISHED. When the predecessor died after
- * handing everything over, we are the owner: publish anyway. */
-int baton__takeover_finish(baton *b, int ctl, const char *tmp)
+/* Wait for RELEASED, the owner's word that it heard PUBLISHED and steps
+ * down. At the deadline we shut our receiving side first and then look
+ * once more: a RELEASED sent before that still counts, one sent after it
+ * fails at the owner, which then keeps serving. Either way both agree. */
+static int wait_released(baton *b, uint64_t deadline)
+{
+    struct rx *x = malloc(sizeof(*x));
+    int r;
+
+    if (!x)
+        return -ENOMEM;
+    r = rx_next(b, b->pred_fd, deadline, x);
+    if (r == -ETIMEDOUT) {
+        shutdown(b->pred_fd, SHUT_RD);
+        r = rx_next(b, b->pred_fd, baton__now_ms() + 1, x);
+        if (r < 0)
+            r = -ETIMEDOUT;
+    }
+    if (r == 0)
+        r = expect(b, x, BATON__MSG_RELEASED, 0);
+    free(x);
+    return r;
+}
+
+/* The predecessor is gone: we are the owner. Our socket must be the one
+ * at control.sock (it may have put its own back before it died). */
+static int take_over_anyway(baton *b, int *ctl, const char *tmp, bool published)
+{
+    int r;
+
+    baton__log(b, BATON_LOG_WARNING, "owner pid %d is gone; taking over anyway", (int)b->pred_pid);
+    r = published ? baton__ctl_ensure(b, ctl) : baton__ctl_publish(b, *ctl, tmp);
+    if (r < 0)
+        return r;
+    return baton__record_write(b);
+}
+
+/*
+ * READY -> COMMIT -> publish -> PUBLISHED -> RELEASED. COMMIT says the
+ * owner has not given up on us, so we may replace its socket; RELEASED says
+ * it heard that we did and steps down. Without RELEASED it takes its socket
+ * back, and we must not serve. When the predecessor died instead, we are
+ * the owner: take over anyway.
+ */
+int baton__takeover_finish(baton *b, int *ctl, const char *tmp)
 {
     uint64_t deadline = baton__now_ms() + b->opts.ready_timeout_ms;
     char buf[BATON__HDR_LEN + 8];
@@ -212,6 +277,8 @@ int baton__takeover_finish(baton *b, int ctl, const char *tmp)
     struct rx *x;
     int r;
 
+    if (b->pred_fd < 0) /* it died during the transfer */
+        return take_over_anyway(b, ctl, tmp, false);
     baton__fault("s-ready");
     r = baton__send(b->pred_fd, buf, baton__enc_ready(buf, getpid(), flags), NULL, 0);
     if (r == 0) {
@@ -224,16 +291,24 @@ int baton__takeover_finish(baton *b, int ctl, const char *tmp)
             r = expect(b, x, BATON__MSG_COMMIT, 0);
         free(x);
     }
-    if (r < 0 && !pred_gone(b))
+    if (r < 0) {
+        if ((r == -ECONNRESET || r == -EPIPE) && pred_gone(b))
+            return take_over_anyway(b, ctl, tmp, false);
         return baton__fail(b, r, "the owner (pid %d) did not let us take over", (int)b->pred_pid);
+    }
+    r = baton__ctl_publish(b, *ctl, tmp);
+    if (r == 0)
+        r = baton__record_write(b);
     if (r < 0)
-        baton__log(b, BATON_LOG_WARNING, "owner pid %d is gone; taking over anyway",
-                   (int)b->pred_pid);
-    r = baton__ctl_publish(b, ctl, tmp);
-    if (r < 0)
-        return r;
-    baton__record_write(b);
+        return r; /* the owner sees us hang up and puts its socket back */
     baton__fault("s-publish");
-    baton__send(b->pred_fd, buf, baton__enc_empty(buf, BATON__MSG_PUBLISHED), NULL, 0);
+    r = baton__send(b->pred_fd, buf, baton__enc_empty(buf, BATON__MSG_PUBLISHED), NULL, 0);
+    if (r == 0)
+        r = wait_released(b, baton__now_ms() + b->opts.ready_timeout_ms);
+    if (r < 0) {
+        if ((r == -ECONNRESET || r == -EPIPE) && pred_gone(b))
+            return take_over_anyway(b, ctl, tmp, true);
+        return baton__fail(b, r, "the owner (pid %d) did not step down", (int)b->pred_pid);
+    }
     return 0;
 }

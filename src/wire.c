@@ -290,6 +290,7 @@ int baton__msg_decode(const void *buf, size_t len, struct baton__msg *m)
         return 0;
     case BATON__MSG_END:
     case BATON__MSG_DONE:
+    case BATON__MSG_RELEASED:
     case BATON__MSG_COMMIT:
     case BATON__MSG_PUBLISHED:
         return plen == 0 ? 0 : -EPROTO;

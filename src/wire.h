@@ -34,7 +34,8 @@ enum baton__msg_type {
     BATON__MSG_CONN = 11,     /* old owner -> successor: connections */
     BATON__MSG_ACK = 12,      /* successor -> old owner: taken */
     BATON__MSG_DONE = 13,     /* old owner -> successor: no more */
-    BATON__MSG_TYPE_MAX = 13,
+    BATON__MSG_RELEASED = 14, /* owner -> successor: PUBLISHED heard */
+    BATON__MSG_TYPE_MAX = 14,
 };
 
 /* READY flags */
