@@ -8,7 +8,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all build check check-asan check-tsan check-systemd lint format demo bench bench-handover fuzz deb install clean deps
+.PHONY: demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-handover fuzz deb install clean deps
 
 all: build
 
@@ -51,6 +51,17 @@ format:
 
 demo: build
 	@sh scripts/demo.sh $(BUILD)
+
+# Two session servers and game bots; every session moves A->B->A.
+demo-move: build
+	@sh scripts/demo-move.sh $(BUILD)
+
+# The long fault runs: 1,000 chaos rounds, 10,000 handovers under load.
+chaos: check-asan
+	bash scripts/chaos.sh $(ASAN)
+
+soak: build
+	bash scripts/soak.sh $(BUILD)
 
 bench: build bench-handover
 	@bash bench/run.sh $(BUILD)

@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * baton-session.h - move live client sessions, with their state, from one
+ * host to another without the client application losing, duplicating or
+ * reordering a message.
+ *
+ * The session layer is a separate library, libbaton-session, because it
+ * needs HMAC-SHA-256 (from OpenSSL's libcrypto) to authenticate the link
+ * between servers, and libbaton itself depends on libc alone.
+ *
+ * Model. A session is a framed, bidirectional message stream between one
+ * client and the server that currently holds it. Each side numbers what it
+ * sends (1, 2, 3, ...) and counts what it has handled; acknowledgements
+ * carry that count, and a side keeps every message until the other has
+ * acknowledged it (as XMPP stream management does). A server moves a
+ * session by telling its client where to go (MOVE, with a one-use resume
+ * token); the client presents the token to the next server (RESUME), which
+ * takes the session's state, counters and unacknowledged messages from the
+ * current server over an authenticated peer link (TAKE), and both sides
+ * resend what the other has not handled. docs/session-protocol.md has the
+ * frames.
+ *
+ * Event loops. Every handle has one pollable fd (an epoll fd): put it in
+ * your poll/epoll set for POLLIN and call the handle's dispatch function
+ * when it is readable. Dispatch never blocks; the callbacks run from it.
+ * Callbacks may call baton_session_send() and baton_session_close() (their
+ * effect is deferred to the end of the dispatch) but must not free the
+ * handle. Handles are not thread-safe: use each from one thread.
+ *
+ * Errors: functions return >= 0 on success, a negative errno value on
+ * failure, and keep a message with context for the handle's last_error.
+ * The library never prints: messages go to the log callback, if any.
+ *
+ * Addresses are "tcp://A.B.C.D:PORT" or "tcp://[v6]:PORT" with numeric
+ * hosts only (resolving a name would block the event loop).
+ */
+#ifndef BATON_SESSION_H
+#define BATON_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest message payload. */
+#define BATON_SESSION_MSG_MAX 65536
+/* The largest state an export callback may produce. */
+#define BATON_SESSION_STATE_MAX 65536
+/* Unacknowledged messages a session keeps per direction, in count and in
+ * bytes; a send beyond either fails with -ENOBUFS. */
+#define BATON_SESSION_QUEUE_MAX   1024
+#define BATON_SESSION_QUEUE_BYTES (1u << 20)
+/* The shortest pre-shared peer key accepted, in bytes. */
+#define BATON_SESSION_KEY_MIN 16
+/* Peer names at most this many bytes. */
+#define BATON_SESSION_NAME_MAX 63
+/* Addresses at most this many bytes. */
+#define BATON_SESSION_ADDR_MAX 255
+
+/* Log levels, the same numbers as syslog. */
+enum {
+    BATON_SESSION_LOG_ERR = 3,
+    BATON_SESSION_LOG_WARNING = 4,
+    BATON_SESSION_LOG_INFO = 6,
+    BATON_SESSION_LOG_DEBUG = 7,
+};
+
+typedef struct baton_session_server baton_session_server;
+typedef struct baton_session baton_session;
+typedef struct baton_session_client baton_session_client;
+
+/*
+ * Server side.
+ *
+ * Errors passed to on_close(): 0 the client closed the session, or -errno:
+ * -ECONNRESET the connection broke, -EPROTO a malformed or unexpected
+ * frame, -EMSGSIZE an oversized frame, -EBADMSG a counter that
+ * acknowledges more than was sent, -EPROTONOSUPPORT another protocol
+ * version, -ETIMEDOUT no answer in time.
+ */
+struct baton_session_server_options {
+    /* The pre-shared key of the peer link between servers (at least
+     * BATON_SESSION_KEY_MIN bytes; copied). May be NULL with key_len 0 if
+     * this server never moves sessions nor takes any. */
+    const void *key;
+    size_t key_len;
+    /* How long a moving session may wait for its client to show up at the
+     * next server before the move is called off (0: 10000 ms). */
+    int move_timeout_ms;
+    void *ctx; /* passed to every callback */
+
+    /* A client opened a new session. */
+    void (*on_open)(void *ctx, baton_session *s);
+    /* A message, in order, exactly once per session lifetime across moves.
+     * data is valid during the call only. Counted as handled (and so
+     * acknowledged) when the callback returns. Required. */
+    void (*on_message)(void *ctx, baton_session *s, const void *data, size_t len);
+    /* The session ended (err as above); s is freed after the call. */
+    void (*on_close)(void *ctx, baton_session *s, int err);
+    /* Write the session's application state (at most cap bytes) for the
+     * next server: 0 or -errno (the move of this session then fails and it
+     * stays here). NULL: no state. */
+    int (*export_state)(void *ctx, baton_session *s, void *buf, size_t cap, size_t *ret_len);
+    /* A session arrived from another server with its state: 0 to accept,
+     * -errno to refuse (the client is told the session is lost). NULL:
+     * state ignored. Called before any on_message() of the session. */
+    int (*import_state)(void *ctx, baton_session *s, const void *data, size_t len);
+    /* The outcome of baton_session_move() for s: 0 the next server has it
+     * (s is freed after the call), or -errno and s stays here: -ETIMEDOUT
+     * (the client did not come), -ECONNRESET (the next server went away),
+     * -EACCES (the next server refused our key, or we its), -ECONNREFUSED. */
+    void (*on_moved)(void *ctx, baton_session *s, int err);
+    void (*log)(void *ctx, int level, const char *msg);
+};
+
+/*
+ * A session server accepting clients on listen_fd and peer links from other
+ * servers on peer_fd (-1: this server takes no sessions from others). Both
+ * are listening stream sockets that stay the caller's (close them after
+ * baton_session_server_free()); they are switched to non-blocking mode.
+ * Returns 0 and the handle in *ret; -EINVAL on bad options (a key shorter
+ * than BATON_SESSION_KEY_MIN, no on_message), -EMFILE etc.
+ */
+int baton_session_server_new(const struct baton_session_server_options *opts, int listen_fd,
+                             int peer_fd, baton_session_server **ret);
+
+/* Close every session (on_close(s, -ESHUTDOWN) for each, so that the
+ * application can free its data; clients are not told: they see the
+ * connection break) and link, and free the handle. Accepts NULL. */
+void baton_session_server_free(baton_session_server *srv);
+
+/* Poll for POLLIN, then call baton_session_server_dispatch(). Owned by the
+ * handle. */
+int baton_session_server_fd(const baton_session_server *srv);
+
+/* Handle whatever is ready without blocking; runs the callbacks. Returns 0
+ * or -errno on a failure of the handle itself (not of one session). */
+int baton_session_server_dispatch(baton_session_server *srv);
+
+/* Name another server: its peer address (its peer_fd) and the address its
+ * clients connect to (sent to clients in MOVE). -EEXIST if the name is
+ * taken, -EINVAL on a malformed address or name. */
+int baton_session_server_add_peer(baton_session_server *srv, const char *name,
+                                  const char *peer_address, const char *client_address);
+
+/*
+ * Move n sessions (list NULL: every session) to the peer named peer.
+ * Asynchronous: opens and authenticates the peer link if needed, tells the
+ * next server which sessions come, then sends each client MOVE; on_moved()
+ * reports each session's outcome. Sessions already moving are skipped.
+ * Returns the number of sessions being moved, -ENOENT for an unknown peer,
+ * -EINVAL without a key.
+ */
+int baton_session_move(baton_session_server *srv, const char *peer, baton_session *const *list,
+                       size_t n);
+
+/* The number of sessions this server holds (moving ones included). */
+size_t baton_session_server_count(const baton_session_server *srv);
+
+/* A message describing the last failure ("" if none). */
+const char *baton_session_server_last_error(const baton_session_server *srv);
+
+/* Queue a message to the session's client: 0, -EMSGSIZE (over
+ * BATON_SESSION_MSG_MAX), -ENOBUFS (too much unacknowledged), -EXDEV (the
+ * session has been handed to the next server: send there), -ENOTCONN
+ * (closed). */
+int baton_session_send(baton_session *s, const void *data, size_t len);
+
+/* End the session: the client is told (CLOSE) and on_close(s, 0) follows. */
+int baton_session_close(baton_session *s);
+
+/* The session's id, 32 hex digits (the same on every server). */
+const char *baton_session_id(const baton_session *s);
+
+/* An application pointer kept with the session (not moved). */
+void baton_session_set_data(baton_session *s, void *data);
+void *baton_session_data(const baton_session *s);
+
+/*
+ * Client side.
+ *
+ * Errors passed to on_lost(): 0 the server closed the session, -ECONNABORTED
+ * the session is lost (its server went away before handing it on),
+ * -EACCES a resume token was refused, -ENOENT the next server does not know
+ * the session, -EPROTO/-EMSGSIZE/-EBADMSG/-EPROTONOSUPPORT bad input from
+ * the server, -ETIMEDOUT no answer in time, -ECONNREFUSED.
+ */
+struct baton_session_client_options {
+    /* Connect and resume timeout (0: 5000 ms). */
+    int timeout_ms;
+    void *ctx;
+    /* The session is established (once, after the first server welcomed
+     * us). Optional. */
+    void (*on_open)(void *ctx, baton_session_client *c);
+    /* A message from the server, in order, exactly once. Required. */
+    void (*on_message)(void *ctx, baton_session_client *c, const void *data, size_t len);
+    /* The session moved to address (err 0), or a move was called off and
+     * the session stays where it was (err < 0). pause_us is how long sends
+     * were held back. Optional. */
+    void (*on_moved)(void *ctx, baton_session_client *c, const char *address, int err,
+                     uint64_t pause_us);
+    /* The session ended (err as above). The handle stays valid (free it). */
+    void (*on_lost)(void *ctx, baton_session_client *c, int err);
+    void (*log)(void *ctx, int level, const char *msg);
+};
+
+/* Start connecting to address and open a session. Non-blocking: messages
+ * sent before the server answered are queued. 0 and the handle in *ret, or
+ * -EINVAL (malformed address, no on_message), -errno from socket(). */
+int baton_session_client_connect(const struct baton_session_client_options *opts,
+                                 const char *address, baton_session_client **ret);
+
+/* Close every link and free. Accepts NULL. The server sees the session
+ * end only if baton_session_client_close() was called first. */
+void baton_session_client_free(baton_session_client *c);
+
+/* Poll for POLLIN, then call baton_session_client_dispatch(). */
+int baton_session_client_fd(const baton_session_client *c);
+int baton_session_client_dispatch(baton_session_client *c);
+
+/* Queue a message to the server (sent at once if possible, kept until
+ * acknowledged, resent after a move): 0, -EMSGSIZE, -ENOBUFS, -ENOTCONN
+ * (the session ended). */
+int baton_session_client_send(baton_session_client *c, const void *data, size_t len);
+
+/* Tell the server the session is over and stop. */
+int baton_session_client_close(baton_session_client *c);
+
+/* 1 while the session lives, 0 once it ended. */
+int baton_session_client_alive(const baton_session_client *c);
+
+/* The session id (32 hex digits; "" until the server welcomed us). */
+const char *baton_session_client_id(const baton_session_client *c);
+
+/* The address of the server that holds the session now. */
+const char *baton_session_client_address(const baton_session_client *c);
+
+const char *baton_session_client_last_error(const baton_session_client *c);
+
+/* A static description of an error passed to a callback or returned. */
+const char *baton_session_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BATON_SESSION_H */

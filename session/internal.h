@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/* Internals shared by the server and the client side of libbaton-session. */
+#ifndef BATON_SESSION_INTERNAL_H
+#define BATON_SESSION_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "baton-session.h"
+#include "frame.h"
+
+#define BATON_SESSION_EXPORT __attribute__((visibility("default")))
+
+/* Stop encoding queued messages into a write buffer beyond this size. */
+#define BATON__S_WBUF_SOFT (256u * 1024)
+/* Bytes read from one link per dispatch before others get their turn. */
+#define BATON__S_READ_BUDGET (1u << 20)
+
+/* A stream connection with its buffers; the owner decides what it means. */
+struct baton__slink {
+    int fd;
+    int kind;
+    uint32_t events; /* registered epoll events */
+    uint8_t *rbuf;
+    size_t rlen, roff, rcap, rmax;
+    uint8_t *wbuf;
+    size_t wlen, woff, wcap;
+    bool eof;       /* the peer closed or the connection broke */
+    bool connected; /* a non-blocking connect() completed */
+    int err;        /* why it ended (-errno) */
+};
+
+/* A parsed numeric address. */
+struct baton__saddr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+};
+
+int baton__saddr_parse(const char *text, struct baton__saddr *ret);
+
+/* A non-blocking, close-on-exec TCP connect to a: the fd or -errno. */
+int baton__s_connect(const struct baton__saddr *a);
+
+void baton__slink_init(struct baton__slink *l, int fd, int kind, size_t rmax);
+void baton__slink_release(struct baton__slink *l);
+/* Read what is there (up to the budget): 1 bytes came, 0 none, -errno (and
+ * l->eof) at end of stream. */
+int baton__slink_read(struct baton__slink *l);
+/* The next complete frame: > 0 taken, 0 none yet, -errno bad input. */
+int baton__slink_next(struct baton__slink *l, struct baton__sframe *f);
+/* Room for a frame of type with a payload of len bytes, the header already
+ * written: a pointer to the payload, or NULL when out of memory. */
+uint8_t *baton__slink_put(struct baton__slink *l, uint8_t type, uint32_t len);
+/* A CLOSE frame with code and text. */
+void baton__slink_put_close(struct baton__slink *l, uint32_t code, const char *text);
+/* Write what is buffered: 0 (all or EAGAIN), -errno. */
+int baton__slink_flush(struct baton__slink *l);
+/* Register or update the link in epoll with EPOLLIN and, when output is
+ * pending, EPOLLOUT. */
+int baton__slink_watch(struct baton__slink *l, int epfd, void *ptr);
+
+/* HMAC-SHA-256 of (label, a, b) under key into mac. */
+int baton__s_hmac(const void *key, size_t key_len, const char *label, const uint8_t *a,
+                  const uint8_t *b, uint8_t *mac);
+/* Constant-time comparison: 1 equal. */
+int baton__s_equal(const uint8_t *a, const uint8_t *b, size_t n);
+/* n random bytes (getrandom): 0 or -errno. */
+int baton__s_random(void *buf, size_t n);
+void baton__s_hex(const uint8_t *id, char *out);
+
+/* Monotonic milliseconds and microseconds. */
+int64_t baton__s_now_ms(void);
+uint64_t baton__s_now_us(void);
+
+/* A queue of messages numbered base+1 .. base+count. */
+struct baton__smsg {
+    uint8_t *data;
+    uint32_t len;
+};
+struct baton__squeue {
+    struct baton__smsg *m;
+    size_t head, count, cap, bytes;
+    uint64_t base; /* the number of the message before the first */
+};
+int baton__squeue_push(struct baton__squeue *q, const void *data, uint32_t len);
+/* Drop messages up to and including number upto. */
+void baton__squeue_ack(struct baton__squeue *q, uint64_t upto);
+const struct baton__smsg *baton__squeue_get(const struct baton__squeue *q, uint64_t seq);
+void baton__squeue_free(struct baton__squeue *q);
+/* -ENOBUFS when another message of len bytes would not fit. */
+int baton__squeue_room(const struct baton__squeue *q, size_t len);
+
+/* Encode DATA frames for numbers *sent+1 .. q->base+q->count into l while
+ * its write buffer is below the soft limit; acks ride along. */
+int baton__s_encode_data(struct baton__slink *l, const struct baton__squeue *q, uint64_t *sent,
+                         uint64_t ack);
+
+/* Formats into buf (cap bytes). */
+void baton__s_fmt(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

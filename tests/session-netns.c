@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * 1,000 sessions move A->B->A across real network hops, under continuous
+ * traffic: three network namespaces (clients, host A, host B) joined by
+ * veth pairs with private test addresses; servers and clients run in
+ * separate processes, each in its namespace. No message may be lost,
+ * duplicated or reordered, no session lost, and every client must have
+ * moved twice. Prints the time each move of all sessions took and the
+ * pause clients saw (p50/p99/max): bench/session-move.sh runs this.
+ *
+ *   test-session-netns plain|netem [SESSIONS]
+ *
+ * netem adds 5 ms delay and 0.5% loss on every link (skipped without
+ * sch_netem). Root only (else skipped). Names are unique per run and
+ * everything is removed at exit, on failure too.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "session-util.h"
+
+enum { CMD_MOVE = 1, CMD_STOP = 2, MSG_READY = 100, MSG_OPEN = 101 };
+
+static char ns[3][32]; /* clients, A, B */
+
+static uint64_t t_now_us(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000;
+}
+static pid_t creator;
+static int nsess = 1000;
+static unsigned net;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    return t_run(argv, 20000, NULL, 0);
+}
+
+static void cleanup(void)
+{
+    if (getpid() != creator)
+        return;
+    for (int i = 0; i < 3; i++)
+        if (ns[i][0])
+            sh("ip netns del %s 2>/dev/null", ns[i]);
+}
+
+static void on_signal(int sig)
+{
+    cleanup();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void enter(const char *name)
+{
+    char path[128];
+    int fd;
+
+    snprintf(path, sizeof(path), "/var/run/netns/%s", name);
+    fd = T_SYS(open(path, O_RDONLY | O_CLOEXEC));
+    T_SYS(setns(fd, CLONE_NEWNET));
+    close(fd);
+}
+
+/* c<->a on 10.N.1.0/24, c<->b on 10.N.2.0/24, a<->b on 10.N.3.0/24. */
+static void setup(bool netem)
+{
+    static const char *links[3][4] = {
+        {"0", "1", "1", "ca"}, {"0", "2", "2", "cb"}, {"1", "2", "3", "ab"}};
+
+    for (int i = 0; i < 3; i++) {
+        snprintf(ns[i], sizeof(ns[i]), "bsess%d%c", (int)getpid(), "cab"[i]);
+        if (sh("ip netns add %s", ns[i]) != 0)
+            t_fail(__FILE__, __LINE__, "ip netns add %s failed", ns[i]);
+        T_EQ(sh("ip -n %s link set lo up", ns[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        int x = links[i][0][0] - '0', y = links[i][1][0] - '0';
+        const char *sub = links[i][2], *tag = links[i][3];
+        T_EQ(sh("ip link add v%s%d-%s netns %s type veth peer name v%s%d-%s netns %s", tag,
+                (int)getpid() % 100000, "x", ns[x], tag, (int)getpid() % 100000, "y", ns[y]),
+             0);
+        T_EQ(sh("ip -n %s addr add 10.%u.%s.1/24 dev v%s%d-x && ip -n %s link set v%s%d-x up",
+                ns[x], net, sub, tag, (int)getpid() % 100000, ns[x], tag, (int)getpid() % 100000),
+             0);
+        T_EQ(sh("ip -n %s addr add 10.%u.%s.2/24 dev v%s%d-y && ip -n %s link set v%s%d-y up",
+                ns[y], net, sub, tag, (int)getpid() % 100000, ns[y], tag, (int)getpid() % 100000),
+             0);
+        if (netem && (sh("tc -n %s qdisc add dev v%s%d-x root netem delay 5ms loss 0.5%% "
+                         "2>/dev/null",
+                         ns[x], tag, (int)getpid() % 100000) != 0 ||
+                      sh("tc -n %s qdisc add dev v%s%d-y root netem delay 5ms loss 0.5%%", ns[y],
+                         tag, (int)getpid() % 100000) != 0))
+            t_skip("tc netem is not available (sch_netem)");
+    }
+}
+
+static bool chan_ready(int chan)
+{
+    struct pollfd p = {chan, POLLIN, 0};
+
+    return poll(&p, 1, 0) > 0;
+}
+
+/* A server in namespace ns[which] (1 = A, 2 = B): moves every session to
+ * the other on CMD_MOVE and answers with moved, failed, microseconds. */
+static int server_main(int chan, void *arg)
+{
+    int which = (int)(intptr_t)arg, other = 3 - which;
+    struct ts_server s, *srvs[] = {&s, NULL};
+    char paddr[64], caddr[64];
+
+    enter(ns[which]);
+    ts_server_start_at(&s, which == 1 ? "A" : "B", TS_KEY, "0.0.0.0", 7000, 7001);
+    snprintf(paddr, sizeof(paddr), "tcp://10.%u.3.%d:7001", net, other);
+    snprintf(caddr, sizeof(caddr), "tcp://10.%u.%d.2:7000", net, other);
+    T_OK(baton_session_server_add_peer(s.srv, "other", paddr, caddr));
+    t_tell(chan, MSG_READY);
+    for (;;) {
+        long long cmd;
+        ts_pump(srvs, NULL, 0, 10);
+        if (!chan_ready(chan))
+            continue;
+        cmd = t_hear(chan, T_TIMEOUT);
+        if (cmd == CMD_STOP)
+            break;
+        long long before = s.moved + s.move_failed, t0 = (long long)t_now_us();
+        int n = (int)T_OK(baton_session_move(s.srv, "other", NULL, 0));
+        while (s.moved + s.move_failed < before + n)
+            ts_pump(srvs, NULL, 0, 10);
+        t_tell(chan, s.moved);
+        t_tell(chan, s.move_failed);
+        t_tell(chan, (long long)t_now_us() - t0);
+    }
+    t_tell(chan, s.errors);
+    ts_server_stop(&s);
+    return 0;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* nsess clients on A, sending all the time (up to 3 unanswered each);
+ * on CMD_STOP they finish and report. */
+static int clients_main(int chan, void *arg)
+{
+    struct ts_client *cl = calloc((size_t)nsess, sizeof(*cl));
+    char addr[64];
+    bool open_told = false, stopping = false;
+    uint64_t next = 0, *pauses;
+    long long errors = 0, lost = 0, missing = 0, moves = 0, np = 0;
+
+    enter(ns[0]);
+    snprintf(addr, sizeof(addr), "tcp://10.%u.1.2:7000", net);
+    for (int i = 0; i < nsess; i++)
+        ts_client_start(&cl[i], addr);
+    for (int spins = 0;; spins++) {
+        bool all = true;
+        ts_pump(NULL, cl, nsess, 5);
+        for (int i = 0; i < nsess; i++)
+            if (cl[i].got == 0 || cl[i].got < cl[i].sent)
+                all = false;
+        if (!open_told && all) {
+            t_tell(chan, MSG_OPEN);
+            open_told = true;
+        }
+        if (stopping && all)
+            break;
+        if (!stopping && chan_ready(chan) && t_hear(chan, T_TIMEOUT) == CMD_STOP) {
+            stopping = true;
+            spins = 0;
+        }
+        if (stopping && spins > 4000)
+            break; /* report what is missing */
+        if (!stopping && t_now_us() >= next) {
+            next = t_now_us() + 50000;
+            for (int i = 0; i < nsess; i++)
+                if (cl[i].sent - cl[i].got < 3 && !cl[i].lost)
+                    ts_client_send(&cl[i]);
+        }
+    }
+    pauses = calloc((size_t)nsess * 8, sizeof(*pauses));
+    for (int i = 0; i < nsess; i++) {
+        errors += cl[i].errors;
+        lost += cl[i].lost;
+        missing += (long long)(cl[i].sent - cl[i].got);
+        moves += cl[i].moves;
+        for (int k = 0; k < cl[i].npauses; k++)
+            pauses[np++] = cl[i].pauses[k];
+        ts_client_stop(&cl[i]);
+    }
+    qsort(pauses, (size_t)np, sizeof(*pauses), cmp);
+    t_tell(chan, errors);
+    t_tell(chan, lost);
+    t_tell(chan, missing);
+    t_tell(chan, moves);
+    t_tell(chan, np ? (long long)pauses[np / 2] : 0);
+    t_tell(chan, np ? (long long)pauses[(np - 1) * 99 / 100] : 0);
+    t_tell(chan, np ? (long long)pauses[np - 1] : 0);
+    free(pauses);
+    free(cl);
+    return 0;
+}
+
+static void move(struct t_proc *srv, const char *what)
+{
+    long long moved, failed, us;
+
+    t_tell(srv->chan, CMD_MOVE);
+    moved = t_hear(srv->chan, 60000);
+    failed = t_hear(srv->chan, T_TIMEOUT);
+    us = t_hear(srv->chan, T_TIMEOUT);
+    printf("move %s: %lld sessions moved, %lld failed, in %.1f ms\n", what, moved, failed,
+           (double)us / 1000.0);
+    T_EQ(failed, 0);
+}
+
+int main(int argc, char **argv)
+{
+    bool netem = argc > 1 && strcmp(argv[1], "netem") == 0;
+
+    t_init(argc, argv);
+    if (argc > 2)
+        nsess = atoi(argv[2]);
+    if (geteuid() != 0)
+        t_skip("needs root (network namespaces)");
+    if (access("/usr/sbin/ip", X_OK) != 0 && access("/sbin/ip", X_OK) != 0 &&
+        access("/usr/bin/ip", X_OK) != 0)
+        t_skip("needs iproute2 (ip)");
+    creator = getpid();
+    net = 100 + (unsigned)getpid() % 150;
+    atexit(cleanup);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    setup(netem);
+
+    struct t_proc a, b, c;
+    long long errors, lost, missing, moves, p50, p99, pmax;
+    t_spawn(&a, server_main, (void *)(intptr_t)1);
+    t_spawn(&b, server_main, (void *)(intptr_t)2);
+    T_HEAR_EQ(a.chan, MSG_READY);
+    T_HEAR_EQ(b.chan, MSG_READY);
+    t_spawn(&c, clients_main, NULL);
+    T_EQ(t_hear(c.chan, 60000), MSG_OPEN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("%d sessions open on A%s\n", nsess, netem ? " (netem: 5 ms delay, 0.5%% loss)" : "");
+    move(&a, "A->B");
+    move(&b, "B->A");
+    t_tell(c.chan, CMD_STOP);
+    errors = t_hear(c.chan, 60000);
+    lost = t_hear(c.chan, T_TIMEOUT);
+    missing = t_hear(c.chan, T_TIMEOUT);
+    moves = t_hear(c.chan, T_TIMEOUT);
+    p50 = t_hear(c.chan, T_TIMEOUT);
+    p99 = t_hear(c.chan, T_TIMEOUT);
+    pmax = t_hear(c.chan, T_TIMEOUT);
+    printf("client pause: p50 %.2f ms p99 %.2f ms max %.2f ms over %lld moves\n",
+           (double)p50 / 1000, (double)p99 / 1000, (double)pmax / 1000, moves);
+    printf("errors %lld lost_sessions %lld unanswered %lld\n", errors, lost, missing);
+    t_tell(a.chan, CMD_STOP);
+    t_tell(b.chan, CMD_STOP);
+    T_EQ(t_hear(a.chan, T_TIMEOUT), 0);
+    T_EQ(t_hear(b.chan, T_TIMEOUT), 0);
+    T_EQ(t_proc_wait(&a, T_TIMEOUT), 0);
+    T_EQ(t_proc_wait(&b, T_TIMEOUT), 0);
+    T_EQ(t_proc_wait(&c, T_TIMEOUT), 0);
+    T_EQ(errors, 0);
+    T_EQ(lost, 0);
+    T_EQ(missing, 0);
+    T_EQ(moves, 2LL * nsess);
+    cleanup();
+    ns[0][0] = ns[1][0] = ns[2][0] = 0;
+    return t_done();
+}

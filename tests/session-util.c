@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "session-util.h"
+
+/* The server application's per-session state; it travels with the
+ * session. */
+struct app {
+    uint64_t last_c, next_s;
+};
+
+static void srv_log(void *ctx, int level, const char *msg)
+{
+    struct ts_server *t = ctx;
+
+    if (getenv("TS_VERBOSE") || level <= BATON_SESSION_LOG_ERR)
+        t_log("%s: %s", t->name, msg);
+}
+
+static void srv_open(void *ctx, baton_session *s)
+{
+    struct ts_server *t = ctx;
+
+    baton_session_set_data(s, calloc(1, sizeof(struct app)));
+    t->opened++;
+}
+
+static void srv_message(void *ctx, baton_session *s, const void *data, size_t len)
+{
+    struct ts_server *t = ctx;
+    struct app *a = baton_session_data(s);
+    char buf[64], out[64];
+    unsigned long long n;
+    int r;
+
+    t->messages++;
+    if (!a || len >= sizeof(buf)) {
+        t->errors++;
+        return;
+    }
+    memcpy(buf, data, len);
+    buf[len] = 0;
+    if (sscanf(buf, "c %llu", &n) != 1 || n != a->last_c + 1) {
+        t_log("%s: session %s: got \"%s\" after c %llu", t->name, baton_session_id(s), buf,
+              (unsigned long long)a->last_c);
+        t->errors++;
+    }
+    a->last_c = n;
+    r = snprintf(out, sizeof(out), "s %llu", (unsigned long long)++a->next_s);
+    if ((r = baton_session_send(s, out, (size_t)r)) < 0) {
+        t_log("%s: send: %d", t->name, r);
+        t->errors++;
+    }
+}
+
+static void srv_close(void *ctx, baton_session *s, int err)
+{
+    struct ts_server *t = ctx;
+
+    free(baton_session_data(s));
+    t->closed++;
+    t->last_close_err = err;
+}
+
+static int srv_export(void *ctx, baton_session *s, void *buf, size_t cap, size_t *ret_len)
+{
+    memcpy(buf, baton_session_data(s), sizeof(struct app));
+    *ret_len = sizeof(struct app);
+    return 0;
+}
+
+static int srv_import(void *ctx, baton_session *s, const void *data, size_t len)
+{
+    struct ts_server *t = ctx;
+    struct app *a;
+
+    if (len != sizeof(*a))
+        return -EINVAL;
+    a = malloc(sizeof(*a));
+    memcpy(a, data, sizeof(*a));
+    baton_session_set_data(s, a);
+    t->imported++;
+    return 0;
+}
+
+static void srv_moved(void *ctx, baton_session *s, int err)
+{
+    struct ts_server *t = ctx;
+
+    if (err == 0) {
+        free(baton_session_data(s));
+        t->moved++;
+    } else {
+        t->move_failed++;
+        t->last_move_err = err;
+    }
+}
+
+static int listen_at(const char *ip, int port, char *addr)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    socklen_t sl = sizeof(sa);
+    int one = 1, fd = T_SYS(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+
+    T_ASSERT(inet_pton(AF_INET, ip, &sa.sin_addr) == 1);
+    T_SYS(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)));
+    T_SYS(bind(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    T_SYS(listen(fd, 4096));
+    T_SYS(getsockname(fd, (struct sockaddr *)&sa, &sl));
+    sprintf(addr, "tcp://%s:%d", ip, ntohs(sa.sin_port));
+    return fd;
+}
+
+void ts_server_start(struct ts_server *t, const char *name, const char *key)
+{
+    ts_server_start_at(t, name, key, "127.0.0.1", 0, 0);
+}
+
+void ts_server_start_at(struct ts_server *t, const char *name, const char *key, const char *ip,
+                        int port, int peer_port)
+{
+    struct baton_session_server_options o = {
+        .key = key,
+        .key_len = key ? strlen(key) : 0,
+        .move_timeout_ms = 3000,
+        .ctx = t,
+        .on_open = srv_open,
+        .on_message = srv_message,
+        .on_close = srv_close,
+        .export_state = srv_export,
+        .import_state = srv_import,
+        .on_moved = srv_moved,
+        .log = srv_log,
+    };
+
+    memset(t, 0, sizeof(*t));
+    t->name = name;
+    t->lfd = listen_at(ip, port, t->addr);
+    t->pfd = key ? listen_at(ip, peer_port, t->paddr) : -1;
+    T_OK(baton_session_server_new(&o, t->lfd, t->pfd, &t->srv));
+}
+
+void ts_server_stop(struct ts_server *t)
+{
+    baton_session_server_free(t->srv);
+    t->srv = NULL;
+    if (t->lfd >= 0)
+        close(t->lfd);
+    if (t->pfd >= 0)
+        close(t->pfd);
+    t->lfd = t->pfd = -1;
+}
+
+void ts_server_peer(struct ts_server *t, const char *name, const struct ts_server *peer)
+{
+    T_OK(baton_session_server_add_peer(t->srv, name, peer->paddr, peer->addr));
+}
+
+static void cli_message(void *ctx, baton_session_client *c, const void *data, size_t len)
+{
+    struct ts_client *tc = ctx;
+    char buf[64];
+    unsigned long long n;
+
+    if (len >= sizeof(buf)) {
+        tc->errors++;
+        return;
+    }
+    memcpy(buf, data, len);
+    buf[len] = 0;
+    if (sscanf(buf, "s %llu", &n) != 1 || n != tc->got + 1) {
+        t_log("client %s: got \"%s\" after s %llu", baton_session_client_id(c), buf,
+              (unsigned long long)tc->got);
+        tc->errors++;
+    }
+    tc->got = n;
+}
+
+static void cli_moved(void *ctx, baton_session_client *c, const char *addr, int err,
+                      uint64_t pause_us)
+{
+    struct ts_client *tc = ctx;
+
+    if (err == 0) {
+        tc->moves++;
+        if (tc->npauses < 8)
+            tc->pauses[tc->npauses++] = pause_us;
+    } else
+        tc->move_failed++;
+    if (pause_us > tc->max_pause_us)
+        tc->max_pause_us = pause_us;
+}
+
+static void cli_lost(void *ctx, baton_session_client *c, int err)
+{
+    struct ts_client *tc = ctx;
+
+    tc->lost = 1;
+    tc->lost_err = err;
+    if (getenv("TS_VERBOSE"))
+        t_log("client lost: %s", baton_session_client_last_error(c));
+}
+
+void ts_client_start(struct ts_client *c, const char *addr)
+{
+    struct baton_session_client_options o = {
+        .timeout_ms = 3000,
+        .ctx = c,
+        .on_message = cli_message,
+        .on_moved = cli_moved,
+        .on_lost = cli_lost,
+    };
+
+    memset(c, 0, sizeof(*c));
+    T_OK(baton_session_client_connect(&o, addr, &c->c));
+}
+
+void ts_client_stop(struct ts_client *c)
+{
+    baton_session_client_free(c->c);
+    c->c = NULL;
+}
+
+void ts_client_send(struct ts_client *c)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "c %llu", (unsigned long long)c->sent + 1);
+
+    T_OK(baton_session_client_send(c->c, buf, (size_t)n));
+    c->sent++;
+}
+
+void ts_pump(struct ts_server **srvs, struct ts_client *clients, int n, int ms)
+{
+    struct pollfd p[4096];
+    int np = 0, ns = 0;
+
+    for (; srvs && srvs[ns]; ns++)
+        if (srvs[ns]->srv)
+            p[np++] = (struct pollfd){baton_session_server_fd(srvs[ns]->srv), POLLIN, 0};
+    for (int i = 0; i < n && np < 4096; i++)
+        if (clients[i].c)
+            p[np++] = (struct pollfd){baton_session_client_fd(clients[i].c), POLLIN, 0};
+    if (poll(p, (nfds_t)np, ms) <= 0)
+        return;
+    for (int i = 0; srvs && srvs[i]; i++)
+        if (srvs[i]->srv)
+            T_OK(baton_session_server_dispatch(srvs[i]->srv));
+    for (int i = 0; i < n; i++)
+        if (clients[i].c)
+            T_OK(baton_session_client_dispatch(clients[i].c));
+}
+
+bool ts_pump_until(struct ts_server **srvs, struct ts_client *clients, int n,
+                   bool (*cond)(void *arg), void *arg, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 5) {
+        if (cond(arg))
+            return true;
+        ts_pump(srvs, clients, n, 5);
+    }
+    return cond(arg);
+}
+
+int ts_raw_connect(const char *addr)
+{
+    int port = atoi(strrchr(addr, ':') + 1);
+
+    return (int)T_OK(t_tcp_connect(AF_INET, port, T_TIMEOUT));
+}
+
+void ts_raw_frame(int fd, uint8_t type, const void *payload, uint32_t len)
+{
+    uint8_t h[8] = {
+        1,           type, 0, 0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+        (uint8_t)len};
+
+    T_OK(t_write_all(fd, h, 8));
+    if (len)
+        T_OK(t_write_all(fd, payload, len));
+}
+
+int ts_raw_read(int fd, uint8_t *buf, size_t cap, uint32_t *ret_plen, int timeout_ms)
+{
+    uint8_t h[8];
+    uint32_t len;
+    int r = t_read_full(fd, h, 8, timeout_ms);
+
+    if (r < 0)
+        return r;
+    len = ((uint32_t)h[4] << 24) | ((uint32_t)h[5] << 16) | ((uint32_t)h[6] << 8) | h[7];
+    if (len > cap)
+        return -EMSGSIZE;
+    if ((r = t_read_full(fd, buf, len, timeout_ms)) < 0)
+        return r;
+    *ret_plen = len;
+    return h[1];
+}
+
+int ts_raw_next(struct ts_server **srvs, int fd, uint8_t *buf, size_t cap, uint32_t *ret_plen)
+{
+    for (int waited = 0; waited < T_TIMEOUT; waited += 5) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 0) > 0)
+            return ts_raw_read(fd, buf, cap, ret_plen, T_TIMEOUT);
+        ts_pump(srvs, NULL, 0, 5);
+    }
+    return -ETIMEDOUT;
+}
+
+uint32_t ts_get32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+void ts_put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}

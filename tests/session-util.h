@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers for the session layer's tests: in-process session servers whose
+ * application checks order and state, clients that check what they get, a
+ * pump that dispatches everything, and raw frames for hostile peers.
+ *
+ * Every message carries a counter: the client sends "c <n>" (n = 1, 2, ...)
+ * and the server answers each with "s <m>", its own counter for the
+ * session, which travels in the session's state. Each side counts every
+ * gap, repeat or reordering it sees in errors.
+ */
+#ifndef BATON_TEST_SESSION_UTIL_H
+#define BATON_TEST_SESSION_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "baton-session.h"
+#include "harness.h"
+
+#define TS_KEY  "0123456789abcdef-test-key"
+#define TS_KEY2 "fedcba9876543210-other-key"
+
+struct ts_server {
+    baton_session_server *srv;
+    int lfd, pfd;
+    char addr[64], paddr[64];
+    const char *name;
+    long long errors, messages, opened, closed, moved, move_failed, imported;
+    int last_move_err, last_close_err;
+};
+
+struct ts_client {
+    baton_session_client *c;
+    uint64_t sent, got; /* our counter, the last server counter seen */
+    long long errors, moves, move_failed;
+    int lost, lost_err; /* lost: on_lost was called */
+    uint64_t max_pause_us;
+    uint64_t pauses[8]; /* the first moves' pauses, in microseconds */
+    int npauses;
+};
+
+/* A server on 127.0.0.1 (port 0) with the given key (NULL: none), named
+ * name in logs. */
+void ts_server_start(struct ts_server *t, const char *name, const char *key);
+/* The same on ip:port and ip:peer_port (0: any port). */
+void ts_server_start_at(struct ts_server *t, const char *name, const char *key, const char *ip,
+                        int port, int peer_port);
+void ts_server_stop(struct ts_server *t);
+/* Make peer known to t as "name". */
+void ts_server_peer(struct ts_server *t, const char *name, const struct ts_server *peer);
+
+void ts_client_start(struct ts_client *c, const char *addr);
+void ts_client_stop(struct ts_client *c);
+/* Send the next "c <n>". */
+void ts_client_send(struct ts_client *c);
+
+/* Dispatch every server and client that is ready, waiting up to ms for the
+ * first event. NULL-terminated arrays; entries with a NULL handle are
+ * skipped. */
+void ts_pump(struct ts_server **srvs, struct ts_client *clients, int n, int ms);
+/* Pump until cond(arg) or the timeout: true if cond held. */
+bool ts_pump_until(struct ts_server **srvs, struct ts_client *clients, int n,
+                   bool (*cond)(void *arg), void *arg, int timeout_ms);
+
+/* A raw TCP connection to a "tcp://127.0.0.1:PORT" address (blocking). */
+int ts_raw_connect(const char *addr);
+/* Write a frame; read the next frame into buf (payload into *ret_plen):
+ * its type, or -errno. */
+void ts_raw_frame(int fd, uint8_t type, const void *payload, uint32_t len);
+int ts_raw_read(int fd, uint8_t *buf, size_t cap, uint32_t *ret_plen, int timeout_ms);
+
+/* Pump the servers until fd is readable, then ts_raw_read(). */
+int ts_raw_next(struct ts_server **srvs, int fd, uint8_t *buf, size_t cap, uint32_t *ret_plen);
+uint32_t ts_get32(const uint8_t *p);
+void ts_put64(uint8_t *p, uint64_t v);
+
+/* Frame types and codes of docs/session-protocol.md. */
+enum {
+    TS_HELLO = 1,
+    TS_WELCOME,
+    TS_DATA,
+    TS_ACK,
+    TS_MOVE,
+    TS_RESUME,
+    TS_RESUMED,
+    TS_CLOSE,
+    TS_PHELLO = 16,
+    TS_PCHAL,
+    TS_PAUTH,
+    TS_OFFER,
+};
+enum {
+    TS_C_OK,
+    TS_C_PROTO,
+    TS_C_VERSION,
+    TS_C_TOO_BIG,
+    TS_C_BAD_ACK,
+    TS_C_TOKEN,
+    TS_C_UNKNOWN,
+    TS_C_LOST,
+    TS_C_AUTH
+};
+
+#endif
