@@ -54,7 +54,7 @@ demo: build
 
 # Two session servers and game bots; every session moves A->B->A.
 demo-move: build
-	@sh scripts/demo-move.sh $(BUILD)
+	@bash scripts/demo-move.sh $(BUILD)
 
 # The long fault runs: 1,000 chaos rounds, 10,000 handovers under load.
 chaos: check-asan
