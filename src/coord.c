@@ -119,10 +119,14 @@ int baton__lock(baton *b)
     return 0;
 }
 
+/* Unlock explicitly: a child forked before baton_ready() shares the lock's
+ * open file, and a close() here alone would leave the lock held by it. */
 void baton__unlock(baton *b)
 {
-    if (b->lockfd >= 0)
+    if (b->lockfd >= 0) {
+        flock(b->lockfd, LOCK_UN);
         close(b->lockfd);
+    }
     b->lockfd = -1;
 }
 

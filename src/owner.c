@@ -562,57 +562,44 @@ void baton__owner_stop(baton *b)
     b->txbuf = NULL;
 }
 
-/*
- * Start a successor (or join the one being started) and, for a local
- * caller, wait for the outcome. Called with b->mu held by the dispatcher
- * for requests from the tool (local = false), without it from
- * baton_upgrade().
- */
-int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local)
+/* Start a successor unless one we started is still on its way (then
+ * join it). Called with b->mu held. */
+static int job_spawn(baton *b, char *const argv[], int timeout_ms)
 {
-    uint64_t junk;
-    int r = 0;
+    int r;
 
-    if (local)
-        pthread_mutex_lock(&b->mu);
-    if (b->superseded) {
-        r = baton__fail(b, EALREADY, "a successor serves already");
-        goto unlock;
+    if (b->superseded)
+        return baton__fail(b, EALREADY, "a successor serves already");
+    if (b->job.pid && !b->job.done)
+        return 0;
+    if (b->job.pidfd >= 0) {
+        epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
+        close(b->job.pidfd);
     }
-    if (!b->job.pid || b->job.done) {
-        if (b->job.pidfd >= 0) {
-            epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
-            close(b->job.pidfd);
-        }
-        memset(&b->job, 0, sizeof(b->job));
-        b->job.pidfd = -1;
-        r = baton__spawn(b, argv, &b->job.pid, &b->job.pidfd);
-        if (r < 0) {
-            b->job.pid = 0;
-            goto unlock;
-        }
-        ep_add(b, b->job.pidfd, EPOLLIN, TAG_JOB);
-        b->job.deadline = baton__now_ms() + timeout_ms;
-        baton__log(b, BATON_LOG_INFO, "started successor pid %d", (int)b->job.pid);
-        arm_timer(b);
-    }
-    if (local) {
-        b->job.local = true;
-        if (read(b->jobfd, &junk, sizeof(junk)) < 0) {
-            /* Nothing pending: the usual case. */
-        }
-    }
-unlock:
-    if (!local)
+    memset(&b->job, 0, sizeof(b->job));
+    b->job.pidfd = -1;
+    r = baton__spawn(b, argv, &b->job.pid, &b->job.pidfd);
+    if (r < 0) {
+        b->job.pid = 0;
         return r;
-    pthread_mutex_unlock(&b->mu);
-    if (r < 0)
-        return r;
+    }
+    ep_add(b, b->job.pidfd, EPOLLIN, TAG_JOB);
+    b->job.deadline = baton__now_ms() + timeout_ms;
+    baton__log(b, BATON_LOG_INFO, "started successor pid %d", (int)b->job.pid);
+    arm_timer(b);
+    return 0;
+}
+
+/* baton_upgrade(): wait for the job's outcome, dispatching ourselves when
+ * there is no thread to do it. */
+static int job_wait(baton *b)
+{
+    bool self = b->opts.flags & BATON_NO_THREAD;
+    int r;
 
     for (;;) {
         struct pollfd p[2] = {{.fd = b->jobfd, .events = POLLIN},
                               {.fd = b->epfd, .events = POLLIN}};
-        bool self = b->opts.flags & BATON_NO_THREAD;
         if (poll(p, self ? 2 : 1, -1) < 0 && errno != EINTR)
             return -errno;
         if (p[0].revents & POLLIN)
@@ -627,4 +614,28 @@ unlock:
     b->job.local = false;
     pthread_mutex_unlock(&b->mu);
     return r;
+}
+
+/*
+ * Start a successor (or join the one being started). For a request from
+ * the tool (local = false) the dispatcher calls this with b->mu held and
+ * answers later; baton_upgrade() (local = true) waits for the outcome.
+ */
+int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local)
+{
+    uint64_t junk;
+    int r;
+
+    if (!local)
+        return job_spawn(b, argv, timeout_ms);
+    pthread_mutex_lock(&b->mu);
+    r = job_spawn(b, argv, timeout_ms);
+    if (r == 0) {
+        b->job.local = true;
+        if (read(b->jobfd, &junk, sizeof(junk)) < 0) {
+            /* Nothing pending: the usual case. */
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    return r < 0 ? r : job_wait(b);
 }

@@ -232,6 +232,8 @@ static int decode_conn(const uint8_t *p, size_t len, struct baton__msg *m)
     return off == len ? 0 : -EPROTO;
 }
 
+/* One case per message type: the whole table of bounds reads best in one
+ * place, so this function is longer than most. */
 int baton__msg_decode(const void *buf, size_t len, struct baton__msg *m)
 {
     const uint8_t *p = buf;
