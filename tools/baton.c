@@ -5,18 +5,22 @@
  *   baton status DIR [--json]
  *   baton wait DIR --generation N [--timeout S]
  *   baton upgrade DIR [--timeout S]
+ *   baton run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE] -- PROGRAM ARGS...
  *
  * Exit status: 0 success, 1 failure, 2 usage, 3 no owner serves DIR.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,15 +50,19 @@ static void usage(FILE *f)
             "usage: %s status DIR [--json]\n"
             "       %s wait DIR --generation N [--timeout S]\n"
             "       %s upgrade DIR [--timeout S]\n"
+            "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
+            "           -- PROGRAM [ARGS...]\n"
             "       %s --version\n"
             "\n"
             "status   show the process serving DIR: pid, generation, since when, named fds\n"
             "wait     exit 0 once generation N or later serves DIR (default timeout 30 s)\n"
             "upgrade  ask the owner of DIR to start its successor; exit 0 once it serves\n"
             "         (default timeout 30 s); on failure the old owner serves on\n"
+            "run      run an unmodified server with libbaton-preload.so; running the same\n"
+            "         command again takes over its listeners (man baton-run)\n"
             "\n"
             "Exit status: 0 success, 1 failure, 2 usage error, 3 nobody serves DIR.\n",
-            prog, prog, prog, prog);
+            prog, prog, prog, prog, prog);
 }
 
 /* Parse DIR/owner; 0 ok, -ENOENT when there is none, -EPROTO if garbled. */
@@ -302,6 +310,156 @@ static int parse_int(const char *s, int min, int *ret)
     return 0;
 }
 
+/* --- baton run: an unmodified server under libbaton-preload.so. --------- */
+
+static int run_signal(const char *s)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } sigs[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"TERM", SIGTERM},
+                {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"WINCH", SIGWINCH}, {"KILL", SIGKILL}};
+    int n;
+
+    if (!strncmp(s, "SIG", 3))
+        s += 3;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (!strcasecmp(s, sigs[i].name))
+            return sigs[i].sig;
+    return !parse_int(s, 1, &n) && n < 65 ? n : -1;
+}
+
+/* A directory per command line: DIR/run-HASH under $XDG_RUNTIME_DIR/baton,
+ * /run/baton (root) or /tmp/baton-UID. */
+static int run_default_dir(char **argv, char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    unsigned long long h = 0xcbf29ce484222325ull;
+    char base[PATH_MAX];
+
+    for (char **a = argv; *a; a++)
+        for (const char *p = *a;; p++) {
+            h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+            if (!*p)
+                break;
+        }
+    if (xdg && xdg[0] == '/')
+        snprintf(base, sizeof(base), "%s/baton", xdg);
+    else if (geteuid() == 0)
+        snprintf(base, sizeof(base), "/run/baton");
+    else
+        snprintf(base, sizeof(base), "/tmp/baton-%u", (unsigned)geteuid());
+    if (mkdir(base, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    if (snprintf(buf, len, "%s/run-%016llx", base, h) >= (int)len)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* The shim: $BATON_PRELOAD, else beside our binary (BIN/../lib), else
+ * where it is installed. */
+static int run_preload(char *buf, size_t len)
+{
+    const char *env = getenv("BATON_PRELOAD");
+    char exe[PATH_MAX];
+    ssize_t n;
+
+    if (env && *env)
+        return snprintf(buf, len, "%s", env) < (int)len && access(buf, R_OK) == 0 ? 0 : -ENOENT;
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        char *slash;
+        exe[n] = 0;
+        slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            if (snprintf(buf, len, "%s/../lib/libbaton-preload.so", exe) < (int)len &&
+                access(buf, R_OK) == 0)
+                return 0;
+        }
+    }
+#ifdef BATON_PRELOAD_INSTALLED
+    if (snprintf(buf, len, "%s", BATON_PRELOAD_INSTALLED) < (int)len && access(buf, R_OK) == 0)
+        return 0;
+#endif
+    return -ENOENT;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    char dir[PATH_MAX], preload[PATH_MAX], num[32], *ld;
+    const char *dir_opt = NULL, *log = NULL, *old;
+    int drain = 30, sig = 0, i;
+
+    for (i = 0; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--")) {
+            i++;
+            break;
+        }
+        if (i + 1 < argc && !strcmp(argv[i], "--dir"))
+            dir_opt = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--drain-timeout") &&
+                 !parse_int(argv[i + 1], 0, &drain))
+            i++;
+        else if (i + 1 < argc && !strcmp(argv[i], "--stop-signal") &&
+                 (sig = run_signal(argv[i + 1])) > 0)
+            i++;
+        else if (i + 1 < argc && !strcmp(argv[i], "--log"))
+            log = argv[++i];
+        else {
+            fprintf(stderr, "%s run: bad argument '%s'\n", prog, argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        fprintf(stderr, "%s run: no PROGRAM given\n", prog);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (dir_opt && dir_opt[0] != '/') {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof(cwd)) ||
+            snprintf(dir, sizeof(dir), "%s/%s", cwd, dir_opt) >= (int)sizeof(dir)) {
+            fprintf(stderr, "%s run: %s: path too long\n", prog, dir_opt);
+            return 1;
+        }
+    } else if (dir_opt) {
+        snprintf(dir, sizeof(dir), "%s", dir_opt);
+    } else {
+        int r = run_default_dir(argv + i, dir, sizeof(dir));
+        if (r < 0) {
+            fprintf(stderr, "%s run: no directory for the command: %s\n", prog, strerror(-r));
+            return 1;
+        }
+        fprintf(stderr, "%s run: %s\n", prog, dir);
+    }
+    if (run_preload(preload, sizeof(preload)) < 0) {
+        fprintf(stderr, "%s run: libbaton-preload.so not found (set BATON_PRELOAD)\n", prog);
+        return 1;
+    }
+    old = getenv("LD_PRELOAD");
+    if (asprintf(&ld, "%s%s%s", preload, old && *old ? ":" : "", old ? old : "") < 0)
+        return 1;
+    setenv("LD_PRELOAD", ld, 1);
+    setenv("BATON_RUN_DIR", dir, 1);
+    snprintf(num, sizeof(num), "%d", (int)getpid());
+    setenv("BATON_RUN_PID", num, 1);
+    unsetenv("BATON_RUN_CMD");
+    snprintf(num, sizeof(num), "%lld", (long long)drain * 1000);
+    setenv("BATON_RUN_DRAIN_MS", num, 1);
+    if (sig > 0) {
+        snprintf(num, sizeof(num), "%d", sig);
+        setenv("BATON_RUN_STOP_SIGNAL", num, 1);
+    }
+    if (log)
+        setenv("BATON_RUN_LOG", log, 1);
+    execvp(argv[i], argv + i);
+    fprintf(stderr, "%s run: %s: %s\n", prog, argv[i], strerror(errno));
+    free(ld);
+    return 127;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd, *dir;
@@ -316,6 +474,8 @@ int main(int argc, char **argv)
         printf("baton %s\n", baton_version());
         return 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "run"))
+        return cmd_run(argc - 2, argv + 2);
     if (argc < 3) {
         usage(stderr);
         return EXIT_USAGE;

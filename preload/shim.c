@@ -1,0 +1,1449 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libbaton-preload.so - zero-downtime restarts for unmodified servers,
+ * loaded by `baton run` through LD_PRELOAD.
+ *
+ * Who is active. The process `baton run` executes (BATON_RUN_PID is its
+ * pid) and the successors libbaton starts for `baton upgrade` (the same
+ * command line: BATON_RUN_CMD is its hash) open the coordination directory
+ * BATON_RUN_DIR in a constructor and become "the holder". Processes the
+ * holder forks share its state (and are "children"); anything the program
+ * executes (CGI scripts, helpers) finds neither and stays inert: every
+ * wrapper is then a plain call through.
+ *
+ * Listeners. bind() of a TCP, UDP or unix stream socket looks for an
+ * inherited listener under the same name (keys.h: the address as bound,
+ * e.g. "tcp://[::]:80/v6only"); if there is one, it is dup3()'d onto the
+ * fd number the program's socket() returned, so the program's fd numbering
+ * and close-on-exec flag stay as they were, and bind() returns 0. listen()
+ * on a fresh socket passes a duplicate to libbaton under that name. The
+ * names are also the handle's state (a manifest) so that a successor knows
+ * how many listeners it should claim.
+ *
+ * Readiness. The shim calls baton_ready() when the program first waits for
+ * work (accept, accept4, epoll_wait and friends, poll, ppoll, select,
+ * pselect) after it has a listener, in any of its processes, and either it
+ * has claimed every inherited listener or 2 s have passed since that first
+ * wait; inherited listeners it never claimed are then closed by libbaton.
+ * A program that never waits in one of those calls is readied 10 s after
+ * start (BATON_RUN_READY_MS), if it has a listener by then.
+ *
+ * Handover. Once a successor serves, the holder (and each child, at its
+ * next accept) retires its listener fds: for every epoll registration of
+ * such an fd the shim saw (epoll_ctl), it first deletes the registration,
+ * then dup3()s a socket that never becomes readable (a unix listener whose
+ * path is unlinked at once, or an unbound UDP socket) onto the fd number,
+ * then registers that fd again with the same events and data. The order
+ * matters: an epoll registration belongs to (fd number, open file), and the
+ * listener's open file lives on in the successor and in libbaton, so a
+ * dup2() alone would leave the old registration firing for ever, and it
+ * could no longer be deleted through the fd. poll() and select() look the
+ * fd up on every pass and simply stop seeing the listener. accept() then
+ * blocks for ever (blocking socket) or fails with EAGAIN. A blocking accept()
+ * that is already waiting when the successor takes over is woken by the
+ * shim (it waits on the listener and libbaton's upgrade fd together).
+ *
+ * Draining. The holder's manager thread then looks every 100 ms for
+ * connections accepted on the listeners' ports or paths that its process
+ * tree still holds (by socket inode, in /proc), leaving out the subtree of
+ * the new owner; once there are none, or after BATON_RUN_DRAIN_MS, it sends
+ * the program BATON_RUN_STOP_SIGNAL (default SIGTERM), and SIGKILL to its
+ * tree 10 s later.
+ *
+ * Threads. The shim uses libbaton with BATON_NO_THREAD and drives it from
+ * its own single manager thread (all signals blocked, like libbaton's
+ * thread), which it needs anyway for the readiness and drain timers: one
+ * extra thread in the program instead of two.
+ */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+
+#include "baton.h"
+#include "keys.h"
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Fds below this are tracked in a byte map; listeners above it are passed
+ * through untouched (servers open their listeners first). */
+#define FDMAP       65536
+#define MAX_ENTRIES 64
+#define MAX_PROG    8
+#define MAX_REGS    256
+#define FD_EPOLL    255
+
+#define GRACE_MS       2000
+#define READY_MS       10000
+#define DRAIN_MS       30000
+#define KILL_MS        10000
+#define OWNER_TIMEOUT  30000
+#define SCAN_MS        100
+#define PRE_READY_TICK 20
+
+/* A listener: inherited (named by the predecessor) or registered here. */
+struct entry {
+    char key[BATON_NAME_MAX + 1];
+    int lib_fd; /* the handle's fd; -1 until claimed, or gone */
+    int domain, type;
+    bool inherited, claimed;
+    bool nonblock;           /* cached O_NONBLOCK of the open file */
+    bool herd, herd_checked; /* our SO_RCVTIMEO is set (herd_guard) */
+    int prog[MAX_PROG];
+    int nprog;
+};
+
+struct reg {
+    int epfd, fd;
+    struct epoll_event ev;
+};
+
+/* Shared by the holder and every process it forks. */
+struct shm {
+    atomic_int want_ready; /* the holder is not ready yet */
+    atomic_int poked;      /* the program waited for work */
+    atomic_int superseded;
+    atomic_int in_accept; /* accept calls that may be on a live listener */
+};
+
+static struct {
+    bool active; /* holder, or forked from it */
+    atomic_bool child;
+    baton *b;
+    char dir[PATH_MAX];
+    int drain_ms, stop_sig, ready_ms;
+    int ready_efd, upgrade_fd, ctl_fd;
+    struct shm *shm;
+    pthread_mutex_t mu;
+    struct entry e[MAX_ENTRIES];
+    int ne, ninherited;
+    struct reg regs[MAX_REGS];
+    int nregs;
+    bool retired;
+    int dead_seq;
+    int log_fd;
+    int lock_fd;      /* libbaton's lock file, held until ready */
+    int fork_lock_fd; /* lock_fd if held when the program forks */
+    char **keep_env;  /* LD_PRELOAD and BATON_RUN_* as we started */
+    uint64_t start_ms;
+} S = {
+    .mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
+    .ready_efd = -1,
+    .upgrade_fd = -1,
+    .ctl_fd = -1,
+    .log_fd = -1,
+    .lock_fd = -1,
+    .fork_lock_fd = -1,
+};
+
+static _Atomic unsigned char fdmap[FDMAP];
+
+/* The wrapped functions, from the next object in the search order. */
+static int (*real_bind)(int, const struct sockaddr *, socklen_t);
+static int (*real_listen)(int, int);
+static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
+static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
+static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *,
+                                const sigset_t *);
+static int (*real_poll)(struct pollfd *, nfds_t, int);
+static int (*real_poll_chk)(struct pollfd *, nfds_t, int, size_t);
+static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+static int (*real_pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
+                           const sigset_t *);
+static int (*real_close)(int);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_unlink)(const char *);
+static int (*real_unlinkat)(int, const char *, int);
+
+static void resolve(void)
+{
+#define R(name, sym) name = dlsym(RTLD_NEXT, sym)
+    R(real_bind, "bind");
+    R(real_listen, "listen");
+    R(real_accept, "accept");
+    R(real_accept4, "accept4");
+    R(real_epoll_ctl, "epoll_ctl");
+    R(real_epoll_wait, "epoll_wait");
+    R(real_epoll_pwait, "epoll_pwait");
+    R(real_epoll_pwait2, "epoll_pwait2");
+    R(real_poll, "poll");
+    R(real_poll_chk, "__poll_chk");
+    R(real_ppoll, "ppoll");
+    R(real_select, "select");
+    R(real_pselect, "pselect");
+    R(real_close, "close");
+    R(real_dup, "dup");
+    R(real_dup2, "dup2");
+    R(real_dup3, "dup3");
+    R(real_unlink, "unlink");
+    R(real_unlinkat, "unlinkat");
+#undef R
+}
+
+/* Another library's constructor may call us before ours ran. */
+#define REAL(name) (real_##name ? real_##name : (resolve(), real_##name))
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Only to BATON_RUN_LOG (a path, or "stderr"): never into the program's
+ * own output otherwise. Keeps errno. */
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
+{
+    char buf[700];
+    int e = errno, n;
+    va_list ap;
+
+    if (S.log_fd < 0)
+        return;
+    n = snprintf(buf, sizeof(buf), "baton-preload[%d]: ", (int)getpid());
+    va_start(ap, fmt);
+    n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    buf[n++] = '\n';
+    if (write(S.log_fd, buf, (size_t)n) < 0) {
+        /* Nowhere else to say it. */
+    }
+    errno = e;
+}
+
+static void lib_log(void *ctx, int level, const char *msg)
+{
+    say("libbaton: %s", msg);
+}
+
+static int fdmap_get(int fd)
+{
+    return fd >= 0 && fd < FDMAP ? atomic_load_explicit(&fdmap[fd], memory_order_relaxed) : 0;
+}
+
+static void fdmap_set(int fd, int v)
+{
+    if (fd >= 0 && fd < FDMAP)
+        atomic_store_explicit(&fdmap[fd], (unsigned char)v, memory_order_relaxed);
+}
+
+static struct entry *entry_of(int fd)
+{
+    int v = fdmap_get(fd);
+    return v >= 1 && v <= S.ne ? &S.e[v - 1] : NULL;
+}
+
+static bool is_holder(void)
+{
+    return S.active && !atomic_load(&S.child);
+}
+
+/* --- The manifest: what a successor should claim. ------------------------ */
+
+/* Called with S.mu held, in the holder. */
+static void manifest_update(void)
+{
+    char buf[MAX_ENTRIES * (BATON_NAME_MAX + 2) + 16];
+    size_t o = 0;
+
+    o += (size_t)snprintf(buf, sizeof(buf), "%s", BATON_RUN_MANIFEST);
+    for (int i = 0; i < S.ne; i++)
+        if (S.e[i].lib_fd >= 0 && (!S.e[i].inherited || S.e[i].claimed))
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s\n", S.e[i].key);
+    if (baton_set_state(S.b, buf, o) < 0)
+        say("baton_set_state: %s", baton_last_error(S.b));
+}
+
+static void manifest_read(void)
+{
+    const void *data;
+    size_t len, ml = strlen(BATON_RUN_MANIFEST);
+    const char *p, *end;
+
+    if (baton_state(S.b, &data, &len) < 0 || len < ml || memcmp(data, BATON_RUN_MANIFEST, ml))
+        return;
+    p = (const char *)data + ml;
+    end = (const char *)data + len;
+    while (p < end && S.ne < MAX_ENTRIES) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (n > 0 && n <= BATON_NAME_MAX) {
+            struct entry *e = &S.e[S.ne++];
+            memset(e, 0, sizeof(*e));
+            memcpy(e->key, p, n);
+            e->lib_fd = -1;
+            e->inherited = true;
+            S.ninherited++;
+        }
+        p += n + 1;
+    }
+    say("predecessor passed %d listener(s)", S.ninherited);
+}
+
+/* --- Listener bookkeeping. ------------------------------------------------ */
+
+static void cache_flags(struct entry *e, int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    e->nonblock = fl >= 0 && (fl & O_NONBLOCK);
+}
+
+static void prog_add(struct entry *e, int fd)
+{
+    if (e->nprog < MAX_PROG && fd < FDMAP) {
+        e->prog[e->nprog++] = fd;
+        fdmap_set(fd, (int)(e - S.e) + 1);
+    }
+}
+
+static void regs_drop(int fd, bool by_epfd)
+{
+    for (int i = 0; i < S.nregs;)
+        if ((by_epfd ? S.regs[i].epfd : S.regs[i].fd) == fd)
+            S.regs[i] = S.regs[--S.nregs];
+        else
+            i++;
+}
+
+/* The program stops using fd (close, or dup2 over it): its epoll
+ * registrations go first, while fd still names the listener; the open file
+ * lives on in libbaton, and the registration with it. */
+static void forget(int fd)
+{
+    int v, e = errno;
+
+    pthread_mutex_lock(&S.mu);
+    v = fdmap_get(fd);
+    if (v == FD_EPOLL) {
+        regs_drop(fd, true);
+    } else if (v >= 1 && v <= S.ne) {
+        struct entry *en = &S.e[v - 1];
+        for (int i = 0; i < S.nregs; i++)
+            if (S.regs[i].fd == fd)
+                REAL(epoll_ctl)(S.regs[i].epfd, EPOLL_CTL_DEL, fd, NULL);
+        regs_drop(fd, false);
+        for (int i = 0; i < en->nprog; i++)
+            if (en->prog[i] == fd)
+                en->prog[i--] = en->prog[--en->nprog];
+    }
+    fdmap_set(fd, 0);
+    pthread_mutex_unlock(&S.mu);
+    errno = e;
+}
+
+/* A socket that never becomes readable, for retired listener fds: a unix
+ * listener whose path is gone (nobody can connect), or an unbound UDP
+ * socket. */
+static int dead_socket(const struct entry *en, bool nonblock)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int nb = nonblock ? SOCK_NONBLOCK : 0, fd;
+
+    if (en->type == SOCK_DGRAM)
+        return socket(en->domain, SOCK_DGRAM | SOCK_CLOEXEC | nb, 0);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | nb, 0);
+    if (fd < 0)
+        return -1;
+    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/.retired-%d-%d", S.dir, (int)getpid(),
+                 S.dead_seq++) >= (int)sizeof(sa.sun_path) ||
+        REAL(bind)(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || REAL(listen)(fd, 1) < 0) {
+        REAL(close)(fd);
+        return -1;
+    }
+    REAL(unlink)(sa.sun_path);
+    return fd;
+}
+
+/* Stop this process's event loop from seeing its listeners. See the top of
+ * the file for why the order is DEL, dup3, ADD. Called with S.mu held. */
+static void retire_local(void)
+{
+    int e = errno;
+
+    if (S.retired || !S.active)
+        return;
+    S.retired = true;
+    for (int i = 0; i < S.ne; i++) {
+        struct entry *en = &S.e[i];
+        for (int k = 0; k < en->nprog; k++) {
+            int fd = en->prog[k], fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD), d;
+            d = dead_socket(en, fl >= 0 && (fl & O_NONBLOCK));
+            if (d < 0) {
+                say("cannot retire fd %d (%s): %m", fd, en->key);
+                continue;
+            }
+            for (int j = 0; j < S.nregs; j++)
+                if (S.regs[j].fd == fd)
+                    REAL(epoll_ctl)(S.regs[j].epfd, EPOLL_CTL_DEL, fd, NULL);
+            REAL(dup3)(d, fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+            REAL(close)(d);
+            for (int j = 0; j < S.nregs; j++)
+                if (S.regs[j].fd == fd)
+                    REAL(epoll_ctl)(S.regs[j].epfd, EPOLL_CTL_ADD, fd, &S.regs[j].ev);
+        }
+    }
+    say("listeners retired: no new connections here");
+    errno = e;
+}
+
+static void retire_if_superseded(void)
+{
+    if (!S.retired && S.shm && atomic_load(&S.shm->superseded)) {
+        pthread_mutex_lock(&S.mu);
+        retire_local();
+        pthread_mutex_unlock(&S.mu);
+    }
+}
+
+/* The program waits for work: readiness may come now. */
+static void poke(void)
+{
+    uint64_t one = 1;
+    int e = errno;
+
+    if (S.ne == 0 || !S.active)
+        return;
+    if (atomic_exchange(&S.shm->poked, 1) == 0 && write(S.ready_efd, &one, sizeof(one)) < 0) {
+        /* The manager also looks every PRE_READY_TICK ms. */
+    }
+    errno = e;
+}
+
+#define POKE()                                                                                     \
+    do {                                                                                           \
+        if (unlikely(S.shm && atomic_load_explicit(&S.shm->want_ready, memory_order_relaxed)))     \
+            poke();                                                                                \
+    } while (0)
+
+/* --- bind, listen. --------------------------------------------------------- */
+
+static int sock_type(int fd)
+{
+    int type = 0;
+    socklen_t l = sizeof(type);
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0 ? -1 : type;
+}
+
+static int v6only(int fd, int family)
+{
+    int v = 0;
+    socklen_t l = sizeof(v);
+    if (family != AF_INET6 || getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &l) < 0)
+        return 0;
+    return v;
+}
+
+/* The first entry named key or key#n that no program fd uses. */
+static struct entry *find_free(const char *key)
+{
+    char name[BATON_NAME_MAX + 1];
+
+    for (int n = 1; n <= MAX_ENTRIES; n++) {
+        bool seen = false;
+        if (baton_run__key_variant(key, n, name, sizeof(name)) < 0)
+            return NULL;
+        for (int i = 0; i < S.ne; i++) {
+            if (strcmp(S.e[i].key, name) != 0)
+                continue;
+            seen = true;
+            if (S.e[i].nprog == 0 && (S.e[i].lib_fd >= 0 || (S.e[i].inherited && !S.e[i].claimed)))
+                return &S.e[i];
+        }
+        if (!seen)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* Hand the program the listener of entry en on its fd. S.mu held. */
+static int adopt(struct entry *en, int fd)
+{
+    int fdfl, lib;
+
+    if (en->lib_fd < 0) {
+        lib = baton_fd(S.b, en->key);
+        if (lib < 0) {
+            say("inherited %s: %s", en->key, baton_last_error(S.b));
+            en->claimed = true; /* not usable: never try again */
+            return -1;
+        }
+        en->lib_fd = lib;
+        en->claimed = true;
+    }
+    fdfl = fcntl(fd, F_GETFD);
+    if (REAL(dup3)(en->lib_fd, fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+        say("dup3(%s onto %d): %m", en->key, fd);
+        return -1;
+    }
+    en->domain = 0;
+    {
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &l) == 0)
+            en->domain = ss.ss_family;
+    }
+    en->type = sock_type(fd);
+    cache_flags(en, fd);
+    prog_add(en, fd);
+    say("fd %d: %s (%s)", fd, en->key, en->inherited ? "inherited" : "kept across re-bind");
+    return 0;
+}
+
+static void register_listener(int fd, int type);
+
+SHIM_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    char key[BATON_NAME_MAX + 1];
+    struct entry *en;
+    int type, e = errno, r = -1;
+
+    if (!is_holder() || !sa || fdmap_get(fd) || fd >= FDMAP)
+        return REAL(bind)(fd, sa, len);
+    type = sock_type(fd);
+    if ((type != SOCK_STREAM && type != SOCK_DGRAM) ||
+        baton_run__key(sa, len, type, v6only(fd, sa->sa_family), key, sizeof(key)) < 0) {
+        errno = e;
+        return REAL(bind)(fd, sa, len);
+    }
+    pthread_mutex_lock(&S.mu);
+    en = find_free(key);
+    if (en)
+        r = adopt(en, fd);
+    pthread_mutex_unlock(&S.mu);
+    errno = e;
+    if (r == 0)
+        return 0;
+    r = REAL(bind)(fd, sa, len);
+    /* A datagram socket never listens: it is a listener once bound. */
+    if (r == 0 && type == SOCK_DGRAM && baton_run__key_port(key) != 0) {
+        e = errno;
+        pthread_mutex_lock(&S.mu);
+        if (!fdmap_get(fd))
+            register_listener(fd, type);
+        pthread_mutex_unlock(&S.mu);
+        errno = e;
+    }
+    return r;
+}
+
+/* Pass a fresh listener on under its name. S.mu held. */
+static void register_listener(int fd, int type)
+{
+    char key[BATON_NAME_MAX + 1], name[BATON_NAME_MAX + 1];
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof(ss);
+    struct entry *en;
+    int lib;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &l) < 0 ||
+        baton_run__key((struct sockaddr *)&ss, l, type, v6only(fd, ss.ss_family), key,
+                       sizeof(key)) < 0 ||
+        S.ne >= MAX_ENTRIES)
+        return;
+    for (int n = 1;; n++) {
+        bool taken = false;
+        if (baton_run__key_variant(key, n, name, sizeof(name)) < 0)
+            return;
+        for (int i = 0; i < S.ne && !taken; i++)
+            taken = strcmp(S.e[i].key, name) == 0;
+        if (!taken)
+            break;
+    }
+    if (baton_add_fd(S.b, name, fd) < 0 || (lib = baton_fd(S.b, name)) < 0) {
+        say("passing on %s: %s", name, baton_last_error(S.b));
+        return;
+    }
+    en = &S.e[S.ne++];
+    memset(en, 0, sizeof(*en));
+    snprintf(en->key, sizeof(en->key), "%s", name);
+    en->lib_fd = lib;
+    en->domain = ss.ss_family;
+    en->type = type;
+    cache_flags(en, fd);
+    prog_add(en, fd);
+    manifest_update();
+    say("fd %d: %s (new)", fd, name);
+}
+
+SHIM_EXPORT int listen(int fd, int backlog)
+{
+    int r = REAL(listen)(fd, backlog), e = errno, type;
+    struct entry *en;
+
+    if (r < 0 || !is_holder() || fd >= FDMAP)
+        return r;
+    en = entry_of(fd);
+    if (en) {
+        cache_flags(en, fd);
+    } else if (!fdmap_get(fd) && ((type = sock_type(fd)) == SOCK_STREAM || type == SOCK_DGRAM)) {
+        pthread_mutex_lock(&S.mu);
+        if (!fdmap_get(fd))
+            register_listener(fd, type);
+        pthread_mutex_unlock(&S.mu);
+    }
+    errno = e;
+    return r;
+}
+
+/* --- accept. ---------------------------------------------------------------- */
+
+/* A blocking accept() that found no connection after the listener polled
+ * readable (another process took it) gives up after this long, so that it
+ * goes back to watching for the handover too. Set on the listening socket
+ * (shared with every copy, all of which go through this wrapper) only when
+ * the program set no receive timeout of its own. */
+#define HERD_TIMEOUT_MS 100
+
+static void herd_guard(struct entry *en, int fd)
+{
+    struct timeval tv = {0}, herd = {.tv_usec = HERD_TIMEOUT_MS * 1000};
+    socklen_t l = sizeof(tv);
+
+    en->herd = getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) == 0 &&
+               ((tv.tv_sec == 0 && tv.tv_usec == 0) ||
+                (tv.tv_sec == herd.tv_sec && tv.tv_usec == herd.tv_usec)) &&
+               setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &herd, sizeof(herd)) == 0;
+    en->herd_checked = true;
+}
+
+static int accept_live(struct entry *en, int fd, struct sockaddr *a, socklen_t *l, int flags,
+                       bool four)
+{
+    int r, e;
+
+    POKE();
+    retire_if_superseded();
+    if (S.retired) {
+        /* On a socket nobody can connect to now: not counted. */
+        atomic_fetch_sub(&S.shm->in_accept, 1);
+        r = four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
+        e = errno;
+        atomic_fetch_add(&S.shm->in_accept, 1);
+        errno = e;
+        return r;
+    }
+    if (en->nonblock || S.upgrade_fd < 0)
+        return four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
+    /* A blocking accept must wake when a successor takes over, or this
+     * process would take one more connection after the handover. */
+    if (!en->herd_checked)
+        herd_guard(en, fd);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = S.upgrade_fd, .events = POLLIN}};
+        if (REAL(poll)(p, 2, -1) < 0)
+            return -1; /* EINTR: the program's signal handler runs */
+        if (p[1].revents & POLLIN) {
+            pthread_mutex_lock(&S.mu);
+            retire_local();
+            pthread_mutex_unlock(&S.mu);
+            /* Now a socket nobody can connect to: blocks as asked. */
+            atomic_fetch_sub(&S.shm->in_accept, 1);
+            r = four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
+            e = errno;
+            atomic_fetch_add(&S.shm->in_accept, 1);
+            errno = e;
+            return r;
+        }
+        r = four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
+        if (r >= 0 || errno != EAGAIN)
+            return r;
+        if (!en->herd) {
+            en->nonblock = true; /* the open file is non-blocking after all */
+            return r;
+        }
+    }
+}
+
+/* Counted in S.shm->in_accept while the call may still be on a live
+ * listener, so that the drain does not stop a process that is about to
+ * hold a new connection. Counted first, then checked: a retirement after
+ * the check is seen by the drain. */
+static int accept_slow(struct entry *en, int fd, struct sockaddr *a, socklen_t *l, int flags,
+                       bool four)
+{
+    int r, e;
+
+    if (!S.shm)
+        return four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
+    atomic_fetch_add(&S.shm->in_accept, 1);
+    if (S.retired) {
+        atomic_fetch_sub(&S.shm->in_accept, 1);
+        return four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
+    }
+    r = accept_live(en, fd, a, l, flags, four);
+    e = errno;
+    atomic_fetch_sub(&S.shm->in_accept, 1);
+    errno = e;
+    return r;
+}
+
+SHIM_EXPORT int accept(int fd, struct sockaddr *a, socklen_t *l)
+{
+    struct entry *en = entry_of(fd);
+    return unlikely(en != NULL) ? accept_slow(en, fd, a, l, 0, false) : REAL(accept)(fd, a, l);
+}
+
+SHIM_EXPORT int accept4(int fd, struct sockaddr *a, socklen_t *l, int flags)
+{
+    struct entry *en = entry_of(fd);
+    return unlikely(en != NULL) ? accept_slow(en, fd, a, l, flags, true)
+                                : REAL(accept4)(fd, a, l, flags);
+}
+
+/* --- epoll_ctl, and the waits (readiness only). --------------------------- */
+
+SHIM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    int r, e;
+
+    if (!entry_of(fd))
+        return REAL(epoll_ctl)(epfd, op, fd, ev);
+    pthread_mutex_lock(&S.mu);
+    r = REAL(epoll_ctl)(epfd, op, fd, ev);
+    e = errno;
+    if (r == 0) {
+        int i;
+        for (i = 0; i < S.nregs; i++)
+            if (S.regs[i].epfd == epfd && S.regs[i].fd == fd)
+                break;
+        if (op == EPOLL_CTL_DEL) {
+            if (i < S.nregs)
+                S.regs[i] = S.regs[--S.nregs];
+        } else if (ev && (i < S.nregs || S.nregs < MAX_REGS)) {
+            if (i == S.nregs)
+                S.nregs++;
+            S.regs[i] = (struct reg){.epfd = epfd, .fd = fd, .ev = *ev};
+            if (!fdmap_get(epfd))
+                fdmap_set(epfd, FD_EPOLL);
+        }
+    }
+    pthread_mutex_unlock(&S.mu);
+    errno = e;
+    return r;
+}
+
+SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int n, int timeout)
+{
+    POKE();
+    return REAL(epoll_wait)(epfd, ev, n, timeout);
+}
+
+SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int n, int timeout,
+                            const sigset_t *ss)
+{
+    POKE();
+    return REAL(epoll_pwait)(epfd, ev, n, timeout, ss);
+}
+
+SHIM_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int n, const struct timespec *t,
+                             const sigset_t *ss)
+{
+    POKE();
+    if (!REAL(epoll_pwait2)) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real_epoll_pwait2(epfd, ev, n, t, ss);
+}
+
+SHIM_EXPORT int poll(struct pollfd *f, nfds_t n, int timeout)
+{
+    POKE();
+    return REAL(poll)(f, n, timeout);
+}
+
+int __poll_chk(struct pollfd *f, nfds_t n, int timeout, size_t flen);
+
+SHIM_EXPORT int __poll_chk(struct pollfd *f, nfds_t n, int timeout, size_t flen)
+{
+    POKE();
+    return REAL(poll_chk)(f, n, timeout, flen);
+}
+
+SHIM_EXPORT int ppoll(struct pollfd *f, nfds_t n, const struct timespec *t, const sigset_t *ss)
+{
+    POKE();
+    return REAL(ppoll)(f, n, t, ss);
+}
+
+SHIM_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *x, struct timeval *t)
+{
+    POKE();
+    return REAL(select)(n, r, w, x, t);
+}
+
+SHIM_EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *x, const struct timespec *t,
+                        const sigset_t *ss)
+{
+    POKE();
+    return REAL(pselect)(n, r, w, x, t, ss);
+}
+
+/* --- close, dup. ------------------------------------------------------------ */
+
+SHIM_EXPORT int close(int fd)
+{
+    if (unlikely(fdmap_get(fd)))
+        forget(fd);
+    return REAL(close)(fd);
+}
+
+static void dup_track(int oldfd, int newfd)
+{
+    struct entry *en;
+
+    if (newfd < 0 || newfd >= FDMAP)
+        return;
+    pthread_mutex_lock(&S.mu);
+    en = entry_of(oldfd);
+    if (en)
+        prog_add(en, newfd);
+    pthread_mutex_unlock(&S.mu);
+}
+
+SHIM_EXPORT int dup(int fd)
+{
+    int r = REAL(dup)(fd), e = errno;
+
+    if (unlikely(r >= 0 && entry_of(fd)))
+        dup_track(fd, r);
+    errno = e;
+    return r;
+}
+
+SHIM_EXPORT int dup2(int oldfd, int newfd)
+{
+    int r, e;
+
+    if (unlikely(oldfd != newfd && fdmap_get(newfd) && fcntl(oldfd, F_GETFD) >= 0))
+        forget(newfd);
+    r = REAL(dup2)(oldfd, newfd);
+    e = errno;
+    if (unlikely(r >= 0 && oldfd != newfd && entry_of(oldfd)))
+        dup_track(oldfd, newfd);
+    errno = e;
+    return r;
+}
+
+SHIM_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    int r, e;
+
+    if (unlikely(oldfd != newfd && fdmap_get(newfd) && fcntl(oldfd, F_GETFD) >= 0))
+        forget(newfd);
+    r = REAL(dup3)(oldfd, newfd, flags);
+    e = errno;
+    if (unlikely(r >= 0 && entry_of(oldfd)))
+        dup_track(oldfd, newfd);
+    errno = e;
+    return r;
+}
+
+/* --- unlink: a unix listener's path belongs to the service. -------------- */
+
+static bool is_listener_path(const char *path)
+{
+    bool hit = false;
+
+    if (!S.active || !path)
+        return false;
+    pthread_mutex_lock(&S.mu);
+    for (int i = 0; i < S.ne && !hit; i++) {
+        const char *p = baton_run__key_path(S.e[i].key);
+        size_t n = p ? strcspn(p, "#") : 0;
+        hit = p && strlen(path) == n && strncmp(p, path, n) == 0 &&
+              (S.e[i].lib_fd >= 0 || S.e[i].inherited);
+    }
+    pthread_mutex_unlock(&S.mu);
+    if (hit)
+        say("kept %s: the listener's path belongs to the service", path);
+    return hit;
+}
+
+SHIM_EXPORT int unlink(const char *path)
+{
+    return unlikely(is_listener_path(path)) ? 0 : REAL(unlink)(path);
+}
+
+SHIM_EXPORT int unlinkat(int dirfd, const char *path, int flags)
+{
+    if (dirfd == AT_FDCWD && !(flags & AT_REMOVEDIR) && is_listener_path(path))
+        return 0;
+    return REAL(unlinkat)(dirfd, path, flags);
+}
+
+/* --- Starting successors with our environment. ---------------------------- */
+
+/* libbaton's src/spawn.c is compiled into the shim with posix_spawn renamed
+ * to this: a program may have replaced its environment (nginx keeps only
+ * TZ), and `baton upgrade` must still start the successor with the shim. */
+extern char **environ;
+int baton_run__posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+int baton_run__posix_spawnp(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+
+static bool ours(const char *kv)
+{
+    return strncmp(kv, "LD_PRELOAD=", 11) == 0 || strncmp(kv, "BATON_RUN_", 10) == 0;
+}
+
+static char **merged_env(char *const envp[])
+{
+    size_t n = 0, k = 0, m = 0;
+    char **v;
+
+    while (envp && envp[n])
+        n++;
+    while (S.keep_env && S.keep_env[m])
+        m++;
+    v = calloc(n + m + 1, sizeof(*v));
+    if (!v)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!ours(envp[i]))
+            v[k++] = envp[i];
+    for (size_t i = 0; i < m; i++)
+        v[k++] = S.keep_env[i];
+    return v;
+}
+
+static int spawn_with(bool p, pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                      const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    char **env = merged_env(envp);
+    int r;
+
+    if (!env)
+        return ENOMEM;
+    r = p ? posix_spawnp(pid, path, fa, attr, argv, env)
+          : posix_spawn(pid, path, fa, attr, argv, env);
+    free(env);
+    return r;
+}
+
+int baton_run__posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    return spawn_with(false, pid, path, fa, attr, argv, envp);
+}
+
+int baton_run__posix_spawnp(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    return spawn_with(true, pid, path, fa, attr, argv, envp);
+}
+
+/* --- The manager thread. --------------------------------------------------- */
+
+static bool ready_due(uint64_t now, uint64_t *first_poke)
+{
+    int live = 0, claimed = 0;
+
+    for (int i = 0; i < S.ne; i++) {
+        live += S.e[i].lib_fd >= 0;
+        claimed += S.e[i].inherited && S.e[i].claimed;
+    }
+    if (live == 0)
+        return false;
+    if (atomic_load(&S.shm->poked)) {
+        if (!*first_poke)
+            *first_poke = now;
+        if (claimed >= S.ninherited || now >= *first_poke + GRACE_MS)
+            return true;
+    }
+    return now >= S.start_ms + (uint64_t)S.ready_ms;
+}
+
+static int become_ready(void)
+{
+    int r;
+
+    pthread_mutex_lock(&S.mu);
+    manifest_update();
+    r = baton_ready(S.b);
+    if (r == 0) {
+        /* Inherited listeners nobody claimed are closed now. */
+        for (int i = 0; i < S.ne; i++)
+            if (S.e[i].inherited && !S.e[i].claimed)
+                S.e[i].inherited = false;
+        atomic_store(&S.shm->want_ready, 0);
+        S.upgrade_fd = baton_upgrade_fd(S.b);
+        S.ctl_fd = baton_control_fd(S.b);
+        say("ready: generation %d serves", baton_generation(S.b));
+    } else {
+        say("baton_ready: %s", baton_last_error(S.b));
+    }
+    pthread_mutex_unlock(&S.mu);
+    return r;
+}
+
+static void wait_ready(void)
+{
+    uint64_t first_poke = 0, junk;
+
+    for (;;) {
+        struct pollfd p = {.fd = S.ready_efd, .events = POLLIN};
+        bool due;
+        REAL(poll)(&p, 1, PRE_READY_TICK);
+        if (read(S.ready_efd, &junk, sizeof(junk)) < 0) {
+            /* Nothing pending. */
+        }
+        pthread_mutex_lock(&S.mu);
+        due = ready_due(now_ms(), &first_poke);
+        pthread_mutex_unlock(&S.mu);
+        if (due)
+            return;
+    }
+}
+
+/* Serve successors until one takes over. */
+static void serve(void)
+{
+    for (;;) {
+        struct pollfd p[2] = {{.fd = S.upgrade_fd, .events = POLLIN},
+                              {.fd = S.ctl_fd, .events = POLLIN}};
+        if (REAL(poll)(p, 2, -1) < 0)
+            continue;
+        if (p[1].revents & POLLIN)
+            baton_dispatch(S.b);
+        if (p[0].revents & POLLIN)
+            return;
+    }
+}
+
+/* --- Draining: connections our process tree still holds. ----------------- */
+
+static pid_t owner_pid(void)
+{
+    char path[PATH_MAX + 16], line[128];
+    FILE *f;
+    int pid = 0;
+
+    snprintf(path, sizeof(path), "%s/owner", S.dir);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "pid %d", &pid) == 1)
+            break;
+    fclose(f);
+    return pid;
+}
+
+/* Is fd (ours) a connection accepted on one of our listeners: a connected
+ * stream socket whose local port or path is a listener's? */
+static bool is_conn(int fd)
+{
+    struct sockaddr_storage ss, peer;
+    socklen_t l = sizeof(ss), pl = sizeof(peer);
+    int acc = 1, type = 0;
+    socklen_t il = sizeof(int);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &il) < 0 || acc)
+        return false;
+    il = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &il) < 0 || type != SOCK_STREAM ||
+        getsockname(fd, (struct sockaddr *)&ss, &l) < 0 ||
+        getpeername(fd, (struct sockaddr *)&peer, &pl) < 0)
+        return false;
+    for (int i = 0; i < S.ne; i++) {
+        const char *key = S.e[i].key, *path;
+        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+            unsigned port =
+                ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                              : ((struct sockaddr_in6 *)&ss)->sin6_port);
+            if (strncmp(key, "tcp://", 6) == 0 && baton_run__key_port(key) == port)
+                return true;
+        } else if (ss.ss_family == AF_UNIX && (path = baton_run__key_path(key)) != NULL) {
+            const char *sp = ((struct sockaddr_un *)&ss)->sun_path;
+            size_t n = strcspn(path, "#");
+            if (l > offsetof(struct sockaddr_un, sun_path) + n && strncmp(sp, path, n) == 0 &&
+                sp[n] == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Connections process pid holds: its socket fds are looked at through
+ * pidfd_getfd() (a duplicate, closed again: the connection is untouched),
+ * ours directly. Costs what the tree holds, not what the host holds. */
+static int proc_conns(pid_t pid)
+{
+    char path[64], link[64];
+    struct dirent *d;
+    int n = 0, pidfd = -1;
+    bool self = pid == getpid();
+    DIR *dir;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    dir = opendir(path);
+    if (!dir)
+        return 0;
+    if (!self)
+        pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    while ((d = readdir(dir))) {
+        char fp[320];
+        ssize_t len;
+        int fd, dup;
+        if (d->d_name[0] == '.')
+            continue;
+        snprintf(fp, sizeof(fp), "%s/%s", path, d->d_name);
+        len = readlink(fp, link, sizeof(link) - 1);
+        if (len <= 0 || strncmp(link, "socket:", 7) != 0)
+            continue;
+        fd = atoi(d->d_name);
+        if (self) {
+            n += fd != dirfd(dir) && is_conn(fd);
+            continue;
+        }
+        dup = pidfd >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0) : -1;
+        if (dup < 0) {
+            n++; /* cannot look: assume a connection, until the drain timeout */
+            continue;
+        }
+        n += is_conn(dup);
+        REAL(close)(dup);
+    }
+    closedir(dir);
+    if (pidfd >= 0)
+        REAL(close)(pidfd);
+    return n;
+}
+
+/* Connections held by pid and its descendants, except skip's subtree. */
+static int tree_conns(pid_t pid, pid_t skip, int depth)
+{
+    char path[64], buf[4096];
+    struct dirent *d;
+    DIR *dir;
+    int n;
+
+    if (pid == skip || depth > 16)
+        return 0;
+    n = proc_conns(pid);
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dir = opendir(path);
+    while (dir && (d = readdir(dir))) {
+        char cp[340];
+        FILE *f;
+        if (d->d_name[0] == '.')
+            continue;
+        snprintf(cp, sizeof(cp), "%s/%s/children", path, d->d_name);
+        f = fopen(cp, "re");
+        if (!f)
+            continue;
+        while (fgets(buf, sizeof(buf), f)) {
+            char *p = buf, *end;
+            for (long c; (c = strtol(p, &end, 10)) > 0; p = end)
+                n += tree_conns((pid_t)c, skip, depth + 1);
+        }
+        fclose(f);
+    }
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+static int count_conns(void)
+{
+    return atomic_load(&S.shm->in_accept) + tree_conns(getpid(), owner_pid(), 0);
+}
+
+static void kill_tree(pid_t pid, pid_t skip, int sig, int depth)
+{
+    char path[64], buf[4096];
+    struct dirent *d;
+    DIR *dir;
+
+    if (pid == skip || depth > 16)
+        return;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dir = opendir(path);
+    while (dir && (d = readdir(dir))) {
+        char cp[340];
+        FILE *f;
+        if (d->d_name[0] == '.')
+            continue;
+        snprintf(cp, sizeof(cp), "%s/%s/children", path, d->d_name);
+        f = fopen(cp, "re");
+        if (!f)
+            continue;
+        while (fgets(buf, sizeof(buf), f)) {
+            char *p = buf, *end;
+            for (long c; (c = strtol(p, &end, 10)) > 0; p = end)
+                kill_tree((pid_t)c, skip, sig, depth + 1);
+        }
+        fclose(f);
+    }
+    if (dir)
+        closedir(dir);
+    if (depth > 0)
+        kill(pid, sig);
+}
+
+/* Sleep ms, dispatching control events at most once: a superseded
+ * handle's control fd may stay readable (the successor's link) and must not
+ * turn this into a busy loop. */
+static void sleep_dispatching(int ms)
+{
+    struct pollfd p = {.fd = S.ctl_fd, .events = POLLIN};
+    uint64_t end = now_ms() + (uint64_t)ms, now;
+
+    if (S.ctl_fd >= 0 && REAL(poll)(&p, 1, ms) > 0)
+        baton_dispatch(S.b);
+    while ((now = now_ms()) < end) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(end - now) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void drain(const char *why)
+{
+    uint64_t deadline = now_ms() + (uint64_t)S.drain_ms;
+    int n = -1;
+
+    atomic_store(&S.shm->superseded, 1);
+    pthread_mutex_lock(&S.mu);
+    retire_local();
+    pthread_mutex_unlock(&S.mu);
+    say("%s: draining (at most %d ms)", why, S.drain_ms);
+    while (now_ms() < deadline) {
+        sleep_dispatching(SCAN_MS);
+        n = count_conns();
+        if (n == 0)
+            break;
+    }
+    say("%s; stopping with signal %d", n == 0 ? "no connections left" : "drain timeout",
+        S.stop_sig);
+    kill(getpid(), S.stop_sig);
+    deadline = now_ms() + KILL_MS;
+    while (now_ms() < deadline)
+        sleep_dispatching(SCAN_MS);
+    say("still alive %d ms after the stop signal: SIGKILL", KILL_MS);
+    kill_tree(getpid(), owner_pid(), SIGKILL, 0);
+    kill(getpid(), SIGKILL);
+}
+
+static void *manager(void *arg)
+{
+    sigset_t all;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    wait_ready();
+    if (become_ready() < 0) {
+        /* Our predecessor serves on (or is gone): do not serve beside it. */
+        drain("takeover failed");
+        return NULL;
+    }
+    serve();
+    drain("a successor serves");
+    return NULL;
+}
+
+/* --- Start-up. ------------------------------------------------------------ */
+
+static void at_prepare(void)
+{
+    pthread_mutex_lock(&S.mu);
+    /* Decided here, under S.mu: the shared want_ready may change under a
+     * child as soon as the parent lets go of S.mu. */
+    S.fork_lock_fd = S.shm && atomic_load(&S.shm->want_ready) ? S.lock_fd : -1;
+}
+
+static void at_parent(void)
+{
+    pthread_mutex_unlock(&S.mu);
+}
+
+static void at_child(void)
+{
+    atomic_store(&S.child, true);
+    /* libbaton releases its lock by closing the lock file; a child that
+     * kept a copy of it would hold the lock for ever. */
+    if (S.fork_lock_fd >= 0)
+        REAL(close)(S.fork_lock_fd);
+    S.lock_fd = S.fork_lock_fd = -1;
+    pthread_mutex_unlock(&S.mu);
+}
+
+static int read_cmdline_hash(uint64_t *ret)
+{
+    char buf[65536];
+    size_t len = 0;
+    ssize_t n;
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    while (len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) > 0)
+        len += (size_t)n;
+    REAL(close)(fd);
+    *ret = baton_run__hash(buf, len);
+    return 0;
+}
+
+/* The process `baton run` executed, or a successor libbaton started with
+ * the same command line; nothing else the program executes. */
+static bool should_activate(void)
+{
+    const char *pid = getenv("BATON_RUN_PID"), *cmd = getenv("BATON_RUN_CMD");
+    char hex[32];
+    uint64_t h;
+
+    if (read_cmdline_hash(&h) < 0)
+        return false;
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
+    if (pid && atoi(pid) == (int)getpid()) {
+        setenv("BATON_RUN_CMD", hex, 1);
+        return true;
+    }
+    return cmd && strcmp(cmd, hex) == 0;
+}
+
+/* The fd of DIR/lock, which libbaton holds from baton_open() to
+ * baton_ready(). */
+static int find_lock_fd(void)
+{
+    char want[PATH_MAX + 8], link[PATH_MAX + 8], fp[64];
+    struct dirent *d;
+    DIR *dir = opendir("/proc/self/fd");
+    int fd = -1;
+
+    snprintf(want, sizeof(want), "%s/lock", S.dir);
+    while (dir && fd < 0 && (d = readdir(dir))) {
+        ssize_t n;
+        snprintf(fp, sizeof(fp), "/proc/self/fd/%.20s", d->d_name);
+        n = readlink(fp, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = 0;
+            if (strcmp(link, want) == 0)
+                fd = atoi(d->d_name);
+        }
+    }
+    if (dir)
+        closedir(dir);
+    return fd;
+}
+
+static void keep_env(void)
+{
+    size_t n = 0, k = 0;
+
+    for (char **e = environ; *e; e++)
+        n += ours(*e);
+    S.keep_env = calloc(n + 1, sizeof(char *));
+    for (char **e = environ; S.keep_env && *e; e++)
+        if (ours(*e))
+            S.keep_env[k++] = strdup(*e);
+}
+
+static int env_int(const char *name, int def)
+{
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : def;
+}
+
+static void open_log(void)
+{
+    const char *v = getenv("BATON_RUN_LOG");
+
+    if (!v || !*v)
+        return;
+    if (strcmp(v, "stderr") == 0 || strcmp(v, "-") == 0)
+        S.log_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    else
+        S.log_fd = open(v, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+__attribute__((constructor)) static void shim_init(void)
+{
+    const char *dir = getenv("BATON_RUN_DIR");
+    struct baton_options o = {0};
+    sigset_t all, old;
+    pthread_t t;
+    int r;
+
+    resolve();
+    if (!dir || !*dir || strlen(dir) >= sizeof(S.dir) || !should_activate())
+        return;
+    open_log();
+    snprintf(S.dir, sizeof(S.dir), "%s", dir);
+    S.drain_ms = env_int("BATON_RUN_DRAIN_MS", DRAIN_MS);
+    S.stop_sig = env_int("BATON_RUN_STOP_SIGNAL", SIGTERM);
+    S.ready_ms = env_int("BATON_RUN_READY_MS", READY_MS);
+    S.start_ms = now_ms();
+    keep_env();
+    S.shm = mmap(NULL, sizeof(*S.shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    S.ready_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (S.shm == MAP_FAILED || S.ready_efd < 0) {
+        say("start-up: %m; running without baton");
+        S.shm = NULL;
+        return;
+    }
+    o.dir = S.dir;
+    o.ready_timeout_ms = OWNER_TIMEOUT;
+    o.allowed_uid = (uid_t)-1;
+    o.flags = BATON_NO_THREAD | BATON_WAIT_LOCK;
+    o.log = lib_log;
+    r = baton_open(&o, &S.b);
+    if (r < 0) {
+        say("baton_open(%s): %s; running without baton", S.dir, baton_strerror(r));
+        munmap(S.shm, sizeof(*S.shm));
+        S.shm = NULL;
+        return;
+    }
+    if (baton_inherited(S.b))
+        manifest_read();
+    S.lock_fd = find_lock_fd();
+    /* Before the program forks workers: they watch it too. */
+    S.upgrade_fd = baton_upgrade_fd(S.b);
+    atomic_store(&S.shm->want_ready, 1);
+    pthread_atfork(at_prepare, at_parent, at_child);
+    S.active = true;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    r = pthread_create(&t, NULL, manager, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0) {
+        say("pthread_create: %s; running without baton", strerror(r));
+        S.active = false;
+        atomic_store(&S.shm->want_ready, 0);
+        return;
+    }
+    pthread_detach(t);
+    say("generation %d in %s", baton_generation(S.b), S.dir);
+}
