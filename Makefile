@@ -69,6 +69,8 @@ bench: build bench-handover
 bench-handover: build
 	$(BUILD)/bin/baton-bench-handover --runs $${BENCH_HANDOVER_RUNS:-200}
 	$(BUILD)/bin/baton-bench-conn-handoff --runs $${BENCH_CONN_RUNS:-20}
+	@echo "echo client through 10 upgrades (largest client-visible pause):"
+	@bash examples/echo-upgrades.sh $(BUILD) 10 | tail -n 1
 
 # libFuzzer needs clang (installed if missing). Each target runs for
 # FUZZ_SECONDS on a scratch copy of its corpus; new findings are saved in
