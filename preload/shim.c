@@ -46,9 +46,11 @@
  * Draining. The holder's manager thread then looks every 100 ms for
  * connections accepted on the listeners' ports or paths that its process
  * tree still holds (by socket inode, in /proc), leaving out the subtree of
- * the new owner; once there are none, or after BATON_RUN_DRAIN_MS, it sends
- * the program BATON_RUN_STOP_SIGNAL (default SIGTERM), and SIGKILL to its
- * tree 10 s later.
+ * the new owner, and for accept calls still waiting on a live listener
+ * (counted per process in shared memory; a process that died inside one,
+ * zombie or gone, no longer counts); once there are none, or after
+ * BATON_RUN_DRAIN_MS, it sends the program BATON_RUN_STOP_SIGNAL (default
+ * SIGTERM), and SIGKILL to its tree 10 s later.
  *
  * Threads. The shim uses libbaton with BATON_NO_THREAD and drives it from
  * its own single manager thread (all signals blocked, like libbaton's
@@ -94,6 +96,7 @@
 #define MAX_ENTRIES 64
 #define MAX_PROG    8
 #define MAX_REGS    256
+#define MAX_PROCS   512
 #define FD_EPOLL    255
 
 #define GRACE_MS       2000
@@ -121,12 +124,21 @@ struct reg {
     struct epoll_event ev;
 };
 
+/* Accept calls that may be on a live listener, per process: a process that
+ * dies inside accept() (a worker killed or recycled by its master) must not
+ * hold the drain up, so the drain counts only live processes' calls. */
+struct in_accept {
+    atomic_int pid; /* 0: free */
+    atomic_int n;
+};
+
 /* Shared by the holder and every process it forks. */
 struct shm {
     atomic_int want_ready; /* the holder is not ready yet */
     atomic_int poked;      /* the program waited for work */
     atomic_int superseded;
-    atomic_int in_accept; /* accept calls that may be on a live listener */
+    atomic_int in_accept_rest; /* of processes that found no free slot */
+    struct in_accept in_accept[MAX_PROCS];
 };
 
 static struct {
@@ -144,6 +156,7 @@ static struct {
     int nregs;
     bool retired;
     int dead_seq;
+    _Atomic(atomic_int *) in_accept; /* ours; NULL until our first accept */
     int log_fd;
     int lock_fd;      /* libbaton's lock file, held until ready */
     int fork_lock_fd; /* lock_fd if held when the program forks */
@@ -637,8 +650,28 @@ static void herd_guard(struct entry *en, int fd)
     en->herd_checked = true;
 }
 
-static int accept_live(struct entry *en, int fd, struct sockaddr *a, socklen_t *l, int flags,
-                       bool four)
+/* An accepted socket inherits the listener's SO_RCVTIMEO: with the herd
+ * guard's, a blocking recv() on the connection would fail with EAGAIN after
+ * 100 ms of quiet (a pre-forked worker then drops an idle keep-alive
+ * connection). Any copy may have set it on the shared listener, so every
+ * connection is looked at; a timeout the program set itself is kept. */
+static int unherd(int conn)
+{
+    struct timeval tv = {0};
+    socklen_t l = sizeof(tv);
+    int e = errno;
+
+    if (conn >= 0 && getsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) == 0 && tv.tv_sec == 0 &&
+        tv.tv_usec == HERD_TIMEOUT_MS * 1000) {
+        tv.tv_usec = 0;
+        setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    }
+    errno = e;
+    return conn;
+}
+
+static int accept_live(atomic_int *cnt, struct entry *en, int fd, struct sockaddr *a, socklen_t *l,
+                       int flags, bool four)
 {
     int r, e;
 
@@ -646,10 +679,10 @@ static int accept_live(struct entry *en, int fd, struct sockaddr *a, socklen_t *
     retire_if_superseded();
     if (S.retired) {
         /* On a socket nobody can connect to now: not counted. */
-        atomic_fetch_sub(&S.shm->in_accept, 1);
+        atomic_fetch_sub(cnt, 1);
         r = four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
         e = errno;
-        atomic_fetch_add(&S.shm->in_accept, 1);
+        atomic_fetch_add(cnt, 1);
         errno = e;
         return r;
     }
@@ -668,10 +701,10 @@ static int accept_live(struct entry *en, int fd, struct sockaddr *a, socklen_t *
             retire_local();
             pthread_mutex_unlock(&S.mu);
             /* Now a socket nobody can connect to: blocks as asked. */
-            atomic_fetch_sub(&S.shm->in_accept, 1);
+            atomic_fetch_sub(cnt, 1);
             r = four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
             e = errno;
-            atomic_fetch_add(&S.shm->in_accept, 1);
+            atomic_fetch_add(cnt, 1);
             errno = e;
             return r;
         }
@@ -685,6 +718,37 @@ static int accept_live(struct entry *en, int fd, struct sockaddr *a, socklen_t *
     }
 }
 
+static bool proc_dead(pid_t pid);
+
+/* This process's slot in S.shm->in_accept: a free one, or one whose process
+ * is gone (its pid may be ours now: a fresh process has no calls yet). */
+static atomic_int *in_accept_counter(void)
+{
+    atomic_int *cnt = atomic_load(&S.in_accept);
+    pid_t me = getpid();
+
+    if (cnt)
+        return cnt;
+    pthread_mutex_lock(&S.mu);
+    cnt = atomic_load(&S.in_accept);
+    for (int pass = 0; pass < 2 && !cnt; pass++)
+        for (int i = 0; i < MAX_PROCS && !cnt; i++) {
+            struct in_accept *c = &S.shm->in_accept[i];
+            int pid = atomic_load(&c->pid);
+            if (pass == 0 ? pid != me : pid != 0 && !proc_dead(pid))
+                continue;
+            if (pid == me || atomic_compare_exchange_strong(&c->pid, &pid, me)) {
+                atomic_store(&c->n, 0);
+                cnt = &c->n;
+            }
+        }
+    if (!cnt)
+        cnt = &S.shm->in_accept_rest;
+    atomic_store(&S.in_accept, cnt);
+    pthread_mutex_unlock(&S.mu);
+    return cnt;
+}
+
 /* Counted in S.shm->in_accept while the call may still be on a live
  * listener, so that the drain does not stop a process that is about to
  * hold a new connection. Counted first, then checked: a retirement after
@@ -692,20 +756,22 @@ static int accept_live(struct entry *en, int fd, struct sockaddr *a, socklen_t *
 static int accept_slow(struct entry *en, int fd, struct sockaddr *a, socklen_t *l, int flags,
                        bool four)
 {
+    atomic_int *cnt;
     int r, e;
 
     if (!S.shm)
         return four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
-    atomic_fetch_add(&S.shm->in_accept, 1);
+    cnt = in_accept_counter();
+    atomic_fetch_add(cnt, 1);
     if (S.retired) {
-        atomic_fetch_sub(&S.shm->in_accept, 1);
+        atomic_fetch_sub(cnt, 1);
         return four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
     }
-    r = accept_live(en, fd, a, l, flags, four);
+    r = accept_live(cnt, en, fd, a, l, flags, four);
     e = errno;
-    atomic_fetch_sub(&S.shm->in_accept, 1);
+    atomic_fetch_sub(cnt, 1);
     errno = e;
-    return r;
+    return unherd(r);
 }
 
 SHIM_EXPORT int accept(int fd, struct sockaddr *a, socklen_t *l)
@@ -1177,9 +1243,47 @@ static int tree_conns(pid_t pid, pid_t skip, int depth)
     return n;
 }
 
+/* Gone, or a zombie: it holds nothing and accepts nothing. */
+static bool proc_dead(pid_t pid)
+{
+    char path[64], buf[256], *p;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT || errno == ESRCH;
+    n = read(fd, buf, sizeof(buf) - 1);
+    REAL(close)(fd);
+    if (n <= 0)
+        return true;
+    buf[n] = 0;
+    p = strrchr(buf, ')'); /* after the command name, which may hold anything */
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* Accept calls in flight in live processes; a dead one's slot is freed. */
+static int in_accept_live(void)
+{
+    int n = atomic_load(&S.shm->in_accept_rest);
+
+    for (int i = 0; i < MAX_PROCS; i++) {
+        struct in_accept *c = &S.shm->in_accept[i];
+        int pid = atomic_load(&c->pid), k = atomic_load(&c->n);
+        if (pid == 0 || k == 0)
+            continue;
+        if (!proc_dead(pid))
+            n += k;
+        else if (atomic_compare_exchange_strong(&c->pid, &pid, 0))
+            say("pid %d died in accept: no longer counted", pid);
+    }
+    return n;
+}
+
 static int count_conns(void)
 {
-    return atomic_load(&S.shm->in_accept) + tree_conns(getpid(), owner_pid(), 0);
+    return in_accept_live() + tree_conns(getpid(), owner_pid(), 0);
 }
 
 static void kill_tree(pid_t pid, pid_t skip, int sig, int depth)
@@ -1291,13 +1395,22 @@ static void at_parent(void)
 
 static void at_child(void)
 {
+    static const pthread_mutex_t fresh = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+
     atomic_store(&S.child, true);
-    /* libbaton releases its lock by closing the lock file; a child that
-     * kept a copy of it would hold the lock for ever. */
+    atomic_store(&S.in_accept, NULL); /* the parent's: ours comes at our first accept */
+    /* libbaton unlocks (LOCK_UN) the open file all copies share at
+     * baton_ready(), but if the holder dies before that, a child's copy
+     * would keep the lock and stall the next takeover until it exits. */
     if (S.fork_lock_fd >= 0)
         REAL(close)(S.fork_lock_fd);
     S.lock_fd = S.fork_lock_fd = -1;
-    pthread_mutex_unlock(&S.mu);
+    /* Not pthread_mutex_unlock(): S.mu is recursive and its owner is the
+     * forking thread's tid in the parent, which is not ours, so the unlock
+     * would fail with EPERM and leave S.mu locked for ever in the child (a
+     * worker would then hang at its first retirement). at_prepare() held it,
+     * so the state it guards is consistent, and this is the only thread. */
+    S.mu = fresh;
 }
 
 static int read_cmdline_hash(uint64_t *ret)
