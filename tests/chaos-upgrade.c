@@ -171,14 +171,17 @@ static bool conn_read(struct gen *g, struct conn *c)
     return conn_answer(g, c);
 }
 
-static void take_conns(struct gen *g)
+/* Take what the predecessor handed over; false once none will come. */
+static bool take_conns(struct gen *g)
 {
     for (;;) {
         char state[64];
         size_t len;
         int fd = baton_conn_accept(g->b, state, sizeof(state), &len);
+        if (fd == -ENOTCONN)
+            return false;
         if (fd < 0)
-            return;
+            return true;
         conn_add(g, fd, state, len);
         if (!conn_answer(g, &g->c[g->n - 1]))
             conn_del(g, g->n - 1);
@@ -258,13 +261,8 @@ static void serve(struct gen *g, int lfd)
             while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0)
                 conn_add(g, fd, "", 0);
         }
-        if (p[3].revents & POLLIN) {
-            take_conns(g);
-            char junk[1];
-            size_t l;
-            if (baton_conn_accept(g->b, junk, 0, &l) == -ENOTCONN)
-                conns_done = true;
-        }
+        if ((p[3].revents & POLLIN) && !take_conns(g))
+            conns_done = true;
         for (int i = np - 1; i >= 4; i--)
             if (p[i].revents && i - 4 < g->n && !conn_read(g, &g->c[i - 4]))
                 conn_del(g, i - 4);
