@@ -183,6 +183,7 @@ static baton *handle_new(const struct baton_options *opts)
     b->dirfd = b->lockfd = b->pred_fd = -1;
     b->own_state_fd = b->ctl_fd = -1;
     b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = b->connfd = -1;
+    b->inotifyfd = -1;
     b->job.pidfd = -1;
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         b->peers[i].fd = b->peers[i].state_fd = -1;
@@ -235,8 +236,9 @@ BATON_EXPORT void baton_free(baton *b)
     baton__table_close(&b->own);
     if (b->state_map)
         munmap(b->state_map, b->state_map_len);
-    int fds[] = {b->dirfd,   b->lockfd, b->pred_fd,   b->own_state_fd, b->ctl_fd,    b->epfd,
-                 b->timerfd, b->wakefd, b->upgradefd, b->jobfd,        b->job.pidfd, b->connfd};
+    int fds[] = {b->dirfd,     b->lockfd,  b->pred_fd,  b->own_state_fd, b->ctl_fd,
+                 b->epfd,      b->timerfd, b->wakefd,   b->upgradefd,    b->jobfd,
+                 b->job.pidfd, b->connfd,  b->inotifyfd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);

@@ -127,6 +127,7 @@ struct baton {
     int wakefd;    /* eventfd: stop the thread */
     int upgradefd; /* eventfd: a successor is ready */
     int jobfd;     /* eventfd: the current job finished */
+    int inotifyfd; /* changes to control.sock while we own it */
     bool superseded;
     bool takeover_busy;
     struct baton__peer peers[BATON__MAX_PEERS];

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -29,7 +30,7 @@
 #define P_PIDFD 3
 #endif
 
-enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PRED, TAG_PEER };
+enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PRED, TAG_DIR, TAG_PEER };
 
 /* epoll data: the tag in the low byte, a peer's slot and fd above it, so a
  * stale event for a slot that was reused is recognised. */
@@ -260,6 +261,34 @@ static void ctl_check(baton *b)
     baton__log(b, BATON_LOG_WARNING, "republished our control socket");
 }
 
+/*
+ * Something happened to control.sock while we own it. A successor that we
+ * gave up on (its deadline passed) may still rename its socket into place
+ * when it wakes up, then fail, leaving a dead socket there: the next
+ * successor would find "nobody serves" and bind anew beside us. So while
+ * no successor is between COMMIT and PUBLISHED (when a rename is expected),
+ * any change there puts ours back.
+ */
+static void on_dir_change(baton *b)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool ours = false;
+    ssize_t n;
+
+    while ((n = read(b->inotifyfd, buf, sizeof(buf))) > 0)
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            ours |= e->len && strcmp(e->name, "control.sock") == 0;
+            p += sizeof(*e) + e->len;
+        }
+    if (!ours || b->superseded)
+        return;
+    for (int i = 0; i < BATON__MAX_PEERS; i++)
+        if (b->peers[i].fd >= 0 && b->peers[i].phase == BATON__PEER_PUBLISH)
+            return;
+    ctl_check(b);
+}
+
 static void step_down(baton *b, struct baton__peer *p)
 {
     uint64_t one = 1;
@@ -486,6 +515,9 @@ int baton__owner_dispatch(baton *b)
         case TAG_PRED:
             baton__pred_event(b);
             break;
+        case TAG_DIR:
+            on_dir_change(b);
+            break;
         case TAG_PEER:
             on_peer(b, (d >> 8) & 0xff, (int)(d >> 32), ev[i].events);
             break;
@@ -528,6 +560,15 @@ int baton__owner_start(baton *b, int ctl_fd)
      * over it, and its end tells us the predecessor is gone. */
     if (r == 0 && b->pred_fd >= 0)
         r = ep_add(b, b->pred_fd, EPOLLIN, TAG_PRED);
+    /* Best effort: without inotify we still put our socket back whenever
+     * a successor we were talking to fails. */
+    b->inotifyfd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (b->inotifyfd >= 0 &&
+        (inotify_add_watch(b->inotifyfd, b->dir, IN_MOVED_TO | IN_DELETE | IN_CREATE) < 0 ||
+         ep_add(b, b->inotifyfd, EPOLLIN, TAG_DIR) < 0)) {
+        close(b->inotifyfd);
+        b->inotifyfd = -1;
+    }
     pthread_mutex_unlock(&b->mu);
     if (r < 0)
         return baton__fail(b, r, "epoll_ctl(control socket)");
