@@ -411,14 +411,43 @@ stop_start_upgrade() {
     go_spawn plain
 }
 
-# --- 8: lighttpd under `baton run` (HOOK, not yet available)
-# When `baton run` and libbaton-preload.so exist, fill these in: start
-# `baton run --dir $PDIR/coord -- lighttpd -D -f CONF` and upgrade by running
-# the same command again. Until then the candidate is skipped.
+# --- 8: lighttpd under `baton run`, unmodified: an upgrade is running the
+# same command again; the new copy is in place once `baton wait` sees its
+# generation. Keep-alive connections stay with the old copy until they end
+# (bounded by server.max-keep-alive-requests), as baton run documents.
 lighttpd_baton_run_available() {
-    echo "not yet available (needs 'baton run' and libbaton-preload.so; hook in bench/run.sh)"
-    return 1
+    command -v lighttpd >/dev/null || [[ -x /usr/sbin/lighttpd ]] ||
+        { echo "lighttpd not installed"; return 1; }
+    [[ -x $BIN/baton && -f $BIN/../lib/libbaton-preload.so ]] ||
+        { echo "baton run not built"; return 1; }
 }
+lighttpd_conf() {
+    mkdir -p "$PDIR/www"
+    echo ok >"$PDIR/www/index.html"
+    cat >"$PDIR/lighttpd.conf" <<EOF
+server.document-root = "$PDIR/www"
+server.bind = "127.0.0.1"
+server.port = $PORT
+server.event-handler = "linux-sysepoll"
+server.max-keep-alive-requests = 100
+server.max-fds = 8192
+server.errorlog = "$PDIR/lighttpd.err"
+index-file.names = ("index.html")
+EOF
+}
+lighttpd_spawn() {
+    LIGHTTPD_N=$((LIGHTTPD_N + 1))
+    BATON_RUN_LOG=$PDIR/shim.log "$BIN/baton" run --dir "$PDIR/coord" --drain-timeout 10 -- \
+        "$(command -v lighttpd || echo /usr/sbin/lighttpd)" -D -f "$PDIR/lighttpd.conf" \
+        >>"$PDIR/run.log" 2>&1 &
+    "$BIN/baton" wait "$PDIR/coord" --generation "$LIGHTTPD_N" --timeout 10 >/dev/null
+}
+lighttpd_baton_run_start() {
+    LIGHTTPD_N=0
+    lighttpd_conf
+    lighttpd_spawn
+}
+lighttpd_baton_run_upgrade() { lighttpd_spawn; }
 
 # ---------------------------------------------------------------- phases ----
 # run_phase RUN CANDIDATE LOAD UPGRADES: one server, one load, UPGRADES
