@@ -648,9 +648,13 @@ int main(int argc, char **argv)
             }
             if (random && !hit)
                 continue;
-            /* A process we SIGKILLed is not settled until we saw it end
-             * (bounded by the round's deadline). */
-            if (random && !stop && !(owner_side ? old.exited : next.exited) && now_ms() < deadline)
+            /* A signal is delivered asynchronously: a process we SIGKILLed
+             * is not settled until we saw it end, one we SIGSTOPped not
+             * until we saw it stopped (and so continue it later), or the
+             * round could end with it about to stop, for good. Both bounded
+             * by the round's deadline. */
+            struct proc *vp = owner_side ? &old : &next;
+            if (random && !vp->exited && (stop ? !vp->stopped : true) && now_ms() < deadline)
                 continue;
             if (proc_busy(&next) || proc_busy(&old))
                 continue;
