@@ -540,6 +540,21 @@ static void stop_proc(struct proc *x)
     x->exited = true;
 }
 
+/* The generation that does not serve on after a round: a superseded one
+ * drains and exits by itself, a failed successor exits; give it a moment,
+ * then stop it, and reap it either way, so no process (or its fds) is
+ * left behind. */
+static void retire_proc(struct proc *x)
+{
+    uint64_t until = now_ms() + 5000;
+
+    while (!x->exited && now_ms() < until) {
+        proc_poll(x);
+        poll(NULL, 0, 5);
+    }
+    stop_proc(x);
+}
+
 /* Start a clean successor of cur (or a fresh start) and wait until it
  * serves; retried while a stale lease still blocks. */
 static void clean_upgrade(struct proc *cur, bool expect_fresh)
@@ -712,14 +727,17 @@ int main(int argc, char **argv)
             cur = next;
         } else if (next.ready && !next.exited) {
             st->served++;
+            retire_proc(&old);
             cur = next;
         } else if (!old.exited && !old.superseded) {
             st->failed++;
+            retire_proc(&next);
             cur = old;
         } else {
             /* Nobody serves: both gone. */
             st->failed++;
             stop_proc(&next);
+            retire_proc(&old);
             cur = (struct proc){.exited = true};
         }
         (void)owner_killed;
