@@ -176,8 +176,13 @@ int main(int argc, char **argv)
 
         bare[r] = spawn_timed("/proc/self/exe", b_args, &pid);
         waitpid(pid, NULL, 0);
-        /* 1 fd: the new owner claims only the listener; the others are
-         * closed unclaimed, so the next many-fds run re-creates them. */
+        /* 1 fd: first an owner with only the listener (not measured: it
+         * takes over from one with many and drops the rest), then the
+         * measured successor takes over from it. */
+        if (spawn_timed("/proc/self/exe", o_args, &pid) < 0)
+            return 1;
+        waitpid(last, NULL, 0);
+        last = pid;
         one[r] = spawn_timed("/proc/self/exe", o_args, &pid);
         waitpid(last, NULL, 0);
         last = pid;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -119,6 +120,43 @@ bool baton__name_ok(const char *name)
     return true;
 }
 
+static uint32_t name_hash(const char *name)
+{
+    uint32_t h = 2166136261u;
+
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 16777619u;
+    return h;
+}
+
+static void slot_put(uint32_t *slots, size_t nslots, const char *name, uint32_t index)
+{
+    size_t i = name_hash(name) & (nslots - 1);
+
+    while (slots[i])
+        i = (i + 1) & (nslots - 1);
+    slots[i] = index + 1;
+}
+
+/* Keep the index at most half full. */
+static int index_grow(struct baton__table *t)
+{
+    size_t nslots = t->nslots ? t->nslots * 2 : 32;
+    uint32_t *slots;
+
+    if (t->nslots && (t->n + 1) * 2 <= t->nslots)
+        return 0;
+    slots = calloc(nslots, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->n; i++)
+        slot_put(slots, nslots, t->v[i].name, (uint32_t)i);
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = nslots;
+    return 0;
+}
+
 int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd)
 {
     struct baton__entry *e;
@@ -131,20 +169,25 @@ int baton__table_add(struct baton__table *t, const char *name, const char *addr,
         t->v = v;
         t->cap = cap;
     }
-    e = &t->v[t->n++];
+    if (index_grow(t) < 0)
+        return -ENOMEM;
+    e = &t->v[t->n];
     memset(e, 0, sizeof(*e));
     snprintf(e->name, sizeof(e->name), "%s", name);
     snprintf(e->addr, sizeof(e->addr), "%s", addr ? addr : "");
     e->kind = kind;
     e->fd = fd;
+    slot_put(t->slots, t->nslots, e->name, (uint32_t)t->n++);
     return 0;
 }
 
 struct baton__entry *baton__table_find(struct baton__table *t, const char *name)
 {
-    for (size_t i = 0; i < t->n; i++)
-        if (strcmp(t->v[i].name, name) == 0)
-            return &t->v[i];
+    if (!t->nslots)
+        return NULL;
+    for (size_t i = name_hash(name) & (t->nslots - 1); t->slots[i]; i = (i + 1) & (t->nslots - 1))
+        if (strcmp(t->v[t->slots[i] - 1].name, name) == 0)
+            return &t->v[t->slots[i] - 1];
     return NULL;
 }
 
@@ -155,6 +198,7 @@ void baton__table_close(struct baton__table *t)
         if (t->v[i].fd >= 0 && !t->v[i].claimed)
             close(t->v[i].fd);
     free(t->v);
+    free(t->slots);
     memset(t, 0, sizeof(*t));
 }
 
@@ -192,6 +236,27 @@ static baton *handle_new(const struct baton_options *opts)
     return b;
 }
 
+/*
+ * A successor that takes connections may receive thousands of fds after
+ * its thread has started. Each time the kernel grows a multithreaded
+ * process's fd table it waits for an RCU grace period (milliseconds), and
+ * it grows by powers of two: receiving 10,000 fds would pay that about ten
+ * times, in the middle of the handoff. Grow it once, now, while we may
+ * still be single-threaded: up to the RLIMIT_NOFILE soft limit (at most
+ * 65,536 entries: half a megabyte).
+ */
+static void reserve_fd_table(baton *b)
+{
+    struct rlimit rl;
+    int fd;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < 64)
+        return;
+    fd = fcntl(b->epfd, F_DUPFD_CLOEXEC, (int)(rl.rlim_cur > 65536 ? 65536 : rl.rlim_cur) - 1);
+    if (fd >= 0)
+        close(fd);
+}
+
 BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
 {
     baton *b;
@@ -209,6 +274,8 @@ BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
     r = baton__argv_load(b);
     if (r >= 0)
         r = baton__owner_init(b);
+    if (r >= 0 && (b->opts.flags & BATON_TAKE_CONNS))
+        reserve_fd_table(b);
     if (r >= 0)
         r = baton__dir_open(b);
     if (r >= 0)

@@ -35,9 +35,14 @@ struct baton__entry {
     int fd;
 };
 
+/* Named fds, in the order they were added (entries are only ever
+ * appended), with a hash index by name: a takeover of thousands of fds
+ * looks every name up several times. */
 struct baton__table {
     struct baton__entry *v;
     size_t n, cap;
+    uint32_t *slots; /* entry index + 1, 0 = empty; nslots a power of 2 */
+    size_t nslots;
 };
 
 /* A process talking to us on the control socket: a successor, or the tool. */
