@@ -160,6 +160,7 @@ static int index_grow(struct baton__table *t)
 int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd)
 {
     struct baton__entry *e;
+    size_t nl, al;
 
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 16;
@@ -171,11 +172,17 @@ int baton__table_add(struct baton__table *t, const char *name, const char *addr,
     }
     if (index_grow(t) < 0)
         return -ENOMEM;
+    /* Callers checked the lengths; copy without formatting or clearing the
+     * whole entry: a takeover adds thousands of them. */
     e = &t->v[t->n];
-    memset(e, 0, sizeof(*e));
-    snprintf(e->name, sizeof(e->name), "%s", name);
-    snprintf(e->addr, sizeof(e->addr), "%s", addr ? addr : "");
+    nl = strnlen(name, BATON_NAME_MAX);
+    al = addr ? strnlen(addr, BATON_ADDR_MAX) : 0;
+    memcpy(e->name, name, nl);
+    e->name[nl] = 0;
+    memcpy(e->addr, addr ? addr : "", al);
+    e->addr[al] = 0;
     e->kind = kind;
+    e->claimed = e->activated = false;
     e->fd = fd;
     slot_put(t->slots, t->nslots, e->name, (uint32_t)t->n++);
     return 0;
