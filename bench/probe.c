@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #define MAX_SLOTS 64
-#define BUF_SIZE 8192
+#define BUF_SIZE  8192
 
 enum phase { P_IDLE, P_CONNECTING, P_WRITING, P_READING };
 
@@ -43,10 +43,10 @@ struct slot {
     int fd;
     int keepalive;
     enum phase phase;
-    int64_t t_start;  /* realtime us, when this request started */
-    int64_t t_mono;   /* monotonic us, same moment */
-    int64_t next_mono;/* monotonic us, when the next request may start */
-    int fresh_conn;   /* this request opened the connection */
+    int64_t t_start;   /* realtime us, when this request started */
+    int64_t t_mono;    /* monotonic us, same moment */
+    int64_t next_mono; /* monotonic us, when the next request may start */
+    int fresh_conn;    /* this request opened the connection */
     size_t woff;
     size_t rlen;
     char buf[BUF_SIZE];
@@ -54,11 +54,15 @@ struct slot {
 
 static volatile sig_atomic_t stop_flag;
 static struct sockaddr_in target;
-static const char request_ka[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: baton-bench-probe\r\n\r\n";
-static const char request_close[] =
-    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: baton-bench-probe\r\nConnection: close\r\n\r\n";
+static const char request_ka[] =
+    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: baton-bench-probe\r\n\r\n";
+static const char request_close[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: "
+                                    "baton-bench-probe\r\nConnection: close\r\n\r\n";
 
-static void on_signal(int sig) { stop_flag = 1; }
+static void on_signal(int sig)
+{
+    stop_flag = 1;
+}
 
 static int64_t now_us(clockid_t c)
 {
@@ -83,7 +87,8 @@ static int open_conn(void)
 
 /* Parses a complete response in s->buf. Returns 1 when complete (fills
  * status, id, close), 0 when more bytes are needed, -1 when malformed. */
-static int parse_response(struct slot *s, int eof, int *status, char *id, size_t idsz, int *conn_close)
+static int parse_response(struct slot *s, int eof, int *status, char *id, size_t idsz,
+                          int *conn_close)
 {
     s->buf[s->rlen] = 0;
     char *hend = strstr(s->buf, "\r\n\r\n");
@@ -155,8 +160,8 @@ static void finish(struct slot *s, int slotno, const char *result, const char *i
     snprintf(last_result, sizeof last_result, "%s", result);
     snprintf(last_id, sizeof last_id, "%s", id ? id : "-");
     if (out)
-        fprintf(out, "%lld\t%d\t%c\t%lld\t%s\t%s\n", (long long)s->t_start, slotno, s->keepalive ? 'k' : 'f',
-                (long long)(m - s->t_mono), result, id ? id : "-");
+        fprintf(out, "%lld\t%d\t%c\t%lld\t%s\t%s\n", (long long)s->t_start, slotno,
+                s->keepalive ? 'k' : 'f', (long long)(m - s->t_mono), result, id ? id : "-");
     if (!keep_conn && s->fd >= 0) {
         close(s->fd);
         s->fd = -1;
@@ -286,7 +291,8 @@ static int get_once(int timeout_ms, char *id, size_t idsz)
 
 int main(int argc, char **argv)
 {
-    int port = 0, seconds = 3600, nfresh = 1, nka = 4, gap_ms = 2, ka_gap_ms = 10, timeout_ms = 5000;
+    int port = 0, seconds = 3600, nfresh = 1, nka = 4, gap_ms = 2, ka_gap_ms = 10,
+        timeout_ms = 5000;
     double wait_ready = -1;
     int get = 0;
     const char *outpath = NULL;
@@ -325,7 +331,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (port <= 0 || port > 65535 || nfresh < 0 || nka < 0 || nfresh + nka > MAX_SLOTS || nfresh + nka == 0) {
+    if (port <= 0 || port > 65535 || nfresh < 0 || nka < 0 || nfresh + nka > MAX_SLOTS ||
+        nfresh + nka == 0) {
         fprintf(stderr, "probe: bad arguments\n");
         return 2;
     }
