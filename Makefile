@@ -87,10 +87,10 @@ fuzz:
 	CC=clang cmake -S . -B $(FUZZ) -DBATON_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Debug
 	cmake --build $(FUZZ) -j $(JOBS)
 	@for t in fuzz/corpus/*; do n=$$(basename $$t); \
-	  mkdir -p $(FUZZ)/work/$$n $(FUZZ)/findings/$$n; cp $$t/* $(FUZZ)/work/$$n/; \
+	  mkdir -p $(FUZZ)/scratch/$$n $(FUZZ)/findings/$$n; cp $$t/* $(FUZZ)/scratch/$$n/; \
 	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
 	  $(FUZZ)/bin/fuzz-$$n -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
-	    -artifact_prefix=$(FUZZ)/findings/$$n/ $(FUZZ)/work/$$n 2>&1 | tail -3 || exit 1; done
+	    -artifact_prefix=$(FUZZ)/findings/$$n/ $(FUZZ)/scratch/$$n 2>&1 | tail -3 || exit 1; done
 
 deb:
 	@sh scripts/deps.sh
