@@ -85,7 +85,7 @@ FUZZ ?= build/fuzz
 fuzz:
 	@command -v clang >/dev/null || (apt-get update -q && apt-get install -y -q clang)
 	CC=clang cmake -S . -B $(FUZZ) -DBATON_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Debug
-	cmake --build $(FUZZ) -j $(JOBS)
+	cmake --build $(FUZZ) -j $(JOBS) --target $$(for t in fuzz/corpus/*; do printf 'fuzz-%s ' $$(basename $$t); done)
 	@for t in fuzz/corpus/*; do n=$$(basename $$t); \
 	  mkdir -p $(FUZZ)/scratch/$$n $(FUZZ)/findings/$$n; cp $$t/* $(FUZZ)/scratch/$$n/; \
 	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
