@@ -52,6 +52,8 @@ extern "C" {
  * bytes; a send beyond either fails with -ENOBUFS. */
 #define BATON_SESSION_QUEUE_MAX   1024
 #define BATON_SESSION_QUEUE_BYTES (1u << 20)
+/* Sessions moving to one peer at a time, unless the options say. */
+#define BATON_SESSION_MOVE_WINDOW 64
 /* The shortest pre-shared peer key accepted, in bytes. */
 #define BATON_SESSION_KEY_MIN 16
 /* Peer names at most this many bytes. */
@@ -89,6 +91,12 @@ struct baton_session_server_options {
     /* How long a moving session may wait for its client to show up at the
      * next server before the move is called off (0: 10000 ms). */
     int move_timeout_ms;
+    /* How many sessions may be moving to one peer at a time (0:
+     * BATON_SESSION_MOVE_WINDOW). baton_session_move() queues the rest and
+     * starts each as an earlier one is taken or called off, so that a
+     * client's pause is the time its own move takes, not the time a
+     * thousand take; its move_timeout_ms starts when it leaves the queue. */
+    int move_window;
     void *ctx; /* passed to every callback */
 
     /* A client opened a new session. */

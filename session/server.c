@@ -53,12 +53,23 @@ struct expect {
     struct expect *hnext, *next, *prev;
 };
 
+/* A list of sessions, in the order they were asked to move. */
+struct slist {
+    baton_session *head, *tail;
+    unsigned n;
+};
+
 struct peer {
     char name[BATON_SESSION_NAME_MAX + 1];
     char client_addr[BATON_SESSION_ADDR_MAX + 1];
     struct baton__saddr addr;
     struct slink *link;
     uint32_t batch;
+    /* Moves to this peer: waiting for a place in the window (waiting),
+     * announced and not yet told to their client (offered), and how many
+     * are in the window (announced and not yet taken nor called off). */
+    struct slist waiting, offered;
+    unsigned inflight;
     struct peer *next;
 };
 
@@ -71,12 +82,13 @@ struct baton_session {
     uint64_t in_handled, in_acked_sent, out_sent;
     struct baton__squeue q; /* q.base: what the client acknowledged */
     struct peer *mpeer;
+    struct slist *list; /* mpeer's waiting or offered list, or NULL */
     uint32_t batch;
     bool offered, move_sent, token_ok, dirty;
     uint8_t token[BATON__S_TOK_LEN];
     int64_t deadline;
     void *data;
-    baton_session *next, *prev, *hnext, *dnext;
+    baton_session *next, *prev, *hnext, *dnext, *lnext, *lprev;
 };
 
 struct baton_session_server {
@@ -137,6 +149,48 @@ static void arm_timer(baton_session_server *srv)
         return;
     if (timerfd_settime(srv->timerfd, 0, &it, NULL) == 0)
         srv->timer_on = true;
+}
+
+static void list_add(struct slist *l, baton_session *s)
+{
+    s->list = l;
+    s->lnext = NULL;
+    s->lprev = l->tail;
+    if (l->tail)
+        l->tail->lnext = s;
+    else
+        l->head = s;
+    l->tail = s;
+    l->n++;
+}
+
+static void list_remove(baton_session *s)
+{
+    struct slist *l = s->list;
+
+    if (!l)
+        return;
+    if (s->lprev)
+        s->lprev->lnext = s->lnext;
+    else
+        l->head = s->lnext;
+    if (s->lnext)
+        s->lnext->lprev = s->lprev;
+    else
+        l->tail = s->lprev;
+    l->n--;
+    s->list = NULL;
+    s->lnext = s->lprev = NULL;
+}
+
+/* The session's move is over (done, called off, or the session ended):
+ * it leaves its peer's lists and frees its place in the window. */
+static void move_detach(baton_session *s)
+{
+    list_remove(s);
+    if (s->mpeer && s->offered)
+        s->mpeer->inflight--;
+    s->offered = false;
 }
 
 static void mark_dirty(baton_session *s)
@@ -245,6 +299,7 @@ static void session_end(baton_session *s)
 
     if (s->state == S_DEAD)
         return;
+    move_detach(s);
     s->state = S_DEAD;
     srv->count--;
     if (s->link) {
@@ -466,8 +521,9 @@ static void move_fail(baton_session *s, int err)
 {
     baton_session_server *srv = s->srv;
 
+    move_detach(s);
     s->mpeer = NULL;
-    s->offered = s->move_sent = s->token_ok = false;
+    s->move_sent = s->token_ok = false;
     s->deadline = 0;
     if (s->state == S_FROZEN) {
         s->state = S_ACTIVE;
@@ -499,35 +555,40 @@ static void peer_down(baton_session_server *srv, struct peer *p, int err)
             move_fail(s, err);
 }
 
-/* Announce the sessions waiting to move to p, in batches. */
+/* Announce to p as many waiting sessions as the window has room for, in
+ * frames of at most BATON__S_OFFER_MAX. A session's move deadline starts
+ * here: the next server keeps an announced session about as long. */
 static void peer_offer(baton_session_server *srv, struct peer *p)
 {
-    baton_session *s = srv->sessions;
+    int64_t deadline = baton__s_now_ms() + srv->o.move_timeout_ms;
+    unsigned window = (unsigned)srv->o.move_window;
 
     if (!p->link || p->link->pstate != P_READY)
         return;
-    while (s) {
-        uint32_t n = 0;
+    while (p->waiting.head && p->inflight < window) {
+        uint32_t n = window - p->inflight;
         uint8_t *f;
-        baton_session *t;
-        for (t = s; t && n < BATON__S_OFFER_MAX; t = t->next)
-            if (t->state == S_MOVING && t->mpeer == p && !t->offered)
-                n++;
-        if (n == 0)
-            return;
+        if (n > p->waiting.n)
+            n = p->waiting.n;
+        if (n > BATON__S_OFFER_MAX)
+            n = BATON__S_OFFER_MAX;
         f = baton__slink_put(&p->link->l, BATON__S_OFFER, 8 + 16 * n);
         if (!f)
-            return;
+            break;
         p->batch++;
         baton__s_put32(f, p->batch);
         baton__s_put32(f + 4, n);
-        f += 8;
-        for (uint32_t i = 0; s && i < n; s = s->next)
-            if (s->state == S_MOVING && s->mpeer == p && !s->offered) {
-                memcpy(f + 16 * i++, s->id, 16);
-                s->offered = true;
-                s->batch = p->batch;
-            }
+        for (uint32_t i = 0; i < n; i++) {
+            baton_session *s = p->waiting.head;
+            memcpy(f + 8 + 16 * i, s->id, 16);
+            list_remove(s);
+            list_add(&p->offered, s);
+            s->offered = true;
+            s->batch = p->batch;
+            s->deadline = deadline;
+            p->inflight++;
+        }
+        arm_timer(srv);
     }
     link_flush(srv, p->link);
 }
@@ -536,16 +597,21 @@ static void peer_offer(baton_session_server *srv, struct peer *p)
 static void on_offered(baton_session_server *srv, struct peer *p, uint32_t batch)
 {
     size_t al = strlen(p->client_addr);
+    baton_session *s, *n;
 
-    for (baton_session *s = srv->sessions; s; s = s->next) {
+    for (s = p->offered.head; s; s = n) {
         uint8_t *f;
-        if (s->state != S_MOVING || s->mpeer != p || s->batch != batch || s->move_sent || !s->link)
+        n = s->lnext;
+        if (s->batch != batch)
             continue;
-        if (baton__s_random(s->token, sizeof(s->token)) < 0)
+        list_remove(s);
+        if (s->state != S_MOVING || s->move_sent || !s->link)
             continue;
-        f = baton__slink_put(&s->link->l, BATON__S_MOVE, (uint32_t)(34 + al));
-        if (!f)
+        if (baton__s_random(s->token, sizeof(s->token)) < 0 ||
+            !(f = baton__slink_put(&s->link->l, BATON__S_MOVE, (uint32_t)(34 + al)))) {
+            move_fail(s, -ENOMEM);
             continue;
+        }
         memcpy(f, s->token, 32);
         baton__s_put16(f + 32, (uint16_t)al);
         memcpy(f + 34, p->client_addr, al);
@@ -1052,6 +1118,10 @@ static void settle(baton_session_server *srv)
     struct slink *k, *kn;
     baton_session *s, *sn;
 
+    /* Moves that ended in this dispatch made room in their windows. */
+    for (struct peer *p = srv->peers; p; p = p->next)
+        if (p->waiting.head && p->inflight < (unsigned)srv->o.move_window)
+            peer_offer(srv, p);
     while ((s = srv->dirty)) {
         srv->dirty = s->dnext;
         s->dirty = false;
@@ -1126,7 +1196,7 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
 
     if (!opts || !ret || !opts->on_message || listen_fd < 0 ||
         (opts->key_len && opts->key_len < BATON_SESSION_KEY_MIN) || (opts->key_len && !opts->key) ||
-        (peer_fd >= 0 && !opts->key_len) || opts->move_timeout_ms < 0)
+        (peer_fd >= 0 && !opts->key_len) || opts->move_timeout_ms < 0 || opts->move_window < 0)
         return -EINVAL;
     srv = calloc(1, sizeof(*srv));
     if (!srv)
@@ -1134,6 +1204,8 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
     srv->o = *opts;
     if (!srv->o.move_timeout_ms)
         srv->o.move_timeout_ms = 10000;
+    if (!srv->o.move_window)
+        srv->o.move_window = BATON_SESSION_MOVE_WINDOW;
     srv->epfd = srv->timerfd = -1;
     srv->scratch = malloc(BATON_SESSION_STATE_MAX);
     if (opts->key_len) {
@@ -1256,10 +1328,19 @@ static int peer_connect(baton_session_server *srv, struct peer *p)
     return 0;
 }
 
+/* The session waits for a place in p's window; its deadline starts when
+ * it gets one (peer_offer), and the peer link's handshake has its own. */
+static void move_queue(struct peer *p, baton_session *s)
+{
+    s->state = S_MOVING;
+    s->mpeer = p;
+    s->deadline = 0;
+    list_add(&p->waiting, s);
+}
+
 BATON_SESSION_EXPORT int baton_session_move(baton_session_server *srv, const char *peer,
                                             baton_session *const *list, size_t n)
 {
-    int64_t deadline = baton__s_now_ms() + (srv ? srv->o.move_timeout_ms : 0);
     struct peer *p;
     int count = 0;
 
@@ -1281,17 +1362,13 @@ BATON_SESSION_EXPORT int baton_session_move(baton_session_server *srv, const cha
             baton_session *s = list[i];
             if (!s || s->srv != srv || s->state != S_ACTIVE || !s->link)
                 continue;
-            s->state = S_MOVING;
-            s->mpeer = p;
-            s->deadline = deadline;
+            move_queue(p, s);
             count++;
         }
     } else {
         for (baton_session *s = srv->sessions; s; s = s->next)
             if (s->state == S_ACTIVE && s->link) {
-                s->state = S_MOVING;
-                s->mpeer = p;
-                s->deadline = deadline;
+                move_queue(p, s);
                 count++;
             }
     }

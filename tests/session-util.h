@@ -40,6 +40,9 @@ struct ts_client {
     int npauses;
 };
 
+/* Options of the servers started next (0: 3000 ms, the library's window). */
+extern int ts_move_window, ts_move_timeout_ms;
+
 /* A server on 127.0.0.1 (port 0) with the given key (NULL: none), named
  * name in logs. */
 void ts_server_start(struct ts_server *t, const char *name, const char *key);
