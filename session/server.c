@@ -989,6 +989,12 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
     struct baton__sframe f;
     int r;
 
+    /* The session was exported in this dispatch (TAKE came first): what
+     * its client sent since is the next server's to handle, and handling
+     * it here too would run it twice. Leave it unread; if the move is
+     * called off, the link is watched again and it is read then. */
+    if (k->l.kind == L_CLIENT && k->s && k->s->state == S_FROZEN)
+        return;
     if (!k->l.connected && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
         int e = 0;
         socklen_t el = sizeof(e);

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,9 +284,14 @@ bool ts_pump_until(struct ts_server **srvs, struct ts_client *clients, int n,
 
 int ts_raw_connect(const char *addr)
 {
-    int port = atoi(strrchr(addr, ':') + 1);
+    int one = 1, port = atoi(strrchr(addr, ':') + 1);
+    int fd = (int)T_OK(t_tcp_connect(AF_INET, port, T_TIMEOUT));
 
-    return (int)T_OK(t_tcp_connect(AF_INET, port, T_TIMEOUT));
+    /* A frame goes out as two writes: without this, Nagle holds the second
+     * until the first is acknowledged, and a test that times what arrives
+     * together would see half a frame. */
+    T_SYS(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)));
+    return fd;
 }
 
 void ts_raw_frame(int fd, uint8_t type, const void *payload, uint32_t len)
