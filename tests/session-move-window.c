@@ -13,6 +13,10 @@
  *    to the restarted server starts a full window again (nothing leaked).
  * 3. Forty real clients under traffic, window 3, move A->B->A: every
  *    session moves, nothing lost, duplicated or reordered.
+ * 4. The same with B killed once A has seen a few sessions taken, while
+ *    others are moving and the rest wait: each client either lost its
+ *    session with the explicit event (B had it) or goes on at A with
+ *    nothing lost, duplicated or reordered; none is silently broken.
  */
 #include <errno.h>
 #include <poll.h>
@@ -201,11 +205,68 @@ static void clients_move_a_window_at_a_time(void)
     ts_server_stop(&b);
 }
 
+static bool answered_or_lost(void *arg)
+{
+    for (int i = 0; i < N; i++)
+        if (!cl[i].lost && cl[i].got < cl[i].sent)
+            return false;
+    return a.moved + a.move_failed >= N;
+}
+
+static void next_server_dies_mid_window(void)
+{
+    int lost = 0, stayed = 0;
+
+    start_servers(3, 0);
+    for (int i = 0; i < N; i++)
+        ts_client_start(&cl[i], a.addr);
+    for (int i = 0; i < N; i++)
+        ts_client_send(&cl[i]);
+    T_ASSERT(ts_pump_until(srvs, cl, N, all_answered, NULL, T_TIMEOUT));
+    T_EQ(baton_session_move(a.srv, "b", NULL, 0), N);
+    for (int k = 0; a.moved < 4 && k < T_TIMEOUT; k++) {
+        for (int i = 0; i < N; i++)
+            if (k % 4 == 0 && !cl[i].lost)
+                ts_client_send(&cl[i]);
+        ts_pump(srvs, cl, N, 1);
+    }
+    T_ASSERT(a.moved >= 4);
+    ts_server_stop(&b);
+    /* Go on sending (clients hold messages while they move). */
+    for (int k = 0; k < 50; k++) {
+        for (int i = 0; i < N; i++)
+            if (k % 5 == 0 && !cl[i].lost)
+                ts_client_send(&cl[i]);
+        ts_pump(srvs, cl, N, 1);
+    }
+    T_ASSERT(ts_pump_until(srvs, cl, N, answered_or_lost, NULL, T_TIMEOUT));
+    for (int i = 0; i < N; i++) {
+        T_EQ(cl[i].errors, 0);
+        if (cl[i].lost) {
+            T_EQ(cl[i].lost_err, -ECONNABORTED);
+            lost++;
+        } else {
+            T_EQ(cl[i].got, cl[i].sent);
+            T_EQ(cl[i].moves, 0);
+            stayed++;
+        }
+        ts_client_stop(&cl[i]);
+    }
+    t_log("B died with %lld taken: %d sessions lost with it (told), %d stayed at A", a.moved, lost,
+          stayed);
+    T_ASSERT(lost >= 4);   /* B held at least those A saw taken */
+    T_ASSERT(stayed >= 1); /* and the queue had not run dry */
+    T_EQ((long long)baton_session_server_count(a.srv), stayed);
+    T_EQ(a.errors, 0);
+    ts_server_stop(&a);
+}
+
 int main(int argc, char **argv)
 {
     t_init(argc, argv);
     raw_sessions_wait_their_turn();
     next_server_dies_with_a_queue();
     clients_move_a_window_at_a_time();
+    next_server_dies_mid_window();
     return t_done();
 }
