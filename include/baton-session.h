@@ -95,7 +95,9 @@ struct baton_session_server_options {
      * BATON_SESSION_MOVE_WINDOW). baton_session_move() queues the rest and
      * starts each as an earlier one is taken or called off, so that a
      * client's pause is the time its own move takes, not the time a
-     * thousand take; its move_timeout_ms starts when it leaves the queue. */
+     * thousand take; its move_timeout_ms starts when it leaves the queue.
+     * A move that takes far longer than usual (a client that is gone)
+     * leaves the window while it waits out its timeout. */
     int move_window;
     void *ctx; /* passed to every callback */
 

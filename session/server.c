@@ -23,6 +23,8 @@
 #define HASH_SIZE    4096
 #define TICK_MS      50
 #define HANDSHAKE_MS 10000
+/* A move is a straggler after this long, or 8 times the usual, if more. */
+#define STRAGGLER_MS 250
 #define ERR_MAX      256
 
 enum { L_LISTEN = 1, L_PEERLISTEN, L_CLIENT, L_PEER_IN, L_PEER_OUT, L_TIMER };
@@ -70,6 +72,13 @@ struct peer {
      * are in the window (announced and not yet taken nor called off). */
     struct slist waiting, offered;
     unsigned inflight;
+    /* Moves that have taken far longer than moves here usually do (a
+     * client that is gone, or a lost SYN that costs a second): each keeps
+     * its deadline but leaves the window, up to a window's worth of them,
+     * so that a few cannot hold up every other session's move. usual_ms
+     * is a running average of how long moves took. */
+    unsigned stragglers;
+    int64_t usual_ms;
     struct peer *next;
 };
 
@@ -84,7 +93,8 @@ struct baton_session {
     struct peer *mpeer;
     struct slist *list; /* mpeer's waiting or offered list, or NULL */
     uint32_t batch;
-    bool offered, move_sent, token_ok, dirty;
+    int64_t offered_ms;
+    bool offered, straggler, move_sent, token_ok, dirty;
     uint8_t token[BATON__S_TOK_LEN];
     int64_t deadline;
     void *data;
@@ -188,9 +198,13 @@ static void list_remove(baton_session *s)
 static void move_detach(baton_session *s)
 {
     list_remove(s);
-    if (s->mpeer && s->offered)
-        s->mpeer->inflight--;
-    s->offered = false;
+    if (s->mpeer && s->offered) {
+        if (s->straggler)
+            s->mpeer->stragglers--;
+        else
+            s->mpeer->inflight--;
+    }
+    s->offered = s->straggler = false;
 }
 
 static void mark_dirty(baton_session *s)
@@ -585,6 +599,7 @@ static void peer_offer(baton_session_server *srv, struct peer *p)
             list_add(&p->offered, s);
             s->offered = true;
             s->batch = p->batch;
+            s->offered_ms = deadline - srv->o.move_timeout_ms;
             s->deadline = deadline;
             p->inflight++;
         }
@@ -685,6 +700,12 @@ static void on_take(baton_session_server *srv, struct slink *k, const struct bat
 
 static void finish_moved(baton_session_server *srv, baton_session *s)
 {
+    struct peer *p = s->mpeer;
+
+    if (p && s->offered && !s->straggler) {
+        int64_t took = baton__s_now_ms() - s->offered_ms;
+        p->usual_ms = p->usual_ms ? (7 * p->usual_ms + took) / 8 : took;
+    }
     session_end(s);
     if (srv->o.on_moved)
         srv->o.on_moved(srv->o.ctx, s, 0);
@@ -1099,12 +1120,23 @@ static void on_tick(baton_session_server *srv)
                     peer_link_error(srv, k, -ETIMEDOUT);
             }
         }
-    for (baton_session *s = srv->sessions; s; s = s->next)
+    for (baton_session *s = srv->sessions; s; s = s->next) {
+        struct peer *p = s->mpeer;
         if (s->state == S_MOVING && s->deadline) {
             busy = true;
-            if (now >= s->deadline)
+            if (now >= s->deadline) {
                 move_fail(s, -ETIMEDOUT);
+                continue;
+            }
         }
+        if (p && s->offered && !s->straggler && p->stragglers < (unsigned)srv->o.move_window &&
+            now - s->offered_ms >
+                (STRAGGLER_MS > 8 * p->usual_ms ? STRAGGLER_MS : 8 * p->usual_ms)) {
+            s->straggler = true;
+            p->stragglers++;
+            p->inflight--;
+        }
+    }
     for (e = srv->expects; e; e = n) {
         n = e->next;
         busy = true;

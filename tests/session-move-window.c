@@ -5,7 +5,7 @@
  * starts when it leaves the queue, not when the move was asked for.
  *
  * 1. Twelve raw sessions that never follow their MOVE, window 4, move
- *    timeout 300 ms: at no time do more than 4 hold a MOVE whose move is
+ *    timeout 200 ms: at no time do more than 4 hold a MOVE whose move is
  *    not yet called off, no session's move is called off before its MOVE
  *    was sent, and all twelve end up called off (-ETIMEDOUT) and still at A.
  * 2. The next server dies while sessions wait in the queue: every one of
@@ -17,6 +17,10 @@
  *    others are moving and the rest wait: each client either lost its
  *    session with the explicit event (B had it) or goes on at A with
  *    nothing lost, duplicated or reordered; none is silently broken.
+ * 5. Clients that are gone do not hold up the rest: with window 4 and a
+ *    5 s move timeout, 4 raw sessions that never follow MOVE are first in
+ *    line; the 20 live clients behind them all move before any of the 4
+ *    times out (each of the 4 leaves the window as a straggler).
  */
 #include <errno.h>
 #include <poll.h>
@@ -101,7 +105,9 @@ static void raw_sessions_wait_their_turn(void)
 {
     struct raws r;
 
-    start_servers(WINDOW, 300);
+    /* A timeout below the 250 ms after which a move is a straggler (and
+     * leaves the window), so that the window holds exactly. */
+    start_servers(WINDOW, 200);
     raws_open(&r, NRAW);
     T_EQ(baton_session_move(a.srv, "b", NULL, 0), NRAW);
     raws_pump(&r, WINDOW, 0, NRAW, NRAW, true);
@@ -143,7 +149,9 @@ static void next_server_dies_with_a_queue(void)
     memset(r.got, 0, sizeof(r.got));
     r.moves = 0;
     T_EQ(baton_session_move(a.srv, "b", NULL, 0), 6);
-    raws_pump(&r, 2, 6, 6, 12, true);
+    /* These wait out 1 s: after 250 ms each is a straggler and leaves the
+     * window, up to a window's worth, so up to 2 x 2 are out at once. */
+    raws_pump(&r, 4, 6, 6, 12, true);
     T_EQ(a.last_move_err, -ETIMEDOUT);
     T_EQ(baton_session_server_count(a.srv), 6);
     T_EQ(a.closed, 0);
@@ -159,6 +167,14 @@ static bool all_moved(void *arg)
     struct ts_server *from = arg;
 
     return from->moved + from->move_failed >= N;
+}
+
+static bool all_answered_20(void *arg)
+{
+    for (int i = 0; i < 20; i++)
+        if (cl[i].got < cl[i].sent)
+            return false;
+    return true;
 }
 
 static bool all_answered(void *arg)
@@ -261,6 +277,40 @@ static void next_server_dies_mid_window(void)
     ts_server_stop(&a);
 }
 
+static bool live_moved(void *arg)
+{
+    return a.moved >= 20;
+}
+
+static void gone_clients_do_not_block(void)
+{
+    struct raws r;
+
+    start_servers(WINDOW, 5000);
+    for (int i = 0; i < 20; i++)
+        ts_client_start(&cl[i], a.addr);
+    for (int i = 0; i < 20; i++)
+        ts_client_send(&cl[i]);
+    T_ASSERT(ts_pump_until(srvs, cl, 20, all_answered_20, NULL, T_TIMEOUT));
+    /* Newest first: the raw sessions are at the head of the line. */
+    raws_open(&r, WINDOW);
+    T_EQ(baton_session_move(a.srv, "b", NULL, 0), 20 + WINDOW);
+    T_ASSERT(ts_pump_until(srvs, cl, 20, live_moved, NULL, T_TIMEOUT));
+    T_EQ(a.move_failed, 0); /* the gone ones are still waiting out their time */
+    for (int i = 0; i < WINDOW; i++) {
+        struct pollfd p = {r.fd[i], POLLIN, 0};
+        T_EQ(poll(&p, 1, 0), 1); /* they were told first */
+    }
+    for (int i = 0; i < 20; i++) {
+        T_EQ(cl[i].moves, 1);
+        T_EQ(cl[i].lost, 0);
+        ts_client_stop(&cl[i]);
+    }
+    raws_close(&r);
+    ts_server_stop(&a);
+    ts_server_stop(&b);
+}
+
 int main(int argc, char **argv)
 {
     t_init(argc, argv);
@@ -268,5 +318,6 @@ int main(int argc, char **argv)
     next_server_dies_with_a_queue();
     clients_move_a_window_at_a_time();
     next_server_dies_mid_window();
+    gone_clients_do_not_block();
     return t_done();
 }
