@@ -171,8 +171,11 @@ int baton__slink_read(struct baton__slink *l)
 
 int baton__slink_next(struct baton__slink *l, struct baton__sframe *f)
 {
-    int r = baton__sframe_decode(l->rbuf + l->roff, l->rlen - l->roff, f);
+    int r;
 
+    if (l->roff >= l->rlen)
+        return 0; /* nothing read (rbuf may not exist yet) */
+    r = baton__sframe_decode(l->rbuf + l->roff, l->rlen - l->roff, f);
     if (r > 0)
         l->roff += (size_t)r;
     return r;
