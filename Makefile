@@ -8,7 +8,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-handover fuzz deb install clean deps
+.PHONY: deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-handover bench-session fuzz deb install clean deps
 
 all: build
 
@@ -68,8 +68,14 @@ chaos: check-asan
 soak: build
 	bash scripts/soak.sh $(BUILD)
 
-bench: build bench-handover
+bench: build bench-handover bench-session
 	@bash bench/run.sh $(BUILD)
+
+# 1,000 sessions moved between network namespaces and back, the default
+# move window against every MOVE at once (root; skipped otherwise).
+bench-session: build
+	@bash bench/session-move.sh $(BUILD) 1000 $${BENCH_SESSION_RUNS:-5}; r=$$?; \
+	  if [ $$r -eq 77 ]; then echo "bench-session: skipped (needs root)"; else exit $$r; fi
 
 bench-handover: build
 	$(BUILD)/bin/baton-bench-handover --runs $${BENCH_HANDOVER_RUNS:-200}
