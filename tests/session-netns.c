@@ -8,7 +8,14 @@
  * moved twice. Prints the time each move of all sessions took and the
  * pause clients saw (p50/p99/max): bench/session-move.sh runs this.
  *
- *   test-session-netns plain|netem [SESSIONS]
+ *   test-session-netns plain|netem|kill-current|kill-next [SESSIONS]
+ *
+ * kill-current and kill-next SIGKILL A (the current server) or B (the next
+ * one) while every session moves A->B, once A has seen a random number of
+ * sessions taken (plus a random few hundred microseconds): every client
+ * must then either go on with nothing lost, duplicated or reordered, or
+ * have been told "session lost"; and those that go on must be exactly the
+ * sessions the surviving server holds.
  *
  * netem adds 5 ms delay and 0.5% loss on every link, each way: with tc
  * netem where the kernel has sch_netem, else with the user-space link
@@ -35,7 +42,15 @@
 #include "linkem.h"
 #include "session-util.h"
 
-enum { CMD_MOVE = 1, CMD_STOP = 2, MSG_READY = 100, MSG_OPEN = 101 };
+enum {
+    CMD_MOVE = 1,
+    CMD_STOP = 2,
+    CMD_MOVE_GO = 3,
+    CMD_COUNT = 4,
+    MSG_READY = 100,
+    MSG_OPEN = 101,
+    MSG_AT = 102
+};
 
 static char ns[3][32]; /* clients, A, B */
 static bool netem;
@@ -183,14 +198,29 @@ static int server_main(int chan, void *arg)
     snprintf(caddr, sizeof(caddr), "tcp://10.%u.%d.2:7000", net, other);
     T_OK(baton_session_server_add_peer(s.srv, "other", paddr, caddr));
     t_tell(chan, MSG_READY);
-    for (;;) {
+    for (long long at = -1;;) {
         long long cmd;
-        ts_pump(srvs, NULL, 0, 10);
+        ts_pump(srvs, NULL, 0, at >= 0 ? 0 : 10);
+        if (at >= 0 && s.moved >= at) {
+            t_tell(chan, MSG_AT); /* the parent strikes now */
+            at = -1;
+        }
         if (!chan_ready(chan))
             continue;
         cmd = t_hear(chan, T_TIMEOUT);
         if (cmd == CMD_STOP)
             break;
+        if (cmd == CMD_MOVE_GO) {
+            /* Start moving everything, answer at once, and say MSG_AT as
+             * soon as the given number of sessions has been taken. */
+            at = t_hear(chan, T_TIMEOUT);
+            t_tell(chan, T_OK(baton_session_move(s.srv, "other", NULL, 0)));
+            continue;
+        }
+        if (cmd == CMD_COUNT) {
+            t_tell(chan, (long long)baton_session_server_count(s.srv));
+            continue;
+        }
         long long moved0 = s.moved, failed0 = s.move_failed, t0 = (long long)t_now_us();
         for (int attempt = 0; attempt < 5 && baton_session_server_count(s.srv) > 0; attempt++) {
             long long before = s.moved + s.move_failed;
@@ -219,7 +249,8 @@ static int cmp(const void *a, const void *b)
  * unanswered), at its own phase, so that the load is even rather than
  * bursts of a thousand messages. On CMD_STOP they finish their moves and
  * messages and report. */
-enum { SEND_US = 50000, MOVES = 2 /* A->B, B->A */ };
+enum { SEND_US = 50000 };
+static int want_moves = 2; /* A->B, B->A; 0 when a server is killed */
 
 static int clients_main(int chan, void *arg)
 {
@@ -242,7 +273,8 @@ static int clients_main(int chan, void *arg)
         for (int i = 0; i < nsess; i++) {
             if (cl[i].got == 0)
                 open = false; /* not yet answered once */
-            if (cl[i].got < cl[i].sent || (stopping && !cl[i].lost && cl[i].moves < MOVES))
+            if ((!cl[i].lost && cl[i].got < cl[i].sent) ||
+                (stopping && !cl[i].lost && cl[i].moves < want_moves))
                 all = false;
         }
         if (!open_told && open) {
@@ -254,6 +286,12 @@ static int clients_main(int chan, void *arg)
         if (!stopping && chan_ready(chan) && t_hear(chan, T_TIMEOUT) == CMD_STOP) {
             stopping = true;
             spins = 0;
+            /* One last message each: a client in the middle of a move holds
+             * it back, so "all answered" also means every move has ended
+             * (the session went on somewhere, or was reported lost). */
+            for (int i = 0; i < nsess; i++)
+                if (!cl[i].lost)
+                    ts_client_send(&cl[i]);
         }
         if (stopping && spins > 20000)
             break; /* report what is missing */
@@ -271,11 +309,13 @@ static int clients_main(int chan, void *arg)
     for (int i = 0; i < nsess; i++) {
         errors += cl[i].errors;
         lost += cl[i].lost;
-        missing += (long long)(cl[i].sent - cl[i].got);
+        if (cl[i].lost && cl[i].lost_err != -ECONNABORTED)
+            errors++; /* a session may only be lost as "session lost" */
+        if (!cl[i].lost)
+            missing += (long long)(cl[i].sent - cl[i].got);
         moves += cl[i].moves;
         for (int k = 0; k < cl[i].npauses; k++)
             pauses[np++] = cl[i].pauses[k];
-        ts_client_stop(&cl[i]);
     }
     qsort(pauses, (size_t)np, sizeof(*pauses), cmp);
     t_tell(chan, errors);
@@ -285,6 +325,11 @@ static int clients_main(int chan, void *arg)
     t_tell(chan, np ? (long long)pauses[np / 2] : 0);
     t_tell(chan, np ? (long long)pauses[(np - 1) * 99 / 100] : 0);
     t_tell(chan, np ? (long long)pauses[np - 1] : 0);
+    /* Keep the sessions until told, so that the servers can be asked what
+     * they hold. */
+    T_EQ(t_hear(chan, 60000), CMD_STOP);
+    for (int i = 0; i < nsess; i++)
+        ts_client_stop(&cl[i]);
     free(pauses);
     free(next);
     free(cl);
@@ -311,11 +356,69 @@ static void move(struct t_proc *srv, const char *what)
         T_EQ(failed, 0); /* without loss, no move may fail */
 }
 
+/* A server is killed at a random moment while every session moves A->B:
+ * each client must either go on (wherever its session now is) with nothing
+ * lost, duplicated or reordered, or get the explicit "session lost" event;
+ * and the sessions that go on are exactly those the survivor holds.
+ * victim: 1 (A, the current server) or 2 (B, the next). */
+static void chaos(struct t_proc *a, struct t_proc *b, struct t_proc *c, int victim)
+{
+    struct t_proc *dead = victim == 1 ? a : b, *alive = victim == 1 ? b : a;
+    long long errors, lost, missing, moves, held;
+    unsigned seed = (unsigned)getpid() ^ (unsigned)t_now_us();
+    int at, delay_us;
+
+    /* The moment of the fault: once A has seen a random number of sessions
+     * taken, and a random few hundred microseconds later (so that it falls
+     * between steps, not only just after a TAKEN). */
+    srand(seed);
+    at = rand() % nsess;
+    delay_us = rand() % 500;
+    printf("killing %s once %d sessions were taken, +%d us (seed %u)\n", victim == 1 ? "A" : "B",
+           at, delay_us, seed);
+    t_tell(a->chan, CMD_MOVE_GO);
+    t_tell(a->chan, at);
+    T_EQ(t_hear(a->chan, T_TIMEOUT), nsess);
+    T_EQ(t_hear(a->chan, 60000), MSG_AT);
+    for (uint64_t until = t_now_us() + (uint64_t)delay_us; t_now_us() < until;)
+        ;
+    t_proc_kill(dead);
+    /* Let every client notice and settle, then stop and report. */
+    t_tell(c->chan, CMD_STOP);
+    errors = t_hear(c->chan, 60000);
+    lost = t_hear(c->chan, T_TIMEOUT);
+    missing = t_hear(c->chan, T_TIMEOUT);
+    moves = t_hear(c->chan, T_TIMEOUT);
+    for (int i = 0; i < 3; i++)
+        (void)t_hear(c->chan, T_TIMEOUT); /* pauses */
+    t_tell(alive->chan, CMD_COUNT);
+    held = t_hear(alive->chan, T_TIMEOUT);
+    t_tell(c->chan, CMD_STOP);
+    t_tell(alive->chan, CMD_STOP);
+    T_EQ(t_hear(alive->chan, T_TIMEOUT), 0); /* the survivor's errors */
+    printf("%s killed: %lld sessions lost (told), %lld go on at %s; %lld moves; errors %lld "
+           "unanswered %lld\n",
+           victim == 1 ? "A" : "B", lost, held, victim == 1 ? "B" : "A", moves, errors, missing);
+    T_EQ(t_proc_wait(alive, T_TIMEOUT), 0);
+    T_EQ(t_proc_wait(c, T_TIMEOUT), 0);
+    T_EQ(errors, 0);
+    T_EQ(missing, 0);
+    T_EQ(lost + held, nsess);
+}
+
 int main(int argc, char **argv)
 {
+    const char *mode = argc > 1 ? argv[1] : "plain";
+    int victim = strcmp(mode, "kill-current") == 0 ? 1 : strcmp(mode, "kill-next") == 0 ? 2 : 0;
+
     t_init(argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0); /* children are forked: nothing buffered twice */
-    netem = argc > 1 && strcmp(argv[1], "netem") == 0;
+    netem = strcmp(mode, "netem") == 0;
+    if (!netem && !victim && strcmp(mode, "plain") != 0)
+        t_fail(__FILE__, __LINE__, "usage: %s plain|netem|kill-current|kill-next [SESSIONS]",
+               argv[0]);
+    if (victim)
+        want_moves = 0;
     if (argc > 2)
         nsess = atoi(argv[2]);
     if (geteuid() != 0)
@@ -341,6 +444,12 @@ int main(int argc, char **argv)
     t_spawn(&c, clients_main, NULL);
     T_EQ(t_hear(c.chan, 60000), MSG_OPEN);
     printf("%d sessions open on A%s\n", nsess, netem ? " (netem: 5 ms delay, 0.5% loss)" : "");
+    if (victim) {
+        chaos(&a, &b, &c, victim);
+        cleanup();
+        ns[0][0] = ns[1][0] = ns[2][0] = 0;
+        return t_done();
+    }
     move(&a, "A->B");
     move(&b, "B->A");
     t_tell(c.chan, CMD_STOP);
@@ -354,6 +463,11 @@ int main(int argc, char **argv)
     printf("client pause: p50 %.2f ms p99 %.2f ms max %.2f ms over %lld moves\n",
            (double)p50 / 1000, (double)p99 / 1000, (double)pmax / 1000, moves);
     printf("errors %lld lost_sessions %lld unanswered %lld\n", errors, lost, missing);
+    t_tell(a.chan, CMD_COUNT);
+    T_EQ(t_hear(a.chan, T_TIMEOUT), nsess); /* every session back at A */
+    t_tell(b.chan, CMD_COUNT);
+    T_EQ(t_hear(b.chan, T_TIMEOUT), 0);
+    t_tell(c.chan, CMD_STOP);
     t_tell(a.chan, CMD_STOP);
     t_tell(b.chan, CMD_STOP);
     T_EQ(t_hear(a.chan, T_TIMEOUT), 0);
