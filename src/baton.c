@@ -157,6 +157,34 @@ static int index_grow(struct baton__table *t)
     return 0;
 }
 
+int baton__table_reserve(struct baton__table *t, size_t n)
+{
+    size_t nslots = t->nslots ? t->nslots : 32;
+    uint32_t *slots;
+    void *v;
+
+    if (n > t->cap) {
+        v = realloc(t->v, n * sizeof(*t->v));
+        if (!v)
+            return -ENOMEM;
+        t->v = v;
+        t->cap = n;
+    }
+    while (n * 2 > nslots)
+        nslots *= 2;
+    if (nslots == t->nslots)
+        return 0;
+    slots = calloc(nslots, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->n; i++)
+        slot_put(slots, nslots, t->v[i].name, (uint32_t)i);
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = nslots;
+    return 0;
+}
+
 int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd)
 {
     struct baton__entry *e;
@@ -172,19 +200,38 @@ int baton__table_add(struct baton__table *t, const char *name, const char *addr,
     }
     if (index_grow(t) < 0)
         return -ENOMEM;
-    /* Callers checked the lengths; copy without formatting or clearing the
-     * whole entry: a takeover adds thousands of them. */
+    /* Callers checked the lengths. */
     e = &t->v[t->n];
     nl = strnlen(name, BATON_NAME_MAX);
     al = addr ? strnlen(addr, BATON_ADDR_MAX) : 0;
+    e->name = malloc(nl + 1 + al + 1);
+    if (!e->name)
+        return -ENOMEM;
     memcpy(e->name, name, nl);
     e->name[nl] = 0;
+    e->addr = e->name + nl + 1;
     memcpy(e->addr, addr ? addr : "", al);
     e->addr[al] = 0;
     e->kind = kind;
     e->claimed = e->activated = false;
     e->fd = fd;
     slot_put(t->slots, t->nslots, e->name, (uint32_t)t->n++);
+    return 0;
+}
+
+int baton__entry_set_addr(struct baton__entry *e, const char *addr)
+{
+    size_t nl = strlen(e->name), al = strnlen(addr, BATON_ADDR_MAX);
+    char *p = malloc(nl + 1 + al + 1);
+
+    if (!p)
+        return -ENOMEM;
+    memcpy(p, e->name, nl + 1);
+    memcpy(p + nl + 1, addr, al);
+    p[nl + 1 + al] = 0;
+    free(e->name);
+    e->name = p;
+    e->addr = p + nl + 1;
     return 0;
 }
 
@@ -201,9 +248,11 @@ struct baton__entry *baton__table_find(struct baton__table *t, const char *name)
 void baton__table_close(struct baton__table *t)
 {
     /* A claimed inherited entry's fd lives on in the table we pass on. */
-    for (size_t i = 0; i < t->n; i++)
+    for (size_t i = 0; i < t->n; i++) {
         if (t->v[i].fd >= 0 && !t->v[i].claimed)
             close(t->v[i].fd);
+        free(t->v[i].name); /* and the address with it */
+    }
     free(t->v);
     free(t->slots);
     memset(t, 0, sizeof(*t));
@@ -384,7 +433,8 @@ BATON_EXPORT int baton_listen(baton *b, const char *name, const char *address, i
     e = baton__table_find(&b->inh, name);
     if (e && e->activated && e->kind == kind) {
         /* systemd's socket unit says where it listens: trust it. */
-        snprintf(e->addr, sizeof(e->addr), "%s", address);
+        if ((r = baton__entry_set_addr(e, address)) < 0)
+            return baton__fail(b, -r, "baton_listen(%s)", name);
         return claim(b, e);
     }
     if (e && e->kind == kind && strcmp(e->addr, address) == 0 &&

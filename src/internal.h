@@ -27,8 +27,11 @@ enum baton__kind {
 };
 
 struct baton__entry {
-    char name[BATON_NAME_MAX + 1];
-    char addr[BATON_ADDR_MAX + 1]; /* "" for plain named fds */
+    /* One allocation: the name, then the address ("" for plain named
+     * fds). Small entries keep a takeover of thousands of fds from paying
+     * a page fault every ten of them. */
+    char *name;
+    char *addr;
     uint8_t kind;
     bool claimed;   /* inherited entries only: the application asked for it */
     bool activated; /* passed by systemd: matched by name, any address */
@@ -156,6 +159,10 @@ uint64_t baton__now_ms(void);
 uint64_t baton__realtime_ms(void);
 int baton__wait_fd(int fd, short events, uint64_t deadline);
 bool baton__pid_gone(pid_t pid, int wait_ms);
+/* Replace an entry's address. */
+int baton__entry_set_addr(struct baton__entry *e, const char *addr);
+/* Room for n entries, so that adding them neither copies nor rehashes. */
+int baton__table_reserve(struct baton__table *t, size_t n);
 int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd);
 struct baton__entry *baton__table_find(struct baton__table *t, const char *name);
 void baton__table_close(struct baton__table *t);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -58,6 +59,17 @@ static int rx_next(baton *b, int fd, uint64_t deadline, struct rx *x)
                            x->m.u.result.text);
     }
     return 0;
+}
+
+/* The most fds this process could receive: its RLIMIT_NOFILE soft limit,
+ * and no more than 65,536 (the fd table baton_open() reserved). */
+static uint32_t nofile_max(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur > 65536)
+        return 65536;
+    return (uint32_t)rl.rlim_cur;
 }
 
 static int expect(baton *b, struct rx *x, int type, size_t nfds)
@@ -125,6 +137,14 @@ static int receive_all(baton *b, int fd, uint64_t deadline)
         goto out;
     }
     baton__fault("s-hello");
+    /* The owner said how many fds come: make room once (at most what this
+     * process may open; more would fail at receipt anyway), also in the
+     * table of what we pass on, where the application's claims go. */
+    if ((r = baton__table_reserve(&b->inh, nfds < nofile_max() ? nfds : nofile_max())) < 0 ||
+        (r = baton__table_reserve(&b->own, nfds < nofile_max() ? nfds : nofile_max())) < 0) {
+        r = baton__fail(b, r, "making room for %u inherited fds", nfds);
+        goto out;
+    }
     while (b->inh.n < nfds) {
         if ((r = rx_next(b, fd, deadline, x)) < 0 ||
             (r = expect(b, x, BATON__MSG_FDS, x->nfds)) < 0 || (r = take_batch(b, x, nfds)) < 0)
