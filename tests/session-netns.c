@@ -309,10 +309,19 @@ static int clients_main(int chan, void *arg)
     for (int i = 0; i < nsess; i++) {
         errors += cl[i].errors;
         lost += cl[i].lost;
-        if (cl[i].lost && cl[i].lost_err != -ECONNABORTED)
+        if (cl[i].lost && cl[i].lost_err != -ECONNABORTED) {
             errors++; /* a session may only be lost as "session lost" */
-        if (!cl[i].lost)
+            t_log("client %d lost with %s", i, baton_session_strerror(cl[i].lost_err));
+        }
+        if (cl[i].errors)
+            t_log("client %d: %lld errors (lost, repeated or reordered messages)", i, cl[i].errors);
+        if (!cl[i].lost && cl[i].got < cl[i].sent) {
             missing += (long long)(cl[i].sent - cl[i].got);
+            if (missing <= 10)
+                t_log("client %d (%s): %llu of %llu answered, %lld moves, %lld failed", i,
+                      baton_session_client_id(cl[i].c), (unsigned long long)cl[i].got,
+                      (unsigned long long)cl[i].sent, cl[i].moves, cl[i].move_failed);
+        }
         moves += cl[i].moves;
         for (int k = 0; k < cl[i].npauses; k++)
             pauses[np++] = cl[i].pauses[k];
