@@ -198,7 +198,11 @@ void *baton_session_data(const baton_session *s);
  * the server, -ETIMEDOUT no answer in time, -ECONNREFUSED.
  */
 struct baton_session_client_options {
-    /* Connect and resume timeout (0: 5000 ms). */
+    /* How long to wait for the first server's WELCOME, and in a move for
+     * the connection to the next server until RESUME is written (0: 5000
+     * ms). Once RESUME is out only the servers end the move (RESUMED, a
+     * refusal, a broken connection, or STAY from the current server),
+     * unless six of these timeouts pass. */
     int timeout_ms;
     void *ctx;
     /* The session is established (once, after the first server welcomed
@@ -207,8 +211,10 @@ struct baton_session_client_options {
     /* A message from the server, in order, exactly once. Required. */
     void (*on_message)(void *ctx, baton_session_client *c, const void *data, size_t len);
     /* The session moved to address (err 0), or a move was called off and
-     * the session stays where it was (err < 0). pause_us is how long sends
-     * were held back. Optional. */
+     * the session stays where it was (err < 0: -ECANCELED the server
+     * called it off, -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EACCES,
+     * -ENOENT from the next server). pause_us is how long sends were held
+     * back. Optional. */
     void (*on_moved)(void *ctx, baton_session_client *c, const char *address, int err,
                      uint64_t pause_us);
     /* The session ended (err as above). The handle stays valid (free it). */

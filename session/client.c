@@ -5,6 +5,7 @@
  * held while moving and resent from the count the next server reports.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,9 @@
 #include "internal.h"
 
 enum { C_OPENING, C_LIVE, C_MOVING, C_DEAD };
+/* Once RESUME is out, how many timeouts to wait for the servers to end the
+ * move before giving up on it ourselves. */
+#define RESUMED_WAIT_FACTOR 6
 enum { K_CUR = 1, K_NXT };
 
 struct baton_session_client {
@@ -29,6 +33,7 @@ struct baton_session_client {
     uint64_t in_handled, in_acked_sent, out_sent;
     struct baton__squeue q;
     uint64_t move_start_us;
+    bool resume_sent; /* the whole RESUME is written: the move may be done */
     bool in_dispatch;
     char err[256];
 };
@@ -115,10 +120,21 @@ static void flush(baton_session_client *c)
     uint64_t before = c->out_sent;
 
     if (c->nxt && c->nxt->connected) {
-        if (baton__slink_flush(c->nxt) < 0)
+        if (baton__slink_flush(c->nxt) < 0) {
             c->nxt->eof = true;
-        else
+        } else {
             (void)baton__slink_watch(c->nxt, c->epfd, c->nxt);
+            if (!c->resume_sent && c->nxt->woff == c->nxt->wlen) {
+                /* From now on the next server may have the session: only
+                 * it (RESUMED, CLOSE, its link breaking) or the current
+                 * server (STAY) may end the move. Our own timer becomes a
+                 * last resort against two servers that both hang. */
+                c->resume_sent = true;
+                arm(c, c->o.timeout_ms > INT_MAX / RESUMED_WAIT_FACTOR
+                           ? INT_MAX
+                           : c->o.timeout_ms * RESUMED_WAIT_FACTOR);
+            }
+        }
     }
     if (!l || !l->connected)
         return;
@@ -173,6 +189,7 @@ static int start_move(baton_session_client *c, const struct baton__sframe *f)
     if (c->state != C_MOVING)
         c->move_start_us = baton__s_now_us();
     c->state = C_MOVING;
+    c->resume_sent = false;
     if ((r = link_open(c, c->naddr, K_NXT, &c->nxt)) < 0) {
         move_failed(c, r, "connect to the next server");
         return 0;
@@ -234,6 +251,12 @@ static int on_cur_frame(baton_session_client *c, const struct baton__sframe *f)
         return on_data(c, &a);
     case BATON__S_MOVE:
         return c->state == C_OPENING ? -EPROTO : start_move(c, f);
+    case BATON__S_STAY:
+        if (c->state == C_OPENING)
+            return -EPROTO;
+        if (c->state == C_MOVING)
+            move_failed(c, -ECANCELED, "the server called the move off");
+        return 0; /* a late one, after the move ended otherwise */
     case BATON__S_CLOSE:
         if (c->state == C_MOVING) {
             link_close(c, &c->cur);
@@ -525,6 +548,8 @@ BATON_SESSION_EXPORT const char *baton_session_strerror(int err)
         return "session ended";
     case -ESHUTDOWN:
         return "server shutting down";
+    case -ECANCELED:
+        return "move called off by the server";
     case -EINVAL:
         return "invalid argument";
     }

@@ -65,6 +65,7 @@ static void limits(uint8_t type, uint32_t *min, uint32_t *max)
         [BATON__S_RESUME] = {56, 56},
         [BATON__S_RESUMED] = {8, 8},
         [BATON__S_CLOSE] = {6, 6 + BATON__S_TEXT_MAX},
+        [BATON__S_STAY] = {0, 0},
         [BATON__S_PHELLO] = {32, 32},
         [BATON__S_PCHAL] = {64, 64},
         [BATON__S_PAUTH] = {32, 32},
@@ -122,6 +123,7 @@ static int decode_payload(const uint8_t *p, uint32_t len, struct baton__sframe *
 {
     switch (f->type) {
     case BATON__S_HELLO:
+    case BATON__S_STAY:
         return 0;
     case BATON__S_WELCOME:
     case BATON__S_TAKEN:
@@ -201,8 +203,8 @@ int baton__sframe_decode(const uint8_t *buf, size_t len, struct baton__sframe *f
     if (len < BATON__S_HDR)
         return 0;
     limits(buf[1], &min, &max);
-    if (max == 0 && buf[1] != BATON__S_HELLO)
-        return -EPROTO;
+    if (max == 0 && buf[1] != BATON__S_HELLO && buf[1] != BATON__S_STAY)
+        return -EPROTO; /* an unknown type (the empty ones are known) */
     if (buf[2] || buf[3])
         return -EPROTO;
     plen = baton__s_get32(buf + 4);

@@ -36,6 +36,7 @@ enum baton__s_type {
     BATON__S_RESUME = 6,
     BATON__S_RESUMED = 7,
     BATON__S_CLOSE = 8, /* both links: an error code and a text */
+    BATON__S_STAY = 9,  /* the current server called the client's move off */
     /* Peer link. */
     BATON__S_PHELLO = 16,
     BATON__S_PCHAL = 17,

@@ -536,6 +536,11 @@ static void move_fail(baton_session *s, int err)
     baton_session_server *srv = s->srv;
 
     move_detach(s);
+    /* The client was told to move: tell it the move is off, so that it
+     * comes back now rather than wait for the next server (STAY goes out
+     * with the session's flush at the end of this dispatch). */
+    if (s->move_sent && s->link && !s->link->dead)
+        (void)baton__slink_put(&s->link->l, BATON__S_STAY, 0);
     s->mpeer = NULL;
     s->move_sent = s->token_ok = false;
     s->deadline = 0;

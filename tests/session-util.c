@@ -12,7 +12,7 @@
 
 #include "session-util.h"
 
-int ts_move_window, ts_move_timeout_ms;
+int ts_move_window, ts_move_timeout_ms, ts_client_timeout_ms;
 
 /* The server application's per-session state; it travels with the
  * session. */
@@ -75,6 +75,9 @@ static void srv_close(void *ctx, baton_session *s, int err)
 
 static int srv_export(void *ctx, baton_session *s, void *buf, size_t cap, size_t *ret_len)
 {
+    struct ts_server *t = ctx;
+
+    t->exported++;
     memcpy(buf, baton_session_data(s), sizeof(struct app));
     *ret_len = sizeof(struct app);
     return 0;
@@ -197,8 +200,10 @@ static void cli_moved(void *ctx, baton_session_client *c, const char *addr, int 
         tc->moves++;
         if (tc->npauses < 8)
             tc->pauses[tc->npauses++] = pause_us;
-    } else
+    } else {
         tc->move_failed++;
+        tc->last_move_err = err;
+    }
     if (pause_us > tc->max_pause_us)
         tc->max_pause_us = pause_us;
 }
@@ -216,7 +221,7 @@ static void cli_lost(void *ctx, baton_session_client *c, int err)
 void ts_client_start(struct ts_client *c, const char *addr)
 {
     struct baton_session_client_options o = {
-        .timeout_ms = 3000,
+        .timeout_ms = ts_client_timeout_ms ? ts_client_timeout_ms : 3000,
         .ctx = c,
         .on_message = cli_message,
         .on_moved = cli_moved,

@@ -26,7 +26,7 @@ struct ts_server {
     int lfd, pfd;
     char addr[64], paddr[64];
     const char *name;
-    long long errors, messages, opened, closed, moved, move_failed, imported;
+    long long errors, messages, opened, closed, moved, move_failed, imported, exported;
     int last_move_err, last_close_err;
 };
 
@@ -34,6 +34,7 @@ struct ts_client {
     baton_session_client *c;
     uint64_t sent, got; /* our counter, the last server counter seen */
     long long errors, moves, move_failed;
+    int last_move_err;  /* of the last move called off */
     int lost, lost_err; /* lost: on_lost was called */
     uint64_t max_pause_us;
     uint64_t pauses[8]; /* the first moves' pauses, in microseconds */
@@ -42,6 +43,8 @@ struct ts_client {
 
 /* Options of the servers started next (0: 3000 ms, the library's window). */
 extern int ts_move_window, ts_move_timeout_ms;
+/* The timeout of the clients started next (0: 3000 ms). */
+extern int ts_client_timeout_ms;
 
 /* A server on 127.0.0.1 (port 0) with the given key (NULL: none), named
  * name in logs. */
@@ -88,6 +91,7 @@ enum {
     TS_RESUME,
     TS_RESUMED,
     TS_CLOSE,
+    TS_STAY,
     TS_PHELLO = 16,
     TS_PCHAL,
     TS_PAUTH,
