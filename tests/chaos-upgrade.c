@@ -710,6 +710,17 @@ int main(int argc, char **argv)
         bool owner_killed =
             owner_side && (stop == false) && (!random || hit) && old.exited && !old.superseded;
         const char *cls;
+        /* A random kill of the successor is "late" if the owner had stepped
+         * down by then, whatever the successor managed to tell us: it can
+         * die between hearing RELEASED and reporting READY. The owner
+         * reports its step-down at once; give that report a moment to
+         * arrive (bounded; it comes only if the owner stepped down). */
+        if (!owner_side && random && !stop && !hit_after_ready && !old.exited && !old.superseded) {
+            struct pollfd q = {.fd = old.p.chan, .events = POLLIN};
+            if (poll(&q, 1, 200) > 0)
+                proc_poll(&old);
+            hit_after_ready = old.superseded;
+        }
         if (!owner_side)
             cls = (random ? hit_after_ready : pt == 6) && !stop ? "S-late" : "S-early";
         else if (stop)
