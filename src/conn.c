@@ -373,10 +373,15 @@ static int run_handoff(baton *b, struct handoff *h)
         uint64_t now = baton__now_ms();
 
         r = send_batches(h);
-        if (r == -EAGAIN)
+        if (r == -EAGAIN) {
             p.events |= POLLOUT;
-        else if (r < 0)
+        } else if (r < 0) {
+            /* The successor is gone (EPIPE, ECONNRESET), but what it
+             * confirmed before it went is still in our receive queue:
+             * those connections are its, and must not be taken back. */
+            read_acks(b, h);
             return r;
+        }
         r = read_acks(b, h);
         if (r != -EAGAIN)
             return r < 0 ? r : -EPROTO;
