@@ -257,12 +257,16 @@ static int clients_main(int chan, void *arg)
     struct ts_client *cl = calloc((size_t)nsess, sizeof(*cl));
     char addr[64];
     bool open_told = false, stopping = false;
+    int reopened = 0;
     uint64_t *next = calloc((size_t)nsess, sizeof(*next)), *pauses, t0;
     long long errors = 0, lost = 0, missing = 0, moves = 0, np = 0;
 
     enter(ns[0]);
     snprintf(addr, sizeof(addr), "tcp://10.%u.1.2:7000", net);
     t0 = t_now_us();
+    /* Under loss a SYN lost twice costs 3 s: wait for that (1 + 2 + 4 s). */
+    if (netem)
+        ts_client_timeout_ms = 10000;
     for (int i = 0; i < nsess; i++) {
         ts_client_start(&cl[i], addr);
         next[i] = t0 + (uint64_t)i * SEND_US / (uint64_t)nsess;
@@ -271,6 +275,17 @@ static int clients_main(int chan, void *arg)
         bool all = true, open = true;
         ts_pump(NULL, cl, nsess, 1);
         for (int i = 0; i < nsess; i++) {
+            if (netem && !open_told && cl[i].lost && cl[i].got == 0 && reopened < nsess) {
+                /* Under loss a session can fail to open at all (its
+                 * connect timed out): open another, as a client would.
+                 * Only before the moves: a session, once open, must not
+                 * be lost. */
+                t_log("client %d: %s; opening another", i,
+                      baton_session_client_last_error(cl[i].c));
+                ts_client_stop(&cl[i]);
+                ts_client_start(&cl[i], addr);
+                reopened++;
+            }
             if (cl[i].got == 0)
                 open = false; /* not yet answered once */
             if ((!cl[i].lost && cl[i].got < cl[i].sent) ||
