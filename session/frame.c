@@ -75,6 +75,7 @@ static void limits(uint8_t type, uint32_t *min, uint32_t *max)
         [BATON__S_REFUSE] = {20, 20},
         [BATON__S_EXPORT] = {48, BATON__S_EXPORT_MAX},
         [BATON__S_TAKEN] = {16, 16},
+        [BATON__S_DECLINE] = {16, 16},
     };
     *min = *max = 0;
     if (type < sizeof(tab) / sizeof(tab[0])) {
@@ -127,6 +128,7 @@ static int decode_payload(const uint8_t *p, uint32_t len, struct baton__sframe *
         return 0;
     case BATON__S_WELCOME:
     case BATON__S_TAKEN:
+    case BATON__S_DECLINE:
         f->u.welcome.id = p;
         return 0;
     case BATON__S_DATA:

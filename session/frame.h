@@ -47,6 +47,7 @@ enum baton__s_type {
     BATON__S_REFUSE = 22,
     BATON__S_EXPORT = 23,
     BATON__S_TAKEN = 24,
+    BATON__S_DECLINE = 25, /* next->cur: not taken after all, keep it */
 };
 
 /* Error codes on the wire (CLOSE, REFUSE). */

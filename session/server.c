@@ -52,6 +52,10 @@ struct expect {
     struct slink *peer_link, *client;
     uint64_t handled;
     int64_t deadline;
+    /* TAKEs sent for this session and not yet answered. The current
+     * server answers them in order, so while more than one is out an
+     * answer is for an older one, whose client is gone. */
+    unsigned takes;
     struct expect *hnext, *next, *prev;
 };
 
@@ -504,6 +508,7 @@ static int on_resume(baton_session_server *srv, struct slink *k, const struct ba
     link_flush(srv, e->peer_link);
     e->client = k;
     e->handled = f->u.resume.handled;
+    e->takes++;
     k->pending = e;
     return 0;
 }
@@ -724,6 +729,16 @@ static void on_taken(baton_session_server *srv, struct slink *k, const uint8_t *
         finish_moved(srv, s);
 }
 
+/* DECLINE: the next server did not take the session after all (its
+ * client had gone): the move is off and the session is ours again. */
+static void on_declined(baton_session_server *srv, struct slink *k, const uint8_t *id)
+{
+    baton_session *s = find_session(srv, id);
+
+    if (s && s->state == S_FROZEN && s->mpeer && s->mpeer->link == k)
+        move_fail(s, -ECONNABORTED);
+}
+
 /* ---- moves: the next server's side ---- */
 
 static void expect_free(baton_session_server *srv, struct expect *e)
@@ -784,7 +799,11 @@ static void on_refuse(baton_session_server *srv, const struct baton__sframe *f)
     int err = baton__s_code_err(f->u.refuse.code);
     struct slink *c;
 
-    if (!e || !e->client)
+    if (e && e->takes)
+        e->takes--;
+    /* No client waits, or the refusal answers an older TAKE (its client
+     * left) and the current client's is still out. */
+    if (!e || !e->client || e->takes)
         return;
     c = e->client;
     e->client = NULL;
@@ -858,16 +877,25 @@ static void on_export(baton_session_server *srv, struct slink *k, const struct b
     uint64_t h;
     uint8_t *p;
 
-    /* Confirm in every case: the current server has let go of it. */
-    p = baton__slink_put(&k->l, BATON__S_TAKEN, 16);
-    if (p)
-        memcpy(p, f->u.exp.id, 16);
-    if (!e || !e->client || e->client->dead) {
-        set_err(srv, BATON_SESSION_LOG_WARNING, "EXPORT of a session whose client went away");
-        if (e)
+    if (e && e->takes)
+        e->takes--;
+    /* The client that asked for it is gone (it went back to the current
+     * server, or away), or this answers an older TAKE: we must not take a
+     * session nobody here will serve. DECLINE, and the current server
+     * keeps it (a TAKEN here would end it there under its client). */
+    if (!e || !e->client || e->client->dead || e->takes) {
+        set_err(srv, BATON_SESSION_LOG_WARNING,
+                "EXPORT of a session whose client went away: declined");
+        p = baton__slink_put(&k->l, BATON__S_DECLINE, 16);
+        if (p)
+            memcpy(p, f->u.exp.id, 16);
+        if (e && !e->takes && (!e->client || e->client->dead))
             expect_free(srv, e);
         return;
     }
+    p = baton__slink_put(&k->l, BATON__S_TAKEN, 16);
+    if (p)
+        memcpy(p, f->u.exp.id, 16);
     c = e->client;
     h = e->handled;
     e->client = NULL;
@@ -966,6 +994,8 @@ static int on_peer_frame(baton_session_server *srv, struct slink *k, const struc
         on_take(srv, k, f);
     else if (f->type == BATON__S_TAKEN)
         on_taken(srv, k, f->u.welcome.id);
+    else if (f->type == BATON__S_DECLINE)
+        on_declined(srv, k, f->u.welcome.id);
     else
         return -EPROTO;
     return 0;

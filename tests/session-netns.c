@@ -324,6 +324,10 @@ static int clients_main(int chan, void *arg)
     for (int i = 0; i < nsess; i++) {
         errors += cl[i].errors;
         lost += cl[i].lost;
+        if (cl[i].lost && want_moves)
+            t_log("client %d (%s) lost after %lld moves, %lld called off: %s", i,
+                  baton_session_client_id(cl[i].c), cl[i].moves, cl[i].move_failed,
+                  baton_session_client_last_error(cl[i].c));
         if (cl[i].lost && cl[i].lost_err != -ECONNABORTED) {
             errors++; /* a session may only be lost as "session lost" */
             t_log("client %d lost with %s", i, baton_session_strerror(cl[i].lost_err));
