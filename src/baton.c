@@ -138,15 +138,11 @@ static void slot_put(uint32_t *slots, size_t nslots, const char *name, uint32_t 
     slots[i] = index + 1;
 }
 
-/* Keep the index at most half full. */
-static int index_grow(struct baton__table *t)
+/* A hash index of nslots (a power of 2) over the entries. */
+static int index_resize(struct baton__table *t, size_t nslots)
 {
-    size_t nslots = t->nslots ? t->nslots * 2 : 32;
-    uint32_t *slots;
+    uint32_t *slots = calloc(nslots, sizeof(*slots));
 
-    if (t->nslots && (t->n + 1) * 2 <= t->nslots)
-        return 0;
-    slots = calloc(nslots, sizeof(*slots));
     if (!slots)
         return -ENOMEM;
     for (size_t i = 0; i < t->n; i++)
@@ -157,32 +153,36 @@ static int index_grow(struct baton__table *t)
     return 0;
 }
 
+/* Room for cap entries. */
+static int entries_resize(struct baton__table *t, size_t cap)
+{
+    void *v = realloc(t->v, cap * sizeof(*t->v));
+
+    if (!v)
+        return -ENOMEM;
+    t->v = v;
+    t->cap = cap;
+    return 0;
+}
+
+/* Keep the index at most half full. */
+static int index_grow(struct baton__table *t)
+{
+    if (t->nslots && (t->n + 1) * 2 <= t->nslots)
+        return 0;
+    return index_resize(t, t->nslots ? t->nslots * 2 : 32);
+}
+
 int baton__table_reserve(struct baton__table *t, size_t n)
 {
     size_t nslots = t->nslots ? t->nslots : 32;
-    uint32_t *slots;
-    void *v;
+    int r;
 
-    if (n > t->cap) {
-        v = realloc(t->v, n * sizeof(*t->v));
-        if (!v)
-            return -ENOMEM;
-        t->v = v;
-        t->cap = n;
-    }
+    if (n > t->cap && (r = entries_resize(t, n)) < 0)
+        return r;
     while (n * 2 > nslots)
         nslots *= 2;
-    if (nslots == t->nslots)
-        return 0;
-    slots = calloc(nslots, sizeof(*slots));
-    if (!slots)
-        return -ENOMEM;
-    for (size_t i = 0; i < t->n; i++)
-        slot_put(slots, nslots, t->v[i].name, (uint32_t)i);
-    free(t->slots);
-    t->slots = slots;
-    t->nslots = nslots;
-    return 0;
+    return nslots == t->nslots ? 0 : index_resize(t, nslots);
 }
 
 int baton__table_add(struct baton__table *t, const char *name, const char *addr, int kind, int fd)
@@ -190,14 +190,8 @@ int baton__table_add(struct baton__table *t, const char *name, const char *addr,
     struct baton__entry *e;
     size_t nl, al;
 
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16;
-        void *v = realloc(t->v, cap * sizeof(*t->v));
-        if (!v)
-            return -ENOMEM;
-        t->v = v;
-        t->cap = cap;
-    }
+    if (t->n == t->cap && entries_resize(t, t->cap ? t->cap * 2 : 16) < 0)
+        return -ENOMEM;
     if (index_grow(t) < 0)
         return -ENOMEM;
     /* Callers checked the lengths. */
