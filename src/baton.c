@@ -32,8 +32,23 @@ void baton__log(const baton *b, int level, const char *fmt, ...)
     b->opts.log(b->opts.log_ctx, level, msg);
 }
 
-/* Record a failure for baton_last_error() and the log; returns -err so that
- * callers can write `return baton__fail(b, errno, ...)`. */
+/* The calling thread's last failure, for baton_last_error(): per thread,
+ * as dlerror() is, so that the library's own thread (answering successors)
+ * never overwrites what the application is about to read. */
+static __thread char last_err[512];
+
+const char *baton__last_err(void)
+{
+    return last_err;
+}
+
+/*
+ * Record a failure for baton_last_error(); returns -err so that callers can
+ * write `return baton__fail(b, errno, ...)`. The caller is told through
+ * the return value, so the log gets it at DEBUG only (library code does
+ * not log errors it returns); what nobody returns to the application is
+ * logged by its caller at WARNING.
+ */
 int baton__fail(baton *b, int err, const char *fmt, ...)
 {
     va_list ap;
@@ -42,11 +57,12 @@ int baton__fail(baton *b, int err, const char *fmt, ...)
     if (err < 0)
         err = -err;
     va_start(ap, fmt);
-    n = vsnprintf(b->err, sizeof(b->err), fmt, ap);
+    n = vsnprintf(last_err, sizeof(last_err), fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof(b->err))
-        snprintf(b->err + n, sizeof(b->err) - n, ": %s", baton_strerror(-err));
-    baton__log(b, BATON_LOG_ERR, "%s", b->err);
+    if (n >= 0 && (size_t)n < sizeof(last_err))
+        snprintf(last_err + n, sizeof(last_err) - n, ": %s", baton_strerror(-err));
+    if (b)
+        baton__log(b, BATON_LOG_DEBUG, "%s", last_err);
     return -err;
 }
 
@@ -642,7 +658,8 @@ BATON_EXPORT int baton_dispatch(baton *b)
 
 BATON_EXPORT const char *baton_last_error(const baton *b)
 {
-    return b ? b->err : "invalid handle";
+    (void)b;
+    return last_err;
 }
 
 BATON_EXPORT const char *baton_version(void)

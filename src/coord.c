@@ -24,32 +24,119 @@
 #define LOCK_NAME   "lock"
 #define RECORD_NAME "owner"
 
-int baton__dir_open(baton *b)
+/*
+ * May a path that is not reached through our directory fd be trusted? Only
+ * when nobody but root and us can rename any of its components: each
+ * ancestor is owned by root or by us, and one that others may write into
+ * is sticky (they cannot rename our entries in it). Symbolic links are
+ * refused. Used only where /proc is not mounted.
+ */
+static int path_trusted(const char *dir, char *why, size_t len)
+{
+    char buf[4096], *p, *next;
+    struct stat st;
+    int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), r = 0;
+
+    if (fd < 0 || snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf) || dir[0] != '/') {
+        snprintf(why, len, "%s: not an absolute path", dir);
+        r = -EINVAL;
+        goto out;
+    }
+    for (p = buf + 1; p && *p; p = next) {
+        int sub;
+
+        next = strchr(p, '/');
+        if (next)
+            *next++ = 0;
+        if (fstat(fd, &st) < 0 || (st.st_uid != 0 && st.st_uid != geteuid()) ||
+            ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))) {
+            snprintf(why, len, "an ancestor of %s (uid %u, mode %03o) may be renamed by others",
+                     dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+            r = -EPERM;
+            goto out;
+        }
+        sub = openat(fd, p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+            snprintf(why, len, "%s: component \"%s\": %s", dir, p, strerror(errno));
+            r = -errno;
+            goto out;
+        }
+        close(fd);
+        fd = sub;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+/* Is /proc/self/fd/N the directory we hold? Then it is how we name what is
+ * in it, and no rename of it or of an ancestor can redirect us. */
+static bool proc_names_fd(int dirfd)
+{
+    struct stat a, b;
+    char path[64];
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", dirfd);
+    return fstat(dirfd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+int baton__dir_name(int dirfd, bool by_fd, const char *dir, const char *leaf,
+                    struct sockaddr_un *sa)
+{
+    int n;
+
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (by_fd)
+        n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dirfd, leaf);
+    else
+        n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s", dir, leaf);
+    return n < 0 || (size_t)n >= sizeof(sa->sun_path) ? -ENAMETOOLONG : 0;
+}
+
+int baton__dir_check(int dirfd, const char *dir, bool ours, bool *ret_by_fd, char *why, size_t len)
 {
     struct stat st;
-    int fd;
+
+    if (fstat(dirfd, &st) < 0) {
+        snprintf(why, len, "fstat(%s): %s", dir, strerror(errno));
+        return -errno;
+    }
+    /* Whoever can write the directory can replace the control socket and
+     * hand us forged listeners: refuse anything but a private directory,
+     * and for a process that serves there, its own. (The tool trusts the
+     * directory's owner, whose processes it then talks to.) */
+    if (ours && st.st_uid != geteuid()) {
+        snprintf(why, len, "%s is owned by uid %u, not by us (uid %u)", dir, (unsigned)st.st_uid,
+                 (unsigned)geteuid());
+        return -EPERM;
+    }
+    if (st.st_mode & 022) {
+        snprintf(why, len, "%s is writable by group or others (mode %03o)", dir,
+                 (unsigned)(st.st_mode & 0777));
+        return -EPERM;
+    }
+    *ret_by_fd = proc_names_fd(dirfd);
+    return *ret_by_fd ? 0 : path_trusted(dir, why, len);
+}
+
+int baton__dir_open(baton *b)
+{
+    char why[512];
+    int fd, r;
 
     if (mkdir(b->dir, 0700) < 0 && errno != EEXIST)
         return baton__fail(b, errno, "mkdir(%s)", b->dir);
     fd = open(b->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return baton__fail(b, errno, "open(%s)", b->dir);
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
+    /* From here on everything in the directory is reached through fd. */
+    r = baton__dir_check(fd, b->dir, true, &b->dir_by_fd, why, sizeof(why));
+    if (r < 0) {
         close(fd);
-        return baton__fail(b, e, "fstat(%s)", b->dir);
-    }
-    /* Whoever can write the directory can replace the control socket and
-     * hand us forged listeners: refuse anything but our own, private dir. */
-    if (st.st_uid != geteuid()) {
-        close(fd);
-        return baton__fail(b, EPERM, "%s is owned by uid %u, not by us (uid %u)", b->dir,
-                           (unsigned)st.st_uid, (unsigned)geteuid());
-    }
-    if (st.st_mode & 022) {
-        close(fd);
-        return baton__fail(b, EPERM, "%s is writable by group or others (mode %03o)", b->dir,
-                           (unsigned)(st.st_mode & 0777));
+        return baton__fail(b, r, "%s", why);
     }
     b->dirfd = fd;
     return 0;
@@ -130,17 +217,9 @@ void baton__unlock(baton *b)
     b->lockfd = -1;
 }
 
-int baton__ctl_path(const baton *b, const char *leaf, char *buf, size_t len)
-{
-    int n = snprintf(buf, len, "%s/%s", b->dir, leaf);
-    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
-}
-
 static int sockaddr_for(baton *b, const char *leaf, struct sockaddr_un *sa)
 {
-    memset(sa, 0, sizeof(*sa));
-    sa->sun_family = AF_UNIX;
-    if (baton__ctl_path(b, leaf, sa->sun_path, sizeof(sa->sun_path)) < 0)
+    if (baton__dir_name(b->dirfd, b->dir_by_fd, b->dir, leaf, sa) < 0)
         return baton__fail(b, ENAMETOOLONG, "%s/%s: too long for a unix socket", b->dir, leaf);
     return 0;
 }
@@ -172,7 +251,7 @@ int baton__connect(baton *b, uint64_t deadline, int *ret_fd)
             return 0;
         if (e == EAGAIN || e == EINPROGRESS)
             e = ETIMEDOUT;
-        return baton__fail(b, e, "connect(%s)", sa.sun_path);
+        return baton__fail(b, e, "connect(%s/" CTL_NAME ")", b->dir);
     }
     tv.tv_sec = tv.tv_usec = 0;
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -199,7 +278,7 @@ int baton__ctl_create(baton *b, int *ret_fd, char *ret_tmp, size_t tmp_len)
         int e = errno;
         close(fd);
         unlinkat(b->dirfd, ret_tmp, 0);
-        return baton__fail(b, e, "bind/listen(%s)", sa.sun_path);
+        return baton__fail(b, e, "bind/listen(%s/%s)", b->dir, ret_tmp);
     }
     *ret_fd = fd;
     return 0;

@@ -8,6 +8,7 @@
  * process's environment controls it anyway.
  *
  * Points (s- successor side, o- owner side):
+ *   s-connect   the directory checked and locked, the owner not yet asked
  *   s-hello     HELLO received, nothing else yet
  *   s-mid-fds   the first fd batch received, more to come
  *   s-mid-state STATE received, END not yet
@@ -22,6 +23,10 @@
  *   o-stepdown  PUBLISHED received, before the upgrade fd fires
  *   o-mid-conns the first batch of connections sent
  * Actions: kill (SIGKILL), stop (SIGSTOP). Each point fires once per process.
+ *
+ * The variable is read once per process, with secure_getenv() (a setuid
+ * program ignores it), and never again: the library's thread reaches these
+ * points while the application may be changing its environment.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -49,11 +54,23 @@ static bool first_time(const char *point)
     return first;
 }
 
+static const char *fault_spec;
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+static void fault_read(void)
+{
+    const char *spec = secure_getenv("BATON_FAULT");
+
+    fault_spec = spec && *spec ? strdup(spec) : NULL;
+}
+
 void baton__fault(const char *point)
 {
-    const char *spec = getenv("BATON_FAULT"), *p;
+    const char *spec, *p;
     size_t n = strlen(point);
 
+    pthread_once(&fault_once, fault_read);
+    spec = fault_spec;
     if (!spec || !strstr(spec, point) || !first_time(point))
         return;
     for (p = spec; (p = strstr(p, point)); p += n) {

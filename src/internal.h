@@ -99,7 +99,8 @@ struct baton {
     struct baton_options opts;
     char dir[4096];
     int dirfd;
-    int lockfd; /* held from open until ready */
+    bool dir_by_fd; /* its entries named as /proc/self/fd/DIRFD/LEAF */
+    int lockfd;     /* held from open until ready */
     int generation;
     bool inherited;
     bool ready;
@@ -148,13 +149,14 @@ struct baton {
     char exe[4096];
 
     char *txbuf; /* BATON__MSG_MAX bytes, used under mu */
-    char err[512];
 };
 
 /* baton.c */
 void baton__log(const baton *b, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int baton__fail(baton *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The calling thread's last failure message. */
+const char *baton__last_err(void);
 uint64_t baton__now_ms(void);
 uint64_t baton__realtime_ms(void);
 int baton__wait_fd(int fd, short events, uint64_t deadline);
@@ -172,7 +174,15 @@ bool baton__name_ok(const char *name);
 int baton__dir_open(baton *b);
 int baton__lock(baton *b);
 void baton__unlock(baton *b);
-int baton__ctl_path(const baton *b, const char *leaf, char *buf, size_t len);
+/* Check an open coordination directory: not writable by group or others,
+ * and (ours) owned by our euid; *ret_by_fd tells whether its entries
+ * can be named through /proc/self/fd. -EPERM with the reason in why. */
+int baton__dir_check(int dirfd, const char *dir, bool ours, bool *ret_by_fd, char *why, size_t len);
+/* The unix socket address of leaf in the directory (dirfd, or the path dir
+ * when !by_fd): 0 or -ENAMETOOLONG. */
+struct sockaddr_un;
+int baton__dir_name(int dirfd, bool by_fd, const char *dir, const char *leaf,
+                    struct sockaddr_un *sa);
 int baton__connect(baton *b, uint64_t deadline, int *ret_fd);
 int baton__ctl_create(baton *b, int *ret_fd, char *ret_tmp, size_t tmp_len);
 int baton__ctl_publish(baton *b, int fd, const char *tmp);

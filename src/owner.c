@@ -550,6 +550,7 @@ static void *thread_main(void *arg)
 
 int baton__owner_start(baton *b, int ctl_fd)
 {
+    char watch[64];
     sigset_t all, old;
     int r;
 
@@ -563,9 +564,10 @@ int baton__owner_start(baton *b, int ctl_fd)
     /* Best effort: without inotify we still put our socket back whenever
      * a successor we were talking to fails. */
     b->inotifyfd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    if (b->inotifyfd >= 0 &&
-        (inotify_add_watch(b->inotifyfd, b->dir, IN_MOVED_TO | IN_DELETE | IN_CREATE) < 0 ||
-         ep_add(b, b->inotifyfd, EPOLLIN, TAG_DIR) < 0)) {
+    snprintf(watch, sizeof(watch), "/proc/self/fd/%d", b->dirfd);
+    if (b->inotifyfd >= 0 && (inotify_add_watch(b->inotifyfd, b->dir_by_fd ? watch : b->dir,
+                                                IN_MOVED_TO | IN_DELETE | IN_CREATE) < 0 ||
+                              ep_add(b, b->inotifyfd, EPOLLIN, TAG_DIR) < 0)) {
         close(b->inotifyfd);
         b->inotifyfd = -1;
     }

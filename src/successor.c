@@ -120,7 +120,7 @@ static int receive_all(baton *b, int fd, uint64_t deadline)
     int r;
 
     if (!x)
-        return -ENOMEM;
+        return baton__fail(b, ENOMEM, "taking over from the owner of %s", b->dir);
     r = baton__send(fd, req, baton__enc_req(req, BATON__REQ_TAKEOVER, 0, getpid()), NULL, 0);
     if (r < 0) {
         r = baton__fail(b, r, "sending to the owner of %s", b->dir);
@@ -182,15 +182,27 @@ static void forget_inherited(baton *b)
     b->pred_pid = 0;
 }
 
-/* Who the owner is, from the kernel (SO_PEERCRED), before it says a word:
- * if it dies before HELLO we still know whom to wait for. */
-static void peer_pid(baton *b, int fd)
+/*
+ * Who the owner is, from the kernel (SO_PEERCRED), before it says a word:
+ * if it dies before HELLO we still know whom to wait for. And it must be
+ * one of us: our euid, root, or the uid we allow to take over from us. A
+ * socket of anyone else's at control.sock would hand us its listeners and
+ * state, so nothing it sent is read.
+ */
+static int peer_check(baton *b, int fd)
 {
     struct ucred cr;
     socklen_t l = sizeof(cr);
 
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) == 0)
-        b->pred_pid = cr.pid;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0)
+        return baton__fail(b, errno, "SO_PEERCRED on the control socket of %s", b->dir);
+    b->pred_pid = cr.pid;
+    if (cr.uid != geteuid() && cr.uid != 0 && cr.uid != b->opts.allowed_uid)
+        return baton__fail(b, EPERM,
+                           "the owner of %s (pid %d) runs as uid %u, not as us (uid %u), root "
+                           "or the allowed uid; refusing what it would hand over",
+                           b->dir, (int)cr.pid, (unsigned)cr.uid, (unsigned)geteuid());
+    return 0;
 }
 
 /* The owner hung up on us: did it die? (A live owner that refuses says
@@ -205,6 +217,7 @@ int baton__takeover(baton *b)
     uint64_t deadline = baton__now_ms() + b->opts.ready_timeout_ms;
     int fd = -1, r = 0;
 
+    baton__fault("s-connect");
     for (int attempt = 0; attempt < 3; attempt++) {
         r = baton__connect(b, deadline, &fd);
         if (r <= 0)
@@ -213,7 +226,12 @@ int baton__takeover(baton *b)
             close(fd);
             return baton__fail(b, EEXIST, "%s: an owner serves (BATON_NO_INHERIT)", b->dir);
         }
-        peer_pid(b, fd);
+        r = peer_check(b, fd);
+        if (r < 0) {
+            close(fd);
+            b->pred_pid = 0;
+            return r;
+        }
         r = receive_all(b, fd, deadline);
         if (r == 0) {
             b->pred_fd = fd;
@@ -255,7 +273,7 @@ static int wait_released(baton *b, uint64_t deadline)
     int r;
 
     if (!x)
-        return -ENOMEM;
+        return baton__fail(b, ENOMEM, "waiting for the owner of %s to step down", b->dir);
     r = rx_next(b, b->pred_fd, deadline, x);
     if (r == -ETIMEDOUT) {
         shutdown(b->pred_fd, SHUT_RD);
@@ -305,7 +323,7 @@ int baton__takeover_finish(baton *b, int *ctl, const char *tmp)
         baton__fault("s-commit");
         x = malloc(sizeof(*x));
         if (!x)
-            return -ENOMEM;
+            return baton__fail(b, ENOMEM, "waiting for the owner of %s to commit", b->dir);
         r = rx_next(b, b->pred_fd, deadline, x);
         if (r == 0)
             r = expect(b, x, BATON__MSG_COMMIT, 0);

@@ -65,18 +65,64 @@ static void usage(FILE *f)
             prog, prog, prog, prog, prog);
 }
 
-/* Parse DIR/owner; 0 ok, -ENOENT when there is none, -EPROTO if garbled. */
-static int record_read(const char *dir, struct record *rec)
+/* DIR, checked once and from then on reached only through its fd, so
+ * that a rename of DIR or of an ancestor cannot put another's socket or
+ * record in our way. */
+struct cdir {
+    const char *path;
+    int fd;
+    bool by_fd;
+    uid_t uid; /* its owner: whoever serves there runs as this uid */
+};
+
+/* 0, -ENOENT (or another open error) when DIR cannot be opened, or -EPERM,
+ * said on stderr, when it is writable by others. */
+static int cdir_open(const char *path, struct cdir *d)
 {
-    char path[4200], line[1024];
+    char why[600];
+    struct stat st;
+    int r;
+
+    d->path = path;
+    d->fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (d->fd < 0)
+        return -errno;
+    r = baton__dir_check(d->fd, path, false, &d->by_fd, why, sizeof(why));
+    if (r == 0 && fstat(d->fd, &st) < 0)
+        r = -errno;
+    if (r < 0) {
+        fprintf(stderr, "%s: refusing %s\n", prog, why);
+        close(d->fd);
+        d->fd = -1;
+        return r;
+    }
+    d->uid = st.st_uid;
+    return 0;
+}
+
+static void cdir_close(struct cdir *d)
+{
+    if (d->fd >= 0)
+        close(d->fd);
+    d->fd = -1;
+}
+
+/* Parse DIR/owner; 0 ok, -ENOENT when there is none, -EPROTO if garbled. */
+static int record_read(const struct cdir *d, struct record *rec)
+{
+    char line[1024];
     FILE *f;
-    int r = 0;
+    int fd, r = 0;
 
     memset(rec, 0, sizeof(*rec));
-    snprintf(path, sizeof(path), "%s/owner", dir);
-    f = fopen(path, "re");
-    if (!f)
+    fd = openat(d->fd, "owner", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
         return -errno;
+    f = fdopen(fd, "re");
+    if (!f) {
+        close(fd);
+        return -ENOMEM;
+    }
     if (!fgets(line, sizeof(line), f) || strcmp(line, "baton-owner 1\n") != 0)
         r = -EPROTO;
     while (r == 0 && fgets(line, sizeof(line), f)) {
@@ -110,13 +156,16 @@ static int record_read(const char *dir, struct record *rec)
     return r;
 }
 
-static int ctl_connect(const char *dir, int *ret_fd)
+/* Connect to DIR's control socket. The process behind it must run as
+ * DIR's owner (or root): -EPERM, said on stderr, for anyone else. */
+static int ctl_connect(const struct cdir *d, int *ret_fd)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct sockaddr_un sa;
+    struct ucred cr;
+    socklen_t l = sizeof(cr);
     int fd;
 
-    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", dir) >=
-        (int)sizeof(sa.sun_path))
+    if (baton__dir_name(d->fd, d->by_fd, d->path, "control.sock", &sa) < 0)
         return -ENAMETOOLONG;
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -126,19 +175,27 @@ static int ctl_connect(const char *dir, int *ret_fd)
         close(fd);
         return -e;
     }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0 || (cr.uid != d->uid && cr.uid != 0)) {
+        fprintf(stderr,
+                "%s: refusing the control socket of %s: pid %d runs as uid %u, not as "
+                "the directory's owner (uid %u)\n",
+                prog, d->path, (int)cr.pid, (unsigned)cr.uid, (unsigned)d->uid);
+        close(fd);
+        return -EPERM;
+    }
     *ret_fd = fd;
     return 0;
 }
 
 /* Does the recorded owner still serve? Its pid lives and its control
  * socket accepts (a connect that is then closed costs the owner nothing). */
-static bool owner_alive(const char *dir, const struct record *rec)
+static bool owner_alive(const struct cdir *d, const struct record *rec)
 {
     int fd;
 
     if (kill(rec->pid, 0) < 0 && errno == ESRCH)
         return false;
-    if (ctl_connect(dir, &fd) < 0)
+    if (ctl_connect(d, &fd) < 0)
         return false;
     close(fd);
     return true;
@@ -157,9 +214,17 @@ static void json_str(const char *s)
 
 static int cmd_status(const char *dir, bool json)
 {
+    struct cdir d;
     struct record rec;
-    int r = record_read(dir, &rec);
-    bool alive = r == 0 && owner_alive(dir, &rec);
+    int r = cdir_open(dir, &d);
+    bool alive;
+
+    if (r == -EPERM)
+        return 1;
+    if (r == 0)
+        r = record_read(&d, &rec);
+    alive = r == 0 && owner_alive(&d, &rec);
+    cdir_close(&d);
 
     if (!alive) {
         if (json)
@@ -220,21 +285,30 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
 {
     uint64_t deadline = baton__now_ms() + (uint64_t)timeout_s * 1000;
     int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), last = 0;
+    struct cdir d = {.fd = -1};
 
-    if (ino >= 0 && inotify_add_watch(ino, dir, IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
-        close(ino);
-        ino = -1;
-    }
     for (;;) {
         struct record rec;
-        if (record_read(dir, &rec) == 0) {
-            bool ok = rec.generation >= generation && owner_alive(dir, &rec);
+        int r = d.fd >= 0 ? 0 : cdir_open(dir, &d);
+
+        if (r == -EPERM)
+            break;
+        if (r == 0 && ino >= 0 && d.by_fd) {
+            /* Watch the directory we checked (once: a watch of the same
+             * inode again only updates it). */
+            char path[64];
+            snprintf(path, sizeof(path), "/proc/self/fd/%d", d.fd);
+            inotify_add_watch(ino, path, IN_MOVED_TO | IN_CREATE | IN_DELETE);
+        }
+        if (r == 0 && record_read(&d, &rec) == 0) {
+            bool ok = rec.generation >= generation && owner_alive(&d, &rec);
             last = rec.generation;
             free(rec.fds);
             if (ok) {
                 printf("%s: generation %d serves\n", dir, last);
                 if (ino >= 0)
                     close(ino);
+                cdir_close(&d);
                 return 0;
             }
         }
@@ -244,8 +318,10 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
     }
     if (ino >= 0)
         close(ino);
-    fprintf(stderr, "%s: timed out after %d s waiting for generation %d of %s (now: %d)\n", prog,
-            timeout_s, generation, dir, last);
+    if (d.fd >= 0 || baton__now_ms() >= deadline)
+        fprintf(stderr, "%s: timed out after %d s waiting for generation %d of %s (now: %d)\n",
+                prog, timeout_s, generation, dir, last);
+    cdir_close(&d);
     return 1;
 }
 
@@ -254,10 +330,16 @@ static int cmd_upgrade(const char *dir, int timeout_s)
     char buf[BATON__MSG_MAX];
     uint64_t deadline = baton__now_ms() + (uint64_t)timeout_s * 1000 + 2000;
     struct baton__msg m;
+    struct cdir d;
     size_t len, nfds;
     int fd, fds[BATON__BATCH_MAX], r;
 
-    r = ctl_connect(dir, &fd);
+    r = cdir_open(dir, &d);
+    if (r == 0)
+        r = ctl_connect(&d, &fd);
+    cdir_close(&d);
+    if (r == -EPERM)
+        return 1;
     if (r < 0) {
         fprintf(stderr, "%s: nobody serves %s: connect(%s/control.sock): %s\n", prog, dir, dir,
                 strerror(-r));
@@ -329,13 +411,20 @@ static int run_signal(const char *s)
     return !parse_int(s, 1, &n) && n < 65 ? n : -1;
 }
 
-/* A directory per command line: DIR/run-HASH under $XDG_RUNTIME_DIR/baton,
- * /run/baton (root) or /tmp/baton-UID. */
+/*
+ * A directory per command line: BASE/run-HASH, where BASE is
+ * $XDG_RUNTIME_DIR/baton, /run/baton (root) or $TMPDIR/baton-UID (TMPDIR
+ * defaults to /tmp). BASE is on a path others may write to: another user
+ * could have made it first, to swap our directory for one of theirs. So it
+ * must be ours and writable by nobody else, or we stop and say so.
+ */
 static int run_default_dir(char **argv, char *buf, size_t len)
 {
-    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    const char *xdg = getenv("XDG_RUNTIME_DIR"), *tmp = getenv("TMPDIR");
     unsigned long long h = 0xcbf29ce484222325ull;
     char base[PATH_MAX];
+    struct stat st;
+    int fd;
 
     for (char **a = argv; *a; a++)
         for (const char *p = *a;; p++) {
@@ -348,11 +437,32 @@ static int run_default_dir(char **argv, char *buf, size_t len)
     else if (geteuid() == 0)
         snprintf(base, sizeof(base), "/run/baton");
     else
-        snprintf(base, sizeof(base), "/tmp/baton-%u", (unsigned)geteuid());
-    if (mkdir(base, 0700) < 0 && errno != EEXIST)
-        return -errno;
-    if (snprintf(buf, len, "%s/run-%016llx", base, h) >= (int)len)
-        return -ENAMETOOLONG;
+        snprintf(base, sizeof(base), "%s/baton-%u", tmp && tmp[0] == '/' ? tmp : "/tmp",
+                 (unsigned)geteuid());
+    if (mkdir(base, 0700) < 0 && errno != EEXIST) {
+        fprintf(stderr, "%s run: mkdir(%s): %s\n", prog, base, strerror(errno));
+        return -1;
+    }
+    fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        fprintf(stderr, "%s run: %s: %s\n", prog, base, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+        fprintf(stderr,
+                "%s run: refusing %s: it is owned by uid %u with mode %03o; it must be ours "
+                "(uid %u) and writable by nobody else (remove it, or pass --dir)\n",
+                prog, base, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+                (unsigned)geteuid());
+        return -1;
+    }
+    if (snprintf(buf, len, "%s/run-%016llx", base, h) >= (int)len) {
+        fprintf(stderr, "%s run: %s: path too long\n", prog, base);
+        return -1;
+    }
     return 0;
 }
 
@@ -427,11 +537,8 @@ static int cmd_run(int argc, char **argv)
     } else if (dir_opt) {
         snprintf(dir, sizeof(dir), "%s", dir_opt);
     } else {
-        int r = run_default_dir(argv + i, dir, sizeof(dir));
-        if (r < 0) {
-            fprintf(stderr, "%s run: no directory for the command: %s\n", prog, strerror(-r));
+        if (run_default_dir(argv + i, dir, sizeof(dir)) < 0)
             return 1;
-        }
         fprintf(stderr, "%s run: %s\n", prog, dir);
     }
     if (run_preload(preload, sizeof(preload)) < 0) {
