@@ -84,16 +84,22 @@ enum {
     BATON__PEER_UPGRADE,   /* the tool waits for a started successor */
 };
 
-/* A successor we started ourselves (baton upgrade, baton_upgrade()). */
+/* A successor we started ourselves (baton upgrade, baton_upgrade()). Once
+ * its upgrade is reported failed it may never take over: it is dropped,
+ * sent SIGTERM, and SIGKILL at kill_at if it still lives. */
 struct baton__job {
     pid_t pid; /* 0: none running */
-    int pidfd;
+    int pidfd; /* watched until the process is reaped or takes over */
     uint64_t deadline;
-    int result; /* valid once done */
+    uint64_t kill_at; /* monotonic ms; 0: no SIGKILL due */
+    int result;       /* valid once done */
     bool done;
     bool local; /* baton_upgrade() in this process waits for it */
     char msg[256];
 };
+
+/* How long a successor whose upgrade failed has to exit after SIGTERM. */
+#define BATON__KILL_GRACE_MS 3000
 
 struct baton {
     struct baton_options opts;
@@ -139,6 +145,10 @@ struct baton {
     int inotifyfd; /* changes to control.sock while we own it */
     bool superseded;
     bool takeover_busy;
+    /* At the fd limit the control socket is not watched until
+     * accept_paused_until (monotonic ms; 0: watched). */
+    uint64_t accept_paused_until;
+    unsigned accept_backoff_ms, accept_refusals;
     struct baton__peer peers[BATON__MAX_PEERS];
     struct baton__job job;
     pthread_t thread;

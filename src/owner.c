@@ -20,6 +20,7 @@
 #include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -85,6 +86,10 @@ static void arm_timer(baton *b)
             next = b->peers[i].deadline;
     if (b->job.pid && !b->job.done && b->job.deadline < next)
         next = b->job.deadline;
+    if (b->job.kill_at && b->job.kill_at < next)
+        next = b->job.kill_at;
+    if (b->accept_paused_until && b->accept_paused_until < next)
+        next = b->accept_paused_until;
     if (next != UINT64_MAX) {
         uint64_t d = next > now ? next - now : 1;
         its.it_value.tv_sec = d / 1000;
@@ -94,22 +99,31 @@ static void arm_timer(baton *b)
 }
 
 static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const char *msg);
+static void ctl_check(baton *b);
+static void accept_peers(baton *b);
+
+/* A signal by pidfd: never to a process that reused the pid. */
+static int pidfd_signal(int pidfd, int sig)
+{
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
 
 void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
 {
+    bool taking = p->phase >= BATON__PEER_SENDING && p->phase <= BATON__PEER_PUBLISH;
+    pid_t pid = p->pid;
+
     if (p->fd < 0)
         return;
     if (err)
         baton__send_error(p->fd, err, why);
-    if (p->phase >= BATON__PEER_SENDING && p->phase <= BATON__PEER_PUBLISH) {
+    if (taking) {
         b->takeover_busy = false;
         if (why)
-            baton__log(b, BATON_LOG_WARNING, "successor pid %d failed: %s; serving on", (int)p->pid,
+            baton__log(b, BATON_LOG_WARNING, "successor pid %d failed: %s; serving on", (int)pid,
                        why);
-        if (b->job.pid && !b->job.done && p->pid == b->job.pid)
-            job_finish(b, err ? err : -ECONNRESET, 0, 0, why);
     } else if (why) {
-        baton__log(b, BATON_LOG_WARNING, "control peer pid %d dropped: %s", (int)p->pid, why);
+        baton__log(b, BATON_LOG_WARNING, "control peer pid %d dropped: %s", (int)pid, why);
     }
     epoll_ctl(b->epfd, EPOLL_CTL_DEL, p->fd, NULL);
     close(p->fd);
@@ -117,6 +131,45 @@ void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
         close(p->state_fd);
     memset(p, 0, sizeof(*p));
     p->fd = p->state_fd = -1;
+    /* Last, once the slot is free: job_finish() drops the job's peers. */
+    if (taking && b->job.pid && !b->job.done && pid == b->job.pid)
+        job_finish(b, err ? err : -ECONNRESET, 0, 0, why);
+}
+
+/* Did we report this process's upgrade failed? Then it never takes over. */
+static bool job_doomed(const baton *b, pid_t pid)
+{
+    return b->job.pid && b->job.done && b->job.result < 0 && pid == b->job.pid;
+}
+
+/*
+ * accept() at the fd limit fails and leaves the connection queued, so a
+ * level-triggered listener would wake us at once, for ever: stop watching
+ * it for a while (100 ms, doubling to 1 s while it goes on) and say so once
+ * per episode, as libuv and nginx do. Connections wait in the backlog
+ * meanwhile; none is refused by us.
+ */
+static void accept_pause(baton *b, int err)
+{
+    uint64_t now = baton__now_ms();
+
+    if (!b->accept_backoff_ms) {
+        b->accept_backoff_ms = 100;
+        baton__log(b, BATON_LOG_WARNING,
+                   "control socket: accept: %s; pausing accepts until fds free up", strerror(err));
+    } else if (b->accept_backoff_ms < 1000) {
+        b->accept_backoff_ms *= 2;
+    }
+    b->accept_paused_until = now + b->accept_backoff_ms;
+    b->accept_refusals++;
+    ep_mod(b, b->ctl_fd, 0, TAG_CTL);
+}
+
+static void accept_resume(baton *b)
+{
+    b->accept_paused_until = 0;
+    if (b->ctl_fd >= 0)
+        ep_mod(b, b->ctl_fd, EPOLLIN, TAG_CTL);
 }
 
 static void accept_peers(baton *b)
@@ -128,8 +181,20 @@ static void accept_peers(baton *b)
         int fd, slot;
 
         fd = accept4(b->ctl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+            accept_pause(b, errno);
+            return;
+        }
+        if (fd < 0 && (errno == ECONNABORTED || errno == EINTR))
+            continue;
         if (fd < 0)
             return;
+        if (b->accept_backoff_ms) {
+            baton__log(b, BATON_LOG_INFO, "control socket: accepting again after %u pauses",
+                       b->accept_refusals);
+            b->accept_backoff_ms = 0;
+            b->accept_refusals = 0;
+        }
         for (slot = 0; slot < BATON__MAX_PEERS && !p; slot++)
             if (b->peers[slot].fd < 0)
                 p = &b->peers[slot];
@@ -146,6 +211,13 @@ static void accept_peers(baton *b)
             baton__log(b, BATON_LOG_WARNING, "control peer pid %d uid %u refused: not allowed",
                        (int)cr.pid, (unsigned)cr.uid);
             baton__send_error(fd, -EACCES, "uid not allowed to take over");
+            close(fd);
+            continue;
+        }
+        if (job_doomed(b, cr.pid)) {
+            baton__log(b, BATON_LOG_WARNING,
+                       "successor pid %d refused: its upgrade was reported failed", (int)cr.pid);
+            baton__send_error(fd, -ETIMEDOUT, "this upgrade was reported failed");
             close(fd);
             continue;
         }
@@ -418,6 +490,18 @@ static void expire(baton *b)
     }
     if (b->job.pid && !b->job.done && b->job.deadline <= now)
         job_finish(b, -ETIMEDOUT, 0, 0, "successor not ready in time");
+    if (b->job.kill_at && b->job.kill_at <= now) {
+        b->job.kill_at = 0;
+        baton__log(b, BATON_LOG_WARNING,
+                   "successor pid %d still runs %d ms after SIGTERM; sending SIGKILL",
+                   (int)b->job.pid, BATON__KILL_GRACE_MS);
+        pidfd_signal(b->job.pidfd, SIGKILL);
+    }
+    if (b->accept_paused_until && b->accept_paused_until <= now) {
+        accept_resume(b);
+        if (b->ctl_fd >= 0)
+            accept_peers(b);
+    }
 }
 
 /* Reap the successor we started, if it exited. */
@@ -449,6 +533,32 @@ static void on_job(baton *b)
     close(b->job.pidfd);
     b->job.pidfd = -1;
     b->job.pid = 0;
+    b->job.kill_at = 0;
+}
+
+/*
+ * The job's upgrade is reported failed: that must stay true. Drop every
+ * link its process has with us, wherever it got to (one between COMMIT and
+ * PUBLISHED may have put its socket in place: put ours back), and end the
+ * process, SIGTERM and then SIGKILL after a grace period. Its peer's own
+ * deadline may be later than the job's; what we reported wins.
+ */
+static void job_stop(baton *b)
+{
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        bool published = p->phase == BATON__PEER_PUBLISH;
+
+        if (p->fd < 0 || p->waits_job || p->pid != b->job.pid)
+            continue;
+        baton__drop_peer(b, p, -ETIMEDOUT, "its upgrade was reported failed");
+        if (published)
+            ctl_check(b);
+    }
+    if (b->job.pidfd >= 0 && pidfd_signal(b->job.pidfd, SIGTERM) == 0) {
+        b->job.kill_at = baton__now_ms() + BATON__KILL_GRACE_MS;
+        baton__log(b, BATON_LOG_INFO, "stopping successor pid %d (SIGTERM)", (int)b->job.pid);
+    }
 }
 
 static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const char *msg)
@@ -468,8 +578,10 @@ static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const 
                     NULL, 0);
         baton__drop_peer(b, p, 0, NULL);
     }
-    if (err)
+    if (err) {
         baton__log(b, BATON_LOG_WARNING, "upgrade failed: %s", b->job.msg);
+        job_stop(b);
+    }
     if (b->job.local && write(b->jobfd, &one, sizeof(one)) < 0) {
         /* Cannot overflow: one write per job. */
     }
@@ -616,6 +728,14 @@ static int job_spawn(baton *b, char *const argv[], int timeout_ms)
     if (b->job.pid && !b->job.done)
         return 0;
     if (b->job.pidfd >= 0) {
+        /* The last one failed and is still on its way out: hurry it, and
+         * reap it if it is gone within a second (else its exit is the
+         * application's to reap). */
+        struct pollfd pf = {.fd = b->job.pidfd, .events = POLLIN};
+        siginfo_t si;
+        pidfd_signal(b->job.pidfd, SIGKILL);
+        if (poll(&pf, 1, 1000) == 1)
+            waitid(P_PIDFD, b->job.pidfd, &si, WEXITED | WNOHANG);
         epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
         close(b->job.pidfd);
     }

@@ -12,9 +12,17 @@
  * sends "quit". MODE "fail", or an existing FAILFILE, makes it report
  * "fail GEN PID" and exit 1 after baton_open(), before baton_ready().
  * Started again by the library with the same argv, it behaves the same.
+ *
+ * FAILFILE may instead say how to be slow (a server that starts slowly is
+ * the subject of those tests, so here a sleep is the behaviour itself):
+ * "slow MS" sleeps MS before baton_open(), "stall MS" between baton_open()
+ * and baton_ready(), "stubborn MS" the same with SIGTERM ignored. A slow
+ * start first reports "start PID".
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,20 +70,58 @@ static int serve(baton *b, int lfd, const char *report)
     }
 }
 
+/* What FAILFILE says: 'f' fail, 's' slow, 't' stall, 'k' stubborn, 0 none. */
+static int failfile_mode(const char *path, int *ret_ms)
+{
+    char buf[64] = {0};
+    FILE *f = fopen(path, "re");
+    int mode = 'f';
+
+    *ret_ms = 0;
+    if (!f)
+        return 0;
+    if (fgets(buf, sizeof(buf), f)) {
+        if (sscanf(buf, "slow %d", ret_ms) == 1)
+            mode = 's';
+        else if (sscanf(buf, "stall %d", ret_ms) == 1)
+            mode = 't';
+        else if (sscanf(buf, "stubborn %d", ret_ms) == 1)
+            mode = 'k';
+    }
+    fclose(f);
+    return mode;
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 int main(int argc, char **argv)
 {
     struct baton_options o = {0};
     const char *report;
     bool fail;
     baton *b;
-    int r, lfd;
+    int r, lfd, mode = 0, ms = 0;
 
     if (argc < 4) {
         fprintf(stderr, "usage: %s DIR REPORT serve|fail [FAILFILE]\n", argv[0]);
         return 2;
     }
     report = argv[2];
-    fail = strcmp(argv[3], "fail") == 0 || (argc > 4 && access(argv[4], F_OK) == 0);
+    if (argc > 4)
+        mode = failfile_mode(argv[4], &ms);
+    if (mode == 's' || mode == 't' || mode == 'k')
+        t_report_send(report, "start %d", (int)getpid());
+    fail = strcmp(argv[3], "fail") == 0 || mode == 'f';
+    if (mode == 'k')
+        signal(SIGTERM, SIG_IGN);
+    if (mode == 's')
+        pause_ms(ms);
     o.dir = argv[1];
     o.ready_timeout_ms = 5000;
     o.allowed_uid = (uid_t)-1;
@@ -89,6 +135,8 @@ int main(int argc, char **argv)
         /* Exit without baton_free(), as a crashing program would. */
         _exit(1);
     }
+    if (mode == 't' || mode == 'k')
+        pause_ms(ms);
     lfd = baton_listen(b, "web", "tcp://127.0.0.1:0", 0);
     if (lfd < 0) {
         t_report_send(report, "error listen %d", lfd);
