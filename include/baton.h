@@ -16,6 +16,7 @@
 #define BATON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -66,15 +67,27 @@ enum {
 
 typedef struct baton baton;
 
+/*
+ * Options for baton_open(). Zero-initialise the whole struct
+ * (`struct baton_options o = {0};`, or designated initialisers) and set
+ * what you need: resv is room for fields of later versions and must be
+ * zero, or baton_open() fails with -EINVAL, so that a program built
+ * against a newer libbaton never runs with an older one that would
+ * silently ignore what it asked for.
+ */
 struct baton_options {
     const char *dir;      /* coordination directory (created 0700 if absent) */
     int ready_timeout_ms; /* how long a successor may take from connect to READY; 0 = 10000 */
     uid_t allowed_uid;    /* extra uid allowed to take over; (uid_t)-1 = only our euid */
-    unsigned flags;       /* BATON_NO_THREAD, BATON_WAIT_LOCK, BATON_NO_INHERIT */
+    unsigned flags;       /* BATON_* flags above, or'ed; unknown bits give -EINVAL */
     /* Called from any thread of the library, possibly concurrently with the
-     * application; msg is valid only during the call. May be NULL. */
+     * application; msg is valid only during the call. May be NULL. Failures
+     * that a call returns come at BATON_LOG_DEBUG (the caller is told);
+     * BATON_LOG_WARNING is for what no call returns, such as a successor
+     * that failed and was dropped while we serve on. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;
+    uint64_t resv[8]; /* must be zero */
 };
 
 /*
@@ -187,7 +200,8 @@ struct baton_conn {
     int fd;            /* in: the connection; the caller keeps it */
     const void *state; /* in: its state, len bytes */
     size_t len;
-    int result; /* out: 0 the successor has it, or -errno: still ours */
+    int result;       /* out: 0 the successor has it, or -errno: still ours */
+    unsigned resv[3]; /* must be zero (room for later fields): else -EINVAL */
 };
 
 /* Owner: hand n connections over in one pipelined burst (fd batches of up
@@ -221,7 +235,13 @@ int baton_control_fd(const baton *b);
 /* With BATON_NO_THREAD: handle pending control events without blocking. */
 int baton_dispatch(baton *b);
 
-/* A message describing the last failure on this handle ("" if none). */
+/*
+ * A message describing the last failure of a baton call made by the
+ * calling thread ("" if none), as dlerror() does: per thread, so that the
+ * library's own thread never overwrites it. b may be NULL, which is how
+ * to read why baton_open() failed. The string stays valid until the next
+ * failing baton call in this thread.
+ */
 const char *baton_last_error(const baton *b);
 
 /* "MAJOR.MINOR.PATCH" */

@@ -271,11 +271,19 @@ void baton__table_close(struct baton__table *t)
 static int check_options(const struct baton_options *o)
 {
     if (!o || !o->dir || !o->dir[0] || o->ready_timeout_ms < 0)
-        return -EINVAL;
+        return baton__fail(NULL, EINVAL, "baton_open: no directory, or a negative timeout");
     if (o->flags & ~KNOWN_FLAGS)
-        return -EINVAL;
+        return baton__fail(NULL, EINVAL, "baton_open: unknown flags 0x%x", o->flags & ~KNOWN_FLAGS);
+    /* Room for fields to come: a program that sets one is built against a
+     * newer baton than the one it runs with. */
+    for (size_t i = 0; i < sizeof(o->resv) / sizeof(o->resv[0]); i++)
+        if (o->resv[i])
+            return baton__fail(NULL, EINVAL,
+                               "baton_open: reserved option field %zu is not zero (built "
+                               "against a newer libbaton?)",
+                               i);
     if (strlen(o->dir) >= sizeof(((baton *)0)->dir))
-        return -ENAMETOOLONG;
+        return baton__fail(NULL, ENAMETOOLONG, "baton_open: directory path too long");
     return 0;
 }
 
@@ -500,15 +508,19 @@ BATON_EXPORT int baton_add_fd(baton *b, const char *name, int fd)
     dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (dup < 0)
         return baton__fail(b, errno, "baton_add_fd(%s): fcntl(%d, F_DUPFD_CLOEXEC)", name, fd);
+    /* One critical section: the dispatcher (a takeover's HELLO counts the
+     * table; PUBLISH rewrites the record) sees the table and the record
+     * change together, and baton_ready() in another thread either ran
+     * before (we write the record) or after (it writes it). */
     pthread_mutex_lock(&b->mu);
     r = baton__table_add(&b->own, name, "", BATON__KIND_FD, dup);
+    if (r == 0 && b->ready)
+        baton__record_write_locked(b);
     pthread_mutex_unlock(&b->mu);
     if (r < 0) {
         close(dup);
         return baton__fail(b, r, "baton_add_fd(%s)", name);
     }
-    if (b->ready)
-        baton__record_write(b);
     return 0;
 }
 
@@ -595,7 +607,9 @@ BATON_EXPORT int baton_ready(baton *b)
     /* Before close_unclaimed(): the fd store forgets what we did not claim. */
     baton__sd_notify_ready(b);
     close_unclaimed(b);
+    pthread_mutex_lock(&b->mu);
     b->ready = true;
+    pthread_mutex_unlock(&b->mu);
     baton__unlock(b);
     baton__dir_sweep(b);
     return baton__owner_start(b, ctl);

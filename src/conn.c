@@ -409,6 +409,9 @@ static int check_conn(struct baton_conn *c)
         return -EMSGSIZE;
     if (!c->state && c->len)
         return -EINVAL;
+    for (size_t i = 0; i < sizeof(c->resv) / sizeof(c->resv[0]); i++)
+        if (c->resv[i])
+            return -EINVAL;
     if (getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0)
         return errno == ENOTSOCK ? -ENOTSOCK : -EBADF;
     return -EINPROGRESS;

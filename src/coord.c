@@ -334,7 +334,7 @@ static void local_address(int fd, int kind, char *buf, size_t len)
  * record or the new one.
  *   pid 123 / generation 4 / since 1700000000123 / fd NAME KIND ADDRESS LOCAL
  */
-static int record_write(baton *b, bool locked)
+static int record_write(baton *b)
 {
     char tmp[64], local[96];
     FILE *f;
@@ -351,16 +351,12 @@ static int record_write(baton *b, bool locked)
     }
     fprintf(f, "baton-owner 1\npid %d\ngeneration %d\nsince %llu\n", (int)getpid(), b->generation,
             (unsigned long long)b->since_ms);
-    if (!locked)
-        pthread_mutex_lock(&b->mu);
     for (size_t i = 0; i < b->own.n; i++) {
         struct baton__entry *e = &b->own.v[i];
         local_address(e->fd, e->kind, local, sizeof(local));
         fprintf(f, "fd %s %s %s %s\n", e->name, kind_name(e->kind), e->addr[0] ? e->addr : "-",
                 local);
     }
-    if (!locked)
-        pthread_mutex_unlock(&b->mu);
     if (fflush(f) != 0 || ferror(f)) {
         int e = errno;
         fclose(f);
@@ -376,15 +372,22 @@ static int record_write(baton *b, bool locked)
     return 0;
 }
 
+/* The whole write under b->mu: the dispatcher writes the record too, and
+ * both would use the same temporary file. */
 int baton__record_write(baton *b)
 {
-    return record_write(b, false);
+    int r;
+
+    pthread_mutex_lock(&b->mu);
+    r = record_write(b);
+    pthread_mutex_unlock(&b->mu);
+    return r;
 }
 
 /* For the dispatcher, which holds b->mu already. */
 int baton__record_write_locked(baton *b)
 {
-    return record_write(b, true);
+    return record_write(b);
 }
 
 /* Make sure control.sock is the socket *ctl_fd listens on; if another

@@ -43,14 +43,6 @@ static void unmount(void)
         umount2(mnt, MNT_DETACH);
 }
 
-static char last_msg[600];
-
-static void keep_log(void *ctx, int level, const char *msg)
-{
-    if (level <= BATON_LOG_ERR)
-        snprintf(last_msg, sizeof(last_msg), "%s", msg);
-}
-
 static int owner_main(int chan, void *arg)
 {
     struct baton_options o = t_opts(dir, 5000, 0);
@@ -73,7 +65,6 @@ static int succ_main(int chan, void *arg)
     baton *b;
     int lfd, r;
 
-    o.log = keep_log;
     T_OK(baton_open(&o, &b));
     T_EQ(baton_generation(b), 2);
     lfd = T_OK(baton_listen(b, "web", ADDR, 0));

@@ -42,14 +42,6 @@ static void remount(bool ro)
     T_SYS(mount(NULL, mnt, NULL, MS_REMOUNT | (ro ? MS_RDONLY : 0), "size=1m"));
 }
 
-static char last_msg[600];
-
-static void keep_log(void *ctx, int level, const char *msg)
-{
-    if (level <= BATON_LOG_ERR)
-        snprintf(last_msg, sizeof(last_msg), "%s", msg);
-}
-
 static int owner_main(int chan, void *arg)
 {
     struct baton_options o = t_opts(dir, 5000, 0);
@@ -72,12 +64,11 @@ static int succ_main(int chan, void *arg)
     baton *b = NULL;
     int lfd, r;
 
-    o.log = keep_log;
     r = baton_open(&o, &b);
     t_tell(chan, r);
     if (r < 0) {
-        t_log("baton_open: %s", last_msg);
-        T_ASSERT(strstr(last_msg, dir));
+        t_log("baton_open: %s", baton_last_error(NULL));
+        T_ASSERT(strstr(baton_last_error(NULL), dir));
         return 0;
     }
     T_EQ(baton_generation(b), 2);
@@ -126,11 +117,10 @@ int main(int argc, char **argv)
     /* 1. A fresh start on a read-only file system. */
     remount(true);
     o = t_opts(dir, 5000, 0);
-    o.log = keep_log;
     T_EQ(baton_open(&o, &b), -EROFS);
     T_ASSERT(b == NULL);
-    t_log("fresh start: %s", last_msg);
-    T_ASSERT(strstr(last_msg, dir));
+    t_log("fresh start: %s", baton_last_error(NULL));
+    T_ASSERT(strstr(baton_last_error(NULL), dir));
 
     /* 2. Read-only under a serving owner. */
     remount(false);
