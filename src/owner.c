@@ -324,6 +324,9 @@ static void ctl_check(baton *b)
     if (fd < 0)
         return;
     r = baton__ctl_ensure(b, &fd);
+    if (r < 0)
+        baton__log(b, BATON_LOG_WARNING, "cannot put our control socket back: %s",
+                   baton__last_err());
     if (r <= 0)
         return;
     /* ctl_ensure closed the old socket, which took its epoll entry along. */
@@ -400,6 +403,11 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
                 false);
             if (r > 0)
                 r = 0;
+            if (r < 0) {
+                /* The tool is told why; nobody else is. */
+                baton__drop_peer(b, p, r, baton__last_err());
+                return;
+            }
         } else
             baton__drop_peer(b, p, -EINVAL,
                              b->superseded ? "superseded already" : "unknown request");
