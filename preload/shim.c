@@ -194,6 +194,8 @@ static int (*real_close)(int);
 static int (*real_dup)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_fcntl64)(int, int, ...);
 static int (*real_unlink)(const char *);
 static int (*real_unlinkat)(int, const char *, int);
 
@@ -217,9 +219,13 @@ static void resolve(void)
     R(real_dup, "dup");
     R(real_dup2, "dup2");
     R(real_dup3, "dup3");
+    R(real_fcntl, "fcntl");
+    R(real_fcntl64, "fcntl64");
     R(real_unlink, "unlink");
     R(real_unlinkat, "unlinkat");
 #undef R
+    if (!real_fcntl64) /* glibc before 2.28: nobody calls it */
+        real_fcntl64 = real_fcntl;
 }
 
 /* Another library's constructor may call us before ours ran. */
@@ -876,7 +882,7 @@ SHIM_EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *x, const struct tim
     return REAL(pselect)(n, r, w, x, t, ss);
 }
 
-/* --- close, dup. ------------------------------------------------------------ */
+/* --- close, dup, fcntl. ---------------------------------------------------- */
 
 SHIM_EXPORT int close(int fd)
 {
@@ -934,6 +940,54 @@ SHIM_EXPORT int dup3(int oldfd, int newfd, int flags)
         dup_track(oldfd, newfd);
     errno = e;
     return r;
+}
+
+/* fcntl() and fcntl64() (what a program built with _FILE_OFFSET_BITS=64
+ * calls, CPython among them; the same function on 64-bit) copy an fd with
+ * F_DUPFD and F_DUPFD_CLOEXEC. CPython's socket.dup(), socket.fromfd() and
+ * os.dup() copy that way: an untracked copy of a listener would go on
+ * accepting in the old copy after the handover. Every other command passes
+ * straight through. The third argument is an int or a pointer, by command,
+ * or absent; like glibc's own fcntl(), this reads it as a pointer-sized word
+ * and passes it on as one, and the callee reads back what was passed. */
+#ifdef __USE_FILE_OFFSET64
+#error "fcntl.h renames fcntl to fcntl64 here: build the shim without _FILE_OFFSET_BITS=64"
+#endif
+
+static int fcntl_dup(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+    int r = real(fd, cmd, arg), e = errno;
+
+    if (r >= 0 && entry_of(fd))
+        dup_track(fd, r);
+    errno = e;
+    return r;
+}
+
+SHIM_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    void *arg;
+
+    va_start(ap, cmd);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+        return fcntl_dup(REAL(fcntl), fd, cmd, arg);
+    return REAL(fcntl)(fd, cmd, arg);
+}
+
+SHIM_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    void *arg;
+
+    va_start(ap, cmd);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+        return fcntl_dup(REAL(fcntl64), fd, cmd, arg);
+    return REAL(fcntl64)(fd, cmd, arg);
 }
 
 /* --- unlink: a unix listener's path belongs to the service. -------------- */
