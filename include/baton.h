@@ -239,8 +239,9 @@ int baton_dispatch(baton *b);
  * A message describing the last failure of a baton call made by the
  * calling thread ("" if none), as dlerror() does: per thread, so that the
  * library's own thread never overwrites it. b may be NULL, which is how
- * to read why baton_open() failed. The string stays valid until the next
- * failing baton call in this thread.
+ * to read why baton_open() failed. A call that succeeds leaves it as it
+ * was. The string stays valid until the next failing baton call in this
+ * thread.
  */
 const char *baton_last_error(const baton *b);
 

@@ -336,14 +336,13 @@ BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
     baton *b;
     int r;
 
-    if (!ret)
-        return -EINVAL;
+    BATON__ARG(ret);
     r = check_options(opts);
     if (r < 0)
         return r;
     b = handle_new(opts);
     if (!b)
-        return -ENOMEM;
+        return baton__fail(NULL, ENOMEM, "baton_open: allocating the handle");
 
     r = baton__argv_load(b);
     if (r >= 0)
@@ -437,8 +436,7 @@ BATON_EXPORT int baton_listen(baton *b, const char *name, const char *address, i
     struct baton__entry *e;
     int kind, fd, r;
 
-    if (!b || !name || !address)
-        return -EINVAL;
+    BATON__ARG(b && name && address);
     if (!baton__name_ok(name))
         return baton__fail(b, strlen(name) > BATON_NAME_MAX ? ENAMETOOLONG : EINVAL,
                            "baton_listen: bad name");
@@ -480,8 +478,7 @@ BATON_EXPORT int baton_fd(baton *b, const char *name)
     struct baton__entry *e;
     int fd;
 
-    if (!b || !name)
-        return -EINVAL;
+    BATON__ARG(b && name);
     e = baton__table_find(&b->inh, name);
     if (e)
         return e->claimed ? e->fd : claim(b, e);
@@ -526,8 +523,7 @@ BATON_EXPORT int baton_add_fd(baton *b, const char *name, int fd)
 
 BATON_EXPORT int baton_state(baton *b, const void **ret_data, size_t *ret_len)
 {
-    if (!b || !ret_data || !ret_len)
-        return -EINVAL;
+    BATON__ARG(b && ret_data && ret_len);
     *ret_data = b->state_map;
     *ret_len = b->state_map ? b->state_map_len : 0;
     return 0;
@@ -537,8 +533,7 @@ BATON_EXPORT int baton_set_state(baton *b, const void *data, size_t len)
 {
     int fd = -1, old, r;
 
-    if (!b || (!data && len))
-        return -EINVAL;
+    BATON__ARG(b && (data || !len));
     if (len) {
         r = baton__state_make(data, len, &fd);
         if (r < 0)
@@ -584,8 +579,7 @@ BATON_EXPORT int baton_ready(baton *b)
     char tmp[128];
     int ctl = -1, r;
 
-    if (!b)
-        return -EINVAL;
+    BATON__ARG(b);
     if (b->ready)
         return baton__fail(b, EALREADY, "baton_ready");
     r = baton__ctl_create(b, &ctl, tmp, sizeof(tmp));
@@ -624,8 +618,7 @@ BATON_EXPORT int baton_wait_upgrade(baton *b, int timeout_ms)
 {
     uint64_t deadline;
 
-    if (!b)
-        return -EINVAL;
+    BATON__ARG(b);
     deadline = timeout_ms < 0 ? UINT64_MAX : baton__now_ms() + timeout_ms;
     for (;;) {
         struct pollfd p[2] = {{.fd = b->upgradefd, .events = POLLIN},
@@ -649,8 +642,7 @@ BATON_EXPORT int baton_wait_upgrade(baton *b, int timeout_ms)
 
 BATON_EXPORT int baton_upgrade(baton *b, char *const argv[])
 {
-    if (!b)
-        return -EINVAL;
+    BATON__ARG(b);
     if (!b->ready)
         return baton__fail(b, EINVAL, "baton_upgrade: call baton_ready() first");
     return baton__job_start(b, argv, b->opts.ready_timeout_ms + 1000, true);
@@ -658,15 +650,13 @@ BATON_EXPORT int baton_upgrade(baton *b, char *const argv[])
 
 BATON_EXPORT int baton_control_fd(const baton *b)
 {
-    if (!b || !(b->opts.flags & BATON_NO_THREAD))
-        return -EINVAL;
+    BATON__ARG(b && (b->opts.flags & BATON_NO_THREAD));
     return b->epfd;
 }
 
 BATON_EXPORT int baton_dispatch(baton *b)
 {
-    if (!b || !(b->opts.flags & BATON_NO_THREAD))
-        return -EINVAL;
+    BATON__ARG(b && (b->opts.flags & BATON_NO_THREAD));
     return baton__owner_dispatch(b);
 }
 

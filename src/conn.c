@@ -197,8 +197,7 @@ BATON_EXPORT int baton_conn_accept(baton *b, void *state_buf, size_t buf_len, si
     struct baton__qconn *q;
     int fd;
 
-    if (!b || !ret_len || (!state_buf && buf_len))
-        return -EINVAL;
+    BATON__ARG(b && ret_len && (state_buf || !buf_len));
     pthread_mutex_lock(&b->mu);
     /* Read the link ourselves rather than wait for the dispatcher to wake:
      * in a burst of thousands that saves a thread switch per batch. */
@@ -217,7 +216,8 @@ BATON_EXPORT int baton_conn_accept(baton *b, void *state_buf, size_t buf_len, si
     if (q->len > buf_len) {
         *ret_len = q->len;
         pthread_mutex_unlock(&b->mu);
-        return -EMSGSIZE;
+        return baton__fail(b, EMSGSIZE, "baton_conn_accept: the state is %u bytes, the buffer %zu",
+                           q->len, buf_len);
     }
     if (q->len)
         memcpy(state_buf, q->state, q->len);
@@ -423,8 +423,7 @@ BATON_EXPORT int baton_handoff_batch(baton *b, struct baton_conn *conns, size_t 
     struct baton__peer *p;
     int r;
 
-    if (!b || (!conns && n) || n > UINT32_MAX / 2)
-        return -EINVAL;
+    BATON__ARG(b && (conns || !n) && n <= UINT32_MAX / 2);
     for (size_t i = 0; i < n; i++)
         if ((conns[i].result = check_conn(&conns[i])) == -EINPROGRESS)
             h.waiting++;
@@ -469,8 +468,7 @@ BATON_EXPORT int baton_handoff_done(baton *b)
     struct baton__peer *p;
     int r;
 
-    if (!b)
-        return -EINVAL;
+    BATON__ARG(b);
     r = link_take(b, &p);
     if (r == -EOPNOTSUPP)
         return 0; /* nothing was ever handed: nothing to end */

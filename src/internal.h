@@ -165,6 +165,14 @@ struct baton {
 void baton__log(const baton *b, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int baton__fail(baton *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Check an argument at the door of a public function (sd-daemon's
+ * assert_return): -EINVAL, with a message naming the function and the
+ * condition that failed. */
+#define BATON__ARG(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return baton__fail(NULL, EINVAL, "%s: invalid argument: %s", __func__, #cond);         \
+    } while (0)
 /* The calling thread's last failure message. */
 const char *baton__last_err(void);
 uint64_t baton__now_ms(void);
