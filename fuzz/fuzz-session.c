@@ -2,7 +2,9 @@
 /*
  * libFuzzer target for the session protocol's frame decoder
  * (session/frame.c): every frame type of the client link and the peer link.
- * The input is decoded as a stream of frames, as a link would see it.
+ * The input is decoded as a stream of frames, as a link would see it, once
+ * for each kind of link in each state (what it may carry), and nothing
+ * decoded may be a type the link may not carry, nor longer than its bound.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,26 +52,42 @@ static void touch(const struct baton__sframe *f)
     (void)sink;
 }
 
+static const uint32_t links[] = {
+    BATON__S_RX_ANY,    BATON__S_RX_CLIENT_NEW, BATON__S_RX_CLIENT_RESUMING,
+    BATON__S_RX_CLIENT, BATON__S_RX_SERVER,     BATON__S_RX_PEER_NEW,
+    BATON__S_RX_PEER,   BATON__S_RX_NEXT_NEW,   BATON__S_RX_NEXT,
+};
+
+static void decode_as(const uint8_t *copy, size_t size, uint32_t allow)
+{
+    size_t off = 0;
+
+    while (off < size) {
+        struct baton__sframe f;
+        int r = baton__sframe_decode(copy + off, size - off, allow, &f);
+        if (r < 0 && !f.why)
+            abort(); /* every refusal says why */
+        if (r <= 0)
+            break;
+        if ((size_t)r > size - off || (size_t)r > baton__sframe_bound(allow) ||
+            !(allow & BATON__S_BIT(f.type)))
+            abort();
+        touch(&f);
+        off += (size_t)r;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* A private copy of exactly size bytes, so that ASan catches any read
      * past the end. */
     uint8_t *copy = malloc(size ? size : 1);
-    size_t off = 0;
 
     if (!copy)
         return 0;
     memcpy(copy, data, size);
-    while (off < size) {
-        struct baton__sframe f;
-        int r = baton__sframe_decode(copy + off, size - off, &f);
-        if (r <= 0)
-            break;
-        if ((size_t)r > size - off)
-            abort();
-        touch(&f);
-        off += (size_t)r;
-    }
+    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+        decode_as(copy, size, links[i]);
     free(copy);
     return 0;
 }

@@ -80,7 +80,16 @@ typedef struct baton_session_client baton_session_client;
  * -ECONNRESET the connection broke, -EPROTO a malformed or unexpected
  * frame, -EMSGSIZE an oversized frame, -EBADMSG a counter that
  * acknowledges more than was sent, -EPROTONOSUPPORT another protocol
- * version, -ETIMEDOUT no answer in time.
+ * version, -ETIMEDOUT nothing from the client for idle_timeout_ms.
+ *
+ * What remote parties can make the server hold is bounded: each link reads
+ * only the frame types its state allows (a client before HELLO, a peer
+ * before authentication: a few small ones), so a connection buffers at
+ * most the largest of those; a connection must become a session or an
+ * authenticated peer within handshake_timeout_ms; a session's client must
+ * send something (the client library pings) every idle_timeout_ms; there
+ * are at most max_sessions sessions. A refusal is logged once per episode
+ * of like refusals, not once per connection.
  */
 struct baton_session_server_options {
     /* The pre-shared key of the peer link between servers (at least
@@ -99,6 +108,22 @@ struct baton_session_server_options {
      * A move that takes far longer than usual (a client that is gone)
      * leaves the window while it waits out its timeout. */
     int move_window;
+    /* The most sessions this server holds, moving ones and those arriving
+     * from another server included (0: half the soft RLIMIT_NOFILE when the
+     * server is created, as each session holds an fd). A HELLO or RESUME
+     * over it is answered CLOSE(FULL): the client library reports -EUSERS,
+     * and a moving session stays at its current server. */
+    int max_sessions;
+    /* How long a client connection may take from accept to its session
+     * (HELLO answered, or RESUME answered with RESUMED), and a peer link to
+     * authenticate; then it is closed (0: 10000 ms). */
+    int handshake_timeout_ms;
+    /* A session whose client sent nothing for this long is closed, with
+     * on_close(s, -ETIMEDOUT) (0: 60000 ms). The client library pings
+     * every third of it (the server tells it in PONG), so only a client
+     * that is gone, or that does not dispatch, reaches it. Not applied
+     * while a session moves. */
+    int idle_timeout_ms;
     void *ctx; /* passed to every callback */
 
     /* A client opened a new session. */
@@ -194,8 +219,15 @@ void *baton_session_data(const baton_session *s);
  * Errors passed to on_lost(): 0 the server closed the session, -ECONNABORTED
  * the session is lost (its server went away before handing it on),
  * -EACCES a resume token was refused, -ENOENT the next server does not know
- * the session, -EPROTO/-EMSGSIZE/-EBADMSG/-EPROTONOSUPPORT bad input from
- * the server, -ETIMEDOUT no answer in time, -ECONNREFUSED.
+ * the session, -EUSERS the server is full (its max_sessions), -EPROTO/
+ * -EMSGSIZE/-EBADMSG/-EPROTONOSUPPORT bad input from the server,
+ * -ETIMEDOUT no answer in time (or the server's idle limit passed: the
+ * application did not call dispatch), -ECONNREFUSED.
+ *
+ * A live session pings its server (PING) whenever it has written nothing
+ * to it for a third of the server's idle limit, which the server's answer
+ * (PONG) tells; the pings come from baton_session_client_dispatch(), so
+ * call it when the fd is readable, as always.
  */
 struct baton_session_client_options {
     /* How long to wait for the first server's WELCOME, and in a move for
@@ -213,8 +245,8 @@ struct baton_session_client_options {
     /* The session moved to address (err 0), or a move was called off and
      * the session stays where it was (err < 0: -ECANCELED the server
      * called it off, -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EACCES,
-     * -ENOENT from the next server). pause_us is how long sends were held
-     * back. Optional. */
+     * -ENOENT, -EUSERS from the next server). pause_us is how long sends
+     * were held back. Optional. */
     void (*on_moved)(void *ctx, baton_session_client *c, const char *address, int err,
                      uint64_t pause_us);
     /* The session ended (err as above). The handle stays valid (free it). */

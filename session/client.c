@@ -3,6 +3,8 @@
  * The client side: one session, one link to the server that holds it and,
  * while a move is under way, a second link to the next server. Sends are
  * held while moving and resent from the count the next server reports.
+ * A quiet live session is kept from the server's idle limit with PING
+ * frames (docs/session-protocol.md, "Keepalive").
  */
 #include <errno.h>
 #include <limits.h>
@@ -33,6 +35,14 @@ struct baton_session_client {
     uint64_t in_handled, in_acked_sent, out_sent;
     struct baton__squeue q;
     uint64_t move_start_us;
+    /* One timer serves two deadlines (monotonic ms, 0 none): the open or
+     * move timeout, and the next look at whether a PING is due. A second
+     * timerfd would cost every client one more fd, and a process of a
+     * thousand clients a thousand. */
+    int64_t tmo_at, ping_at;
+    /* A third of the server's idle limit (from its PONG; 0: no PING), and
+     * when we last wrote to the current server. */
+    int64_t ping_ms, last_out_ms;
     bool resume_sent; /* the whole RESUME is written: the move may be done */
     bool in_dispatch;
     char err[256];
@@ -52,11 +62,55 @@ static void set_err(baton_session_client *c, int level, const char *fmt, ...)
         c->o.log(c->o.ctx, level, c->err);
 }
 
+/* Set the timer to the earlier of the two deadlines, or off. */
+static void rearm(baton_session_client *c)
+{
+    int64_t at = c->tmo_at;
+    struct itimerspec it = {{0, 0}, {0, 0}};
+
+    if (c->ping_at && (!at || c->ping_at < at))
+        at = c->ping_at;
+    if (at) {
+        it.it_value.tv_sec = at / 1000;
+        it.it_value.tv_nsec = (at % 1000) * 1000000L;
+    }
+    timerfd_settime(c->timerfd, TFD_TIMER_ABSTIME, &it, NULL);
+}
+
+/* The open or move timeout: in ms from now, or 0 for none. */
 static void arm(baton_session_client *c, int ms)
 {
-    struct itimerspec it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000000L}};
+    c->tmo_at = ms ? baton__s_now_ms() + ms : 0;
+    rearm(c);
+}
 
-    timerfd_settime(c->timerfd, 0, &it, NULL);
+/* Put a PING on the current link (written at the end of the dispatch). */
+static void ping(baton_session_client *c)
+{
+    int64_t now = baton__s_now_ms();
+
+    if (c->cur && baton__slink_put(c->cur, BATON__S_PING, 0))
+        c->last_out_ms = now;
+    if (c->ping_ms) {
+        c->ping_at = now + c->ping_ms;
+        rearm(c);
+    }
+}
+
+/* The ping timer fired: PING if we have written nothing to the server for
+ * a third of its idle limit. Only a live session pings: a moving one's
+ * servers keep it without (the move has its own deadlines). */
+static void ping_due(baton_session_client *c, int64_t now)
+{
+    if (!c->ping_ms) {
+        c->ping_at = 0;
+        return;
+    }
+    if (c->state == C_LIVE && c->cur && now - c->last_out_ms >= c->ping_ms) {
+        ping(c);
+        return;
+    }
+    c->ping_at = (c->state == C_LIVE && c->cur ? c->last_out_ms : now) + c->ping_ms;
 }
 
 static void link_close(baton_session_client *c, struct baton__slink **lp)
@@ -89,7 +143,7 @@ static int link_open(baton_session_client *c, const char *address, int kind,
         close(fd);
         return -ENOMEM;
     }
-    baton__slink_init(l, fd, kind, BATON__S_HDR + 16 + BATON_SESSION_MSG_MAX);
+    baton__slink_init(l, fd, kind, BATON__S_RX_SERVER);
     if ((r = baton__slink_watch(l, c->epfd, l)) < 0) {
         baton__slink_release(l);
         free(l);
@@ -108,6 +162,7 @@ static void lose(baton_session_client *c, int err, const char *why)
     c->state = C_DEAD;
     link_close(c, &c->cur);
     link_close(c, &c->nxt);
+    c->ping_at = 0;
     arm(c, 0);
     if (c->o.on_lost)
         c->o.on_lost(c->o.ctx, c, err);
@@ -151,6 +206,8 @@ static void flush(baton_session_client *c)
             }
         }
     }
+    if (l->woff < l->wlen)
+        c->last_out_ms = baton__s_now_ms();
     if (baton__slink_flush(l) < 0)
         l->eof = true;
     else
@@ -226,6 +283,15 @@ static int on_data(baton_session_client *c, const struct baton__sframe *f)
     return 0;
 }
 
+/* A CLOSE from the server ends the session: keep its text in the message. */
+static void close_why(baton_session_client *c, const struct baton__sframe *f, const char *what)
+{
+    char why[BATON__S_TEXT_MAX + 64];
+
+    baton__s_fmt(why, sizeof(why), "%s (%.*s)", what, (int)f->u.close.text_len, f->u.close.text);
+    lose(c, baton__s_code_err(f->u.close.code), why);
+}
+
 static int on_cur_frame(baton_session_client *c, const struct baton__sframe *f)
 {
     struct baton__sframe a;
@@ -238,6 +304,7 @@ static int on_cur_frame(baton_session_client *c, const struct baton__sframe *f)
         baton__s_hex(c->id, c->hex);
         c->state = C_LIVE;
         arm(c, 0);
+        ping(c); /* learn the server's idle limit from its PONG */
         if (c->o.on_open)
             c->o.on_open(c->o.ctx, c);
         return 0;
@@ -251,6 +318,17 @@ static int on_cur_frame(baton_session_client *c, const struct baton__sframe *f)
         return on_data(c, &a);
     case BATON__S_MOVE:
         return c->state == C_OPENING ? -EPROTO : start_move(c, f);
+    case BATON__S_PONG:
+        if (c->state == C_OPENING)
+            return -EPROTO;
+        /* A third of the limit leaves two thirds of it for the PING to
+         * arrive, and lets one timer tick be late. */
+        c->ping_ms = f->u.pong.idle_ms / 3;
+        if (f->u.pong.idle_ms && !c->ping_ms)
+            c->ping_ms = 1;
+        c->ping_at = c->ping_ms ? c->last_out_ms + c->ping_ms : 0;
+        rearm(c);
+        return 0;
     case BATON__S_STAY:
         if (c->state == C_OPENING)
             return -EPROTO;
@@ -262,7 +340,7 @@ static int on_cur_frame(baton_session_client *c, const struct baton__sframe *f)
             link_close(c, &c->cur);
             return 0;
         }
-        lose(c, baton__s_code_err(f->u.close.code), "closed by the server");
+        close_why(c, f, "closed by the server");
         return 0;
     }
     return -EPROTO;
@@ -298,6 +376,9 @@ static int on_nxt_frame(baton_session_client *c, const struct baton__sframe *f)
     strcpy(c->addr, c->naddr);
     c->state = C_LIVE;
     arm(c, 0);
+    /* The next server may keep another idle limit: learn it afresh. */
+    c->ping_ms = c->ping_at = 0;
+    ping(c);
     if (c->o.on_moved)
         c->o.on_moved(c->o.ctx, c, c->addr, 0, baton__s_now_us() - c->move_start_us);
     return 0;
@@ -355,6 +436,25 @@ static void handle(baton_session_client *c, struct baton__slink *l, uint32_t ev)
         lose(c, -ECONNABORTED, "the server went away without handing the session on");
 }
 
+static void on_timer(baton_session_client *c)
+{
+    int64_t now = baton__s_now_ms();
+    uint64_t x;
+
+    if (read(c->timerfd, &x, sizeof(x)) <= 0)
+        return;
+    if (c->ping_at && now >= c->ping_at)
+        ping_due(c, now);
+    if (c->tmo_at && now >= c->tmo_at) {
+        c->tmo_at = 0;
+        if (c->state == C_OPENING)
+            lose(c, -ETIMEDOUT, "no answer from the server");
+        else if (c->state == C_MOVING)
+            move_failed(c, -ETIMEDOUT, "no answer from the next server");
+    }
+    rearm(c);
+}
+
 BATON_SESSION_EXPORT int baton_session_client_dispatch(baton_session_client *c)
 {
     struct epoll_event ev[8];
@@ -371,13 +471,7 @@ BATON_SESSION_EXPORT int baton_session_client_dispatch(baton_session_client *c)
     for (int i = 0; i < n && c->state != C_DEAD; i++) {
         struct baton__slink *l = ev[i].data.ptr;
         if (!l) {
-            uint64_t x;
-            if (read(c->timerfd, &x, sizeof(x)) <= 0)
-                continue;
-            if (c->state == C_OPENING)
-                lose(c, -ETIMEDOUT, "no answer from the server");
-            else if (c->state == C_MOVING)
-                move_failed(c, -ETIMEDOUT, "no answer from the next server");
+            on_timer(c);
             continue;
         }
         if (l != c->cur && l != c->nxt)
@@ -492,6 +586,8 @@ BATON_SESSION_EXPORT int baton_session_client_close(baton_session_client *c)
     c->state = C_DEAD;
     link_close(c, &c->cur);
     link_close(c, &c->nxt);
+    c->ping_at = 0;
+    arm(c, 0);
     return 0;
 }
 
@@ -535,7 +631,7 @@ BATON_SESSION_EXPORT const char *baton_session_strerror(int err)
     case -EBADMSG:
         return "a counter acknowledges more than was sent";
     case -ETIMEDOUT:
-        return "timed out";
+        return "timed out (a deadline or the idle limit passed)";
     case -ECONNRESET:
         return "connection reset";
     case -ECONNREFUSED:
@@ -550,6 +646,8 @@ BATON_SESSION_EXPORT const char *baton_session_strerror(int err)
         return "server shutting down";
     case -ECANCELED:
         return "move called off by the server";
+    case -EUSERS:
+        return "server full: it holds as many sessions as it may";
     case -EINVAL:
         return "invalid argument";
     }

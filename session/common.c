@@ -90,12 +90,18 @@ int baton__s_connect(const struct baton__saddr *a)
     return fd;
 }
 
-void baton__slink_init(struct baton__slink *l, int fd, int kind, size_t rmax)
+void baton__slink_init(struct baton__slink *l, int fd, int kind, uint32_t allow)
 {
     memset(l, 0, sizeof(*l));
     l->fd = fd;
     l->kind = kind;
-    l->rmax = rmax;
+    baton__slink_allow(l, allow);
+}
+
+void baton__slink_allow(struct baton__slink *l, uint32_t allow)
+{
+    l->allow = allow;
+    l->rmax = allow ? baton__sframe_bound(allow) : 0;
 }
 
 void baton__slink_release(struct baton__slink *l)
@@ -109,14 +115,17 @@ void baton__slink_release(struct baton__slink *l)
     l->rlen = l->roff = l->rcap = l->wlen = l->woff = l->wcap = 0;
 }
 
-static int grow(uint8_t **buf, size_t *cap, size_t need)
+/* Grow *buf to hold need bytes, doubling, but past max only to need. */
+static int grow(uint8_t **buf, size_t *cap, size_t need, size_t max)
 {
     size_t n = *cap ? *cap : 4096;
     uint8_t *p;
 
     while (n < need)
         n *= 2;
-    if (n == *cap)
+    if (n > max)
+        n = need > max ? need : max;
+    if (n <= *cap)
         return 0;
     p = realloc(*buf, n);
     if (!p)
@@ -126,9 +135,17 @@ static int grow(uint8_t **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* What the read buffer may hold. A link that carries only small frames
+ * (a client before HELLO, a peer before authentication) gets a page: a
+ * thousand idle connections then cost 4 MiB, not 64. */
+static size_t rbuf_bound(const struct baton__slink *l)
+{
+    return l->rmax <= 2048 ? 4096 : l->rmax + 65536;
+}
+
 int baton__slink_read(struct baton__slink *l)
 {
-    size_t total = 0;
+    size_t total = 0, bound = rbuf_bound(l);
     int got = 0;
 
     if (l->roff > 0 && l->roff == l->rlen)
@@ -142,8 +159,14 @@ int baton__slink_read(struct baton__slink *l)
             l->rlen -= l->roff;
             l->roff = 0;
         }
-        if (l->rcap - l->rlen < 16384 && grow(&l->rbuf, &l->rcap, l->rlen + 65536) < 0)
+        if (l->rcap - l->rlen < 16384 && l->rcap < bound &&
+            grow(&l->rbuf, &l->rcap, l->rlen + 65536 < bound ? l->rlen + 65536 : bound, bound) < 0)
             return -ENOMEM;
+        /* Full: decode before reading more. A partial frame is at most
+         * rmax, less than the bound, so a full buffer holds a whole frame
+         * or an error, and the decoder makes room. */
+        if (l->rlen == l->rcap)
+            break;
         n = read(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen);
         if (n > 0) {
             l->rlen += (size_t)n;
@@ -175,7 +198,7 @@ int baton__slink_next(struct baton__slink *l, struct baton__sframe *f)
 
     if (l->roff >= l->rlen)
         return 0; /* nothing read (rbuf may not exist yet) */
-    r = baton__sframe_decode(l->rbuf + l->roff, l->rlen - l->roff, f);
+    r = baton__sframe_decode(l->rbuf + l->roff, l->rlen - l->roff, l->allow, f);
     if (r > 0)
         l->roff += (size_t)r;
     return r;
@@ -187,7 +210,7 @@ uint8_t *baton__slink_put(struct baton__slink *l, uint8_t type, uint32_t len)
 
     if (l->woff > 0 && l->woff == l->wlen)
         l->woff = l->wlen = 0;
-    if (grow(&l->wbuf, &l->wcap, l->wlen + BATON__S_HDR + len) < 0)
+    if (grow(&l->wbuf, &l->wcap, l->wlen + BATON__S_HDR + len, SIZE_MAX) < 0)
         return NULL;
     p = l->wbuf + l->wlen;
     baton__s_hdr(p, type, len);

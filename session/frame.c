@@ -2,8 +2,10 @@
 /*
  * Frame decoding. The order of checks is part of the protocol: version
  * first, then the type and reserved bits, then the length against the
- * type's limits (before waiting for the payload, so that a peer cannot make
- * us buffer more than a frame of that type may hold), then the payload.
+ * type's limits, then whether the link may carry the type in its state, and
+ * only then the payload. All of the header's checks come before waiting for
+ * the payload, so that a peer cannot make us buffer more than the largest
+ * frame its link may carry in its state.
  */
 #include <errno.h>
 #include <string.h>
@@ -51,37 +53,48 @@ void baton__s_hdr(uint8_t *p, uint8_t type, uint32_t len)
     baton__s_put32(p + 4, len);
 }
 
-/* The payload length limits of each type; max 0 for an unknown type. */
-static void limits(uint8_t type, uint32_t *min, uint32_t *max)
+/* Each type's name and payload length limits; no name: an unknown type. */
+static const struct {
+    const char *name;
+    uint32_t min, max;
+} types[] = {
+    [BATON__S_HELLO] = {"HELLO", 0, 0},
+    [BATON__S_WELCOME] = {"WELCOME", 16, 16},
+    [BATON__S_DATA] = {"DATA", 16, 16 + BATON_SESSION_MSG_MAX},
+    [BATON__S_ACK] = {"ACK", 8, 8},
+    [BATON__S_MOVE] = {"MOVE", 34, 34 + BATON_SESSION_ADDR_MAX},
+    [BATON__S_RESUME] = {"RESUME", 56, 56},
+    [BATON__S_RESUMED] = {"RESUMED", 8, 8},
+    [BATON__S_CLOSE] = {"CLOSE", 6, 6 + BATON__S_TEXT_MAX},
+    [BATON__S_STAY] = {"STAY", 0, 0},
+    [BATON__S_PING] = {"PING", 0, 0},
+    [BATON__S_PONG] = {"PONG", 4, 4},
+    [BATON__S_PHELLO] = {"PHELLO", 32, 32},
+    [BATON__S_PCHAL] = {"PCHAL", 64, 64},
+    [BATON__S_PAUTH] = {"PAUTH", 32, 32},
+    [BATON__S_OFFER] = {"OFFER", 8, 8 + 16 * BATON__S_OFFER_MAX},
+    [BATON__S_OFFERED] = {"OFFERED", 8, 8},
+    [BATON__S_TAKE] = {"TAKE", 48, 48},
+    [BATON__S_REFUSE] = {"REFUSE", 20, 20},
+    [BATON__S_EXPORT] = {"EXPORT", 48, BATON__S_EXPORT_MAX},
+    [BATON__S_TAKEN] = {"TAKEN", 16, 16},
+    [BATON__S_DECLINE] = {"DECLINE", 16, 16},
+};
+#define NTYPES (sizeof(types) / sizeof(types[0]))
+
+const char *baton__sframe_name(uint8_t type)
 {
-    static const struct {
-        uint32_t min, max;
-    } tab[] = {
-        [BATON__S_HELLO] = {0, 0},
-        [BATON__S_WELCOME] = {16, 16},
-        [BATON__S_DATA] = {16, 16 + BATON_SESSION_MSG_MAX},
-        [BATON__S_ACK] = {8, 8},
-        [BATON__S_MOVE] = {34, 34 + BATON_SESSION_ADDR_MAX},
-        [BATON__S_RESUME] = {56, 56},
-        [BATON__S_RESUMED] = {8, 8},
-        [BATON__S_CLOSE] = {6, 6 + BATON__S_TEXT_MAX},
-        [BATON__S_STAY] = {0, 0},
-        [BATON__S_PHELLO] = {32, 32},
-        [BATON__S_PCHAL] = {64, 64},
-        [BATON__S_PAUTH] = {32, 32},
-        [BATON__S_OFFER] = {8, 8 + 16 * BATON__S_OFFER_MAX},
-        [BATON__S_OFFERED] = {8, 8},
-        [BATON__S_TAKE] = {48, 48},
-        [BATON__S_REFUSE] = {20, 20},
-        [BATON__S_EXPORT] = {48, BATON__S_EXPORT_MAX},
-        [BATON__S_TAKEN] = {16, 16},
-        [BATON__S_DECLINE] = {16, 16},
-    };
-    *min = *max = 0;
-    if (type < sizeof(tab) / sizeof(tab[0])) {
-        *min = tab[type].min;
-        *max = tab[type].max;
-    }
+    return type < NTYPES && types[type].name ? types[type].name : "unknown";
+}
+
+size_t baton__sframe_bound(uint32_t allow)
+{
+    uint32_t max = 0;
+
+    for (unsigned t = 0; t < NTYPES; t++)
+        if (types[t].name && (allow & BATON__S_BIT(t)) && types[t].max > max)
+            max = types[t].max;
+    return BATON__S_HDR + max;
 }
 
 static int decode_export(const uint8_t *p, uint32_t len, struct baton__sframe *f)
@@ -125,6 +138,10 @@ static int decode_payload(const uint8_t *p, uint32_t len, struct baton__sframe *
     switch (f->type) {
     case BATON__S_HELLO:
     case BATON__S_STAY:
+    case BATON__S_PING:
+        return 0;
+    case BATON__S_PONG:
+        f->u.pong.idle_ms = baton__s_get32(p);
         return 0;
     case BATON__S_WELCOME:
     case BATON__S_TAKEN:
@@ -193,34 +210,50 @@ static int decode_payload(const uint8_t *p, uint32_t len, struct baton__sframe *
     return -EPROTO;
 }
 
-int baton__sframe_decode(const uint8_t *buf, size_t len, struct baton__sframe *f)
+int baton__sframe_decode(const uint8_t *buf, size_t len, uint32_t allow, struct baton__sframe *f)
 {
-    uint32_t plen, min, max;
+    uint32_t plen;
+    uint8_t type;
     int r;
 
+    memset(f, 0, sizeof(*f));
     if (len < 1)
         return 0;
+    f->why = "another protocol version";
     if (buf[0] != BATON__S_VERSION)
         return -EPROTONOSUPPORT;
     if (len < BATON__S_HDR)
         return 0;
-    limits(buf[1], &min, &max);
-    if (max == 0 && buf[1] != BATON__S_HELLO && buf[1] != BATON__S_STAY)
-        return -EPROTO; /* an unknown type (the empty ones are known) */
+    type = buf[1];
+    plen = baton__s_get32(buf + 4);
+    f->type = type;
+    f->len = plen;
+    f->why = "unknown type";
+    if (type >= NTYPES || !types[type].name)
+        return -EPROTO;
+    f->why = "reserved bits set";
     if (buf[2] || buf[3])
         return -EPROTO;
-    plen = baton__s_get32(buf + 4);
-    if (plen > max)
+    f->why = "longer than its type allows";
+    if (plen > types[type].max)
         return -EMSGSIZE;
-    if (plen < min)
+    f->why = "shorter than its type needs";
+    if (plen < types[type].min)
         return -EPROTO;
+    /* The type's own limit came first, so that an oversized frame is
+     * TOO_BIG wherever it arrives; either way no payload is waited for. */
+    f->why = "a type not allowed on this link in its state";
+    if (type >= 32 || !(allow & BATON__S_BIT(type)))
+        return -EPROTO;
+    f->why = NULL;
     if (len - BATON__S_HDR < plen)
         return 0;
-    memset(f, 0, sizeof(*f));
-    f->type = buf[1];
-    f->len = plen;
+    f->why = "malformed payload";
     r = decode_payload(buf + BATON__S_HDR, plen, f);
-    return r < 0 ? r : (int)(BATON__S_HDR + plen);
+    if (r < 0)
+        return r;
+    f->why = NULL;
+    return (int)(BATON__S_HDR + plen);
 }
 
 const uint8_t *baton__sframe_export_next(const uint8_t **p, uint32_t *ret_len)
@@ -255,6 +288,10 @@ int baton__s_code_err(uint32_t code)
         return -ESHUTDOWN;
     case BATON__SC_OVERLOAD:
         return -ENOBUFS;
+    case BATON__SC_FULL:
+        return -EUSERS;
+    case BATON__SC_TIMEOUT:
+        return -ETIMEDOUT;
     }
     return -EPROTO;
 }
@@ -280,6 +317,10 @@ uint32_t baton__s_err_code(int err)
         return BATON__SC_SHUTDOWN;
     case -ENOBUFS:
         return BATON__SC_OVERLOAD;
+    case -EUSERS:
+        return BATON__SC_FULL;
+    case -ETIMEDOUT:
+        return BATON__SC_TIMEOUT;
     }
     return BATON__SC_PROTO;
 }

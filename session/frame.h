@@ -37,6 +37,8 @@ enum baton__s_type {
     BATON__S_RESUMED = 7,
     BATON__S_CLOSE = 8, /* both links: an error code and a text */
     BATON__S_STAY = 9,  /* the current server called the client's move off */
+    BATON__S_PING = 10, /* c->s: keepalive, answered with PONG */
+    BATON__S_PONG = 11, /* s->c: idle_ms u32, the server's idle limit */
     /* Peer link. */
     BATON__S_PHELLO = 16,
     BATON__S_PCHAL = 17,
@@ -64,11 +66,49 @@ enum baton__s_code {
     BATON__SC_SHUTDOWN = 9,  /* the server is going away */
     BATON__SC_REFUSED = 10,  /* the application refused the session */
     BATON__SC_OVERLOAD = 11, /* a queue is full */
+    BATON__SC_FULL = 12,     /* the server holds as many sessions as it may */
+    BATON__SC_TIMEOUT = 13,  /* a deadline or the idle limit passed */
 };
+
+/*
+ * The frame types each end of a link may receive, by the link's state, as
+ * masks of 1 << type. The decoder refuses any other type at its header, so
+ * that a link can be made to buffer at most the largest frame it may carry
+ * in its state (baton__sframe_bound()), not the largest of the protocol.
+ */
+#define BATON__S_BIT(t) (1u << (t))
+/* A server, from a client before its HELLO or RESUME. */
+#define BATON__S_RX_CLIENT_NEW                                                                     \
+    (BATON__S_BIT(BATON__S_HELLO) | BATON__S_BIT(BATON__S_RESUME) | BATON__S_BIT(BATON__S_CLOSE))
+/* A server, from a client whose RESUME is being answered. */
+#define BATON__S_RX_CLIENT_RESUMING BATON__S_BIT(BATON__S_CLOSE)
+/* A server, from a client with a session. */
+#define BATON__S_RX_CLIENT                                                                         \
+    (BATON__S_BIT(BATON__S_DATA) | BATON__S_BIT(BATON__S_ACK) | BATON__S_BIT(BATON__S_CLOSE) |     \
+     BATON__S_BIT(BATON__S_PING))
+/* A client, from a server. */
+#define BATON__S_RX_SERVER                                                                         \
+    (BATON__S_BIT(BATON__S_WELCOME) | BATON__S_BIT(BATON__S_DATA) | BATON__S_BIT(BATON__S_ACK) |   \
+     BATON__S_BIT(BATON__S_MOVE) | BATON__S_BIT(BATON__S_RESUMED) | BATON__S_BIT(BATON__S_CLOSE) | \
+     BATON__S_BIT(BATON__S_STAY) | BATON__S_BIT(BATON__S_PONG))
+/* The next server, from a current server not yet authenticated, and after. */
+#define BATON__S_RX_PEER_NEW                                                                       \
+    (BATON__S_BIT(BATON__S_PHELLO) | BATON__S_BIT(BATON__S_PAUTH) | BATON__S_BIT(BATON__S_CLOSE))
+#define BATON__S_RX_PEER                                                                           \
+    (BATON__S_BIT(BATON__S_OFFER) | BATON__S_BIT(BATON__S_EXPORT) |                                \
+     BATON__S_BIT(BATON__S_REFUSE) | BATON__S_BIT(BATON__S_CLOSE))
+/* The current server, from the next server before authentication, and after. */
+#define BATON__S_RX_NEXT_NEW (BATON__S_BIT(BATON__S_PCHAL) | BATON__S_BIT(BATON__S_CLOSE))
+#define BATON__S_RX_NEXT                                                                           \
+    (BATON__S_BIT(BATON__S_OFFERED) | BATON__S_BIT(BATON__S_TAKE) | BATON__S_BIT(BATON__S_TAKEN) | \
+     BATON__S_BIT(BATON__S_DECLINE) | BATON__S_BIT(BATON__S_CLOSE))
+/* Every type (the fuzz target's view of the decoder). */
+#define BATON__S_RX_ANY 0xffffffffu
 
 struct baton__sframe {
     uint8_t type;
-    uint32_t len; /* payload length */
+    uint32_t len;    /* payload length */
+    const char *why; /* on a decoding error, what was wrong (static) */
     union {
         struct {
             const uint8_t *id;
@@ -81,6 +121,9 @@ struct baton__sframe {
         struct {
             uint64_t count;
         } ack; /* ACK, RESUMED */
+        struct {
+            uint32_t idle_ms;
+        } pong;
         struct {
             const uint8_t *token;
             const char *addr;
@@ -122,14 +165,23 @@ struct baton__sframe {
 };
 
 /*
- * Decode one frame from buf[0..len). Returns the bytes it took (> 0), 0
- * when more bytes are needed (a header that passed the checks was seen, or
- * fewer than a header), or -errno: -EPROTONOSUPPORT (version, checked
- * first), -EPROTO (unknown type, reserved bits, malformed payload),
- * -EMSGSIZE (length over the type's limit, checked before waiting for the
- * payload). Pointers in *f point into buf.
+ * Decode one frame from buf[0..len), accepting only the types in allow (a
+ * BATON__S_RX_* mask). Returns the bytes it took (> 0), 0 when more bytes
+ * are needed (a header that passed the checks was seen, or fewer than a
+ * header), or -errno: -EPROTONOSUPPORT (version, checked first), -EPROTO
+ * (unknown type, reserved bits, a type not in allow, malformed payload),
+ * -EMSGSIZE (length over the type's limit). Every check of the header comes
+ * before waiting for the payload. Pointers in *f point into buf; on an
+ * error after the header f->type and f->len are the header's, and f->why
+ * says what was wrong.
  */
-int baton__sframe_decode(const uint8_t *buf, size_t len, struct baton__sframe *f);
+int baton__sframe_decode(const uint8_t *buf, size_t len, uint32_t allow, struct baton__sframe *f);
+
+/* The largest frame (header included) of any type in allow. */
+size_t baton__sframe_bound(uint32_t allow);
+
+/* The type's name ("EXPORT"), or "unknown". */
+const char *baton__sframe_name(uint8_t type);
 
 /* The next queued message of a decoded EXPORT: advances *p. */
 const uint8_t *baton__sframe_export_next(const uint8_t **p, uint32_t *ret_len);

@@ -24,8 +24,9 @@ struct baton__slink {
     int fd;
     int kind;
     uint32_t events; /* registered epoll events */
+    uint32_t allow;  /* the frame types it may carry now (BATON__S_RX_*) */
     uint8_t *rbuf;
-    size_t rlen, roff, rcap, rmax;
+    size_t rlen, roff, rcap, rmax; /* rmax: the largest frame allow admits */
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
     bool eof;       /* the peer closed or the connection broke */
@@ -44,10 +45,15 @@ int baton__saddr_parse(const char *text, struct baton__saddr *ret);
 /* A non-blocking, close-on-exec TCP connect to a: the fd or -errno. */
 int baton__s_connect(const struct baton__saddr *a);
 
-void baton__slink_init(struct baton__slink *l, int fd, int kind, size_t rmax);
+/* A link that may carry the frame types in allow (0 for an fd that carries
+ * no frames: a listener, a timer). */
+void baton__slink_init(struct baton__slink *l, int fd, int kind, uint32_t allow);
+/* The link's state changed: from now on it may carry the types in allow. */
+void baton__slink_allow(struct baton__slink *l, uint32_t allow);
 void baton__slink_release(struct baton__slink *l);
-/* Read what is there (up to the budget): 1 bytes came, 0 none, -errno (and
- * l->eof) at end of stream. */
+/* Read what is there, up to the budget and to what the read buffer may
+ * hold (a page for a link of small frames, else one largest frame and 64
+ * KiB): 1 bytes came, 0 none, -errno (and l->eof) at end of stream. */
 int baton__slink_read(struct baton__slink *l);
 /* The next complete frame: > 0 taken, 0 none yet, -errno bad input. */
 int baton__slink_next(struct baton__slink *l, struct baton__sframe *f);

@@ -6,14 +6,17 @@
  * session or link that ends is marked dead and freed at the end of the
  * dispatch, so that callbacks and the frame loop never see freed memory.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -23,13 +26,27 @@
 #define HASH_SIZE    4096
 #define TICK_MS      50
 #define HANDSHAKE_MS 10000
+#define IDLE_MS      60000
 /* A move is a straggler after this long, or 8 times the usual, if more. */
 #define STRAGGLER_MS 250
 #define ERR_MAX      256
+/* A listener that cannot accept (no fds) rests this long, doubling. */
+#define ACCEPT_REST_MIN_MS 100
+#define ACCEPT_REST_MAX_MS 1000
+/* An episode of refusals ends after this long without one. */
+#define EPISODE_QUIET_MS 10000
 
 enum { L_LISTEN = 1, L_PEERLISTEN, L_CLIENT, L_PEER_IN, L_PEER_OUT, L_TIMER };
 enum { P_CONNECTING, P_WAIT_HELLO, P_WAIT_CHAL, P_WAIT_AUTH, P_READY };
 enum { S_ACTIVE, S_MOVING, S_FROZEN, S_DEAD };
+/* Kinds of refusal that a remote party can repeat at will: each is logged
+ * once per episode (refuse_log()). */
+enum { EP_ACCEPT, EP_FULL, EP_DEADLINE, EP_IDLE, EP_CLIENT, EP_PEER, EP_N };
+
+struct episode {
+    int64_t first_ms, last_ms;
+    unsigned long n;
+};
 
 struct peer;
 struct expect;
@@ -42,7 +59,10 @@ struct slink {
     struct peer *peer;      /* L_PEER_OUT */
     int pstate;
     uint8_t nonce_out[32], nonce_in[32];
-    int64_t deadline; /* handshake deadline, 0 none */
+    int64_t deadline;   /* handshake deadline (a listener: end of its rest), 0 none */
+    int64_t last_in_ms; /* when it last brought bytes (the idle limit) */
+    int rest_ms;        /* a listener: its current rest after accept failed */
+    bool paused;        /* a listener: out of epoll while it rests */
     bool dead;
 };
 
@@ -109,7 +129,8 @@ struct baton_session_server {
     struct baton_session_server_options o;
     uint8_t *key;
     int epfd, timerfd;
-    bool timer_on, in_dispatch;
+    int tick_ms; /* the timer's period, 0 off */
+    bool in_dispatch;
     struct slink lsn, plsn, tmr;
     struct slink *links;
     baton_session *sessions, *dirty, *hash[HASH_SIZE];
@@ -117,6 +138,7 @@ struct baton_session_server {
     struct peer *peers;
     size_t count;
     uint8_t *scratch;
+    struct episode ep[EP_N];
     char err[ERR_MAX];
 };
 
@@ -155,14 +177,125 @@ static struct expect *find_expect(baton_session_server *srv, const uint8_t *id)
     return NULL;
 }
 
-static void arm_timer(baton_session_server *srv)
+/* Run the timer every ms (0: stop it). */
+static void timer_set(baton_session_server *srv, int ms)
 {
-    struct itimerspec it = {{0, TICK_MS * 1000000L}, {0, TICK_MS * 1000000L}};
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    struct itimerspec it = {t, t};
 
-    if (srv->timer_on)
+    if (srv->tick_ms == ms)
         return;
     if (timerfd_settime(srv->timerfd, 0, &it, NULL) == 0)
-        srv->timer_on = true;
+        srv->tick_ms = ms;
+}
+
+/* Something has a deadline soon: tick fast. */
+static void arm_timer(baton_session_server *srv)
+{
+    timer_set(srv, TICK_MS);
+}
+
+/* The tick while only idle limits and episodes are watched: they need no
+ * precision, and a server with nothing else to do should not wake 20
+ * times a second for them. */
+static int slow_tick_ms(const baton_session_server *srv)
+{
+    int ms = srv->o.idle_timeout_ms / 4;
+
+    return ms < TICK_MS ? TICK_MS : ms > 1000 ? 1000 : ms;
+}
+
+/* "127.0.0.1:4242", the other end of k, for logs. */
+static const char *link_who(const struct slink *k, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (getpeername(k->l.fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+        }
+    }
+    if (port)
+        baton__s_fmt(buf, cap, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+    else
+        baton__s_fmt(buf, cap, "on a local socket");
+    return buf;
+}
+
+static const char *const ep_what[EP_N] = {
+    [EP_ACCEPT] = "failed accepts",
+    [EP_FULL] = "sessions refused because the server is full",
+    [EP_DEADLINE] = "connections closed at their handshake deadline",
+    [EP_IDLE] = "sessions closed at the idle limit",
+    [EP_CLIENT] = "client connections refused for bad input",
+    [EP_PEER] = "peer connections refused",
+};
+
+/* Refusals that a remote party can repeat at will (connections, bad
+ * frames, exhausted fds) are logged once per episode, so that a flood
+ * costs a line, not a line per connection: the first one says what was
+ * refused and why, and when the episode ends (EPISODE_QUIET_MS without
+ * one) a line counts them. last_error has each. */
+static void refuse_log(baton_session_server *srv, int ep, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void refuse_log(baton_session_server *srv, int ep, const char *fmt, ...)
+{
+    struct episode *e = &srv->ep[ep];
+    int64_t now = baton__s_now_ms();
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(srv->err, sizeof(srv->err), fmt, ap);
+    va_end(ap);
+    e->last_ms = now;
+    if (e->n++)
+        return;
+    e->first_ms = now;
+    if (srv->o.log) {
+        char line[ERR_MAX + 128];
+        baton__s_fmt(line, sizeof(line),
+                     "%s (further %s are counted, not logged, until %d s pass "
+                     "without one)",
+                     srv->err, ep_what[ep], EPISODE_QUIET_MS / 1000);
+        srv->o.log(srv->o.ctx, BATON_SESSION_LOG_WARNING, line);
+    }
+    if (!srv->tick_ms)
+        timer_set(srv, slow_tick_ms(srv));
+}
+
+/* End the episodes that have been quiet long enough: true if one is still
+ * open. */
+static bool episodes_tick(baton_session_server *srv, int64_t now)
+{
+    bool open = false;
+
+    for (int i = 0; i < EP_N; i++) {
+        struct episode *e = &srv->ep[i];
+        if (!e->n)
+            continue;
+        if (now - e->last_ms < EPISODE_QUIET_MS) {
+            open = true;
+            continue;
+        }
+        if (e->n > 1 && srv->o.log) {
+            char line[160];
+            baton__s_fmt(line, sizeof(line), "%lu %s in %lld ms (the first was logged); none since",
+                         e->n, ep_what[i], (long long)(e->last_ms - e->first_ms));
+            srv->o.log(srv->o.ctx, BATON_SESSION_LOG_INFO, line);
+        }
+        e->n = 0;
+    }
+    return open;
 }
 
 static void list_add(struct slist *l, baton_session *s)
@@ -222,15 +355,21 @@ static void mark_dirty(baton_session *s)
 
 /* ---- links ---- */
 
+/* A new link may carry only its handshake's frames, so that until it is
+ * a session or an authenticated peer it costs a page of buffer at most,
+ * and only until its handshake deadline. */
 static struct slink *link_new(baton_session_server *srv, int fd, int kind)
 {
     struct slink *k = calloc(1, sizeof(*k));
-    size_t rmax = kind == L_CLIENT ? BATON__S_HDR + 16 + BATON_SESSION_MSG_MAX : BATON__S_FRAME_MAX;
+    uint32_t allow = kind == L_CLIENT    ? BATON__S_RX_CLIENT_NEW
+                     : kind == L_PEER_IN ? BATON__S_RX_PEER_NEW
+                                         : BATON__S_RX_NEXT_NEW;
 
     if (!k)
         return NULL;
-    baton__slink_init(&k->l, fd, kind, rmax);
-    k->deadline = baton__s_now_ms() + HANDSHAKE_MS;
+    baton__slink_init(&k->l, fd, kind, allow);
+    k->last_in_ms = baton__s_now_ms();
+    k->deadline = k->last_in_ms + srv->o.handshake_timeout_ms;
     k->next = srv->links;
     if (srv->links)
         srv->links->prev = k;
@@ -355,14 +494,17 @@ static void session_free(baton_session_server *srv, baton_session *s)
     free(s);
 }
 
-/* A malformed or hostile frame on a client link: tell the client, end the
- * session if there is one; everything else carries on. */
-static void client_error(baton_session_server *srv, struct slink *k, int err, const char *what)
+/* A malformed or hostile frame on a client link, or a deadline passed:
+ * tell the client, end the session if there is one; everything else
+ * carries on. ep is the kind of refusal, for the log. */
+static void client_error(baton_session_server *srv, struct slink *k, int err, int ep,
+                         const char *what)
 {
-    char text[160];
+    char text[200], who[64];
 
     baton__s_fmt(text, sizeof(text), "%s: %s", what, baton_session_strerror(err));
-    set_err(srv, BATON_SESSION_LOG_WARNING, "session %s: %s", k->s ? k->s->hex : "(new)", text);
+    refuse_log(srv, ep, "client %s, session %s: %s; connection closed",
+               link_who(k, who, sizeof(who)), k->s ? k->s->hex : "(none yet)", text);
     link_refuse(srv, k, err, text);
     if (k->pending) {
         k->pending->client = NULL;
@@ -439,6 +581,15 @@ static int on_client_session_frame(baton_session_server *srv, struct slink *k,
         return 0;
     case BATON__S_ACK:
         return session_ack(s, f->u.ack.count);
+    case BATON__S_PING: {
+        /* The answer tells the client how often to ping. */
+        uint8_t *p = baton__slink_put(&k->l, BATON__S_PONG, 4);
+        if (!p)
+            return -ENOMEM;
+        baton__s_put32(p, (uint32_t)srv->o.idle_timeout_ms);
+        mark_dirty(s);
+        return 0;
+    }
     case BATON__S_CLOSE:
         s->link = NULL;
         k->s = NULL;
@@ -449,12 +600,31 @@ static int on_client_session_frame(baton_session_server *srv, struct slink *k,
     return -EPROTO;
 }
 
+/* At the session cap a new session is refused with CLOSE(FULL), which the
+ * client library reports as -EUSERS; the sessions held are untouched.
+ * what: "HELLO" or "RESUME". */
+static bool server_full(baton_session_server *srv, struct slink *k, const char *what)
+{
+    char who[64];
+
+    if (srv->count < (size_t)srv->o.max_sessions)
+        return false;
+    refuse_log(srv, EP_FULL,
+               "client %s: %s refused: the server holds %zu sessions, its maximum "
+               "(max_sessions)",
+               link_who(k, who, sizeof(who)), what, srv->count);
+    link_refuse(srv, k, -EUSERS, "server full: it holds as many sessions as it may");
+    return true;
+}
+
 static int on_hello(baton_session_server *srv, struct slink *k)
 {
     uint8_t id[BATON__S_ID_LEN], *p;
     baton_session *s;
     int r;
 
+    if (server_full(srv, k, "HELLO"))
+        return 0;
     if ((r = baton__s_random(id, sizeof(id))) < 0)
         return r;
     s = session_new(srv, id);
@@ -469,6 +639,7 @@ static int on_hello(baton_session_server *srv, struct slink *k)
     s->link = k;
     k->s = s;
     k->deadline = 0;
+    baton__slink_allow(&k->l, BATON__S_RX_CLIENT);
     if (srv->o.on_open)
         srv->o.on_open(srv->o.ctx, s);
     mark_dirty(s);
@@ -478,28 +649,35 @@ static int on_hello(baton_session_server *srv, struct slink *k)
 /* At the next server: a client presents a session id and token. We ask
  * the server that announced the session to hand it over (TAKE); it checks
  * the token, which only it knows. */
+/* A RESUME refused before anything was asked of the current server:
+ * anyone may send one, so it is logged once per episode. */
+static int resume_refuse(baton_session_server *srv, struct slink *k, int err, const char *why)
+{
+    char who[64];
+
+    refuse_log(srv, EP_CLIENT, "client %s: RESUME refused: %s", link_who(k, who, sizeof(who)), why);
+    link_refuse(srv, k, err, why);
+    return 0;
+}
+
 static int on_resume(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
 {
     struct expect *e = find_expect(srv, f->u.resume.id);
+    baton_session *held = find_session(srv, f->u.resume.id);
     uint8_t *p;
 
-    baton_session *held = find_session(srv, f->u.resume.id);
-
-    if (held && held->state != S_FROZEN) {
-        set_err(srv, BATON_SESSION_LOG_WARNING, "RESUME of a session we hold refused");
-        link_refuse(srv, k, -EACCES, "resume token refused: already used");
+    if (held && held->state != S_FROZEN)
+        return resume_refuse(srv, k, -EACCES, "resume token refused: already used");
+    if (!e || !e->peer_link || e->peer_link->dead)
+        return resume_refuse(srv, k, -ENOENT, "unknown session: no server announced it here");
+    if (e->client)
+        return resume_refuse(srv, k, -EACCES,
+                             "resume token refused: a resume is already in progress");
+    /* Refused here, before the TAKE, the session stays at the current
+     * server and its client goes on there. A session of ours coming back
+     * (frozen) replaces itself and does not count. */
+    if (!held && server_full(srv, k, "RESUME"))
         return 0;
-    }
-    if (!e || !e->peer_link || e->peer_link->dead) {
-        set_err(srv, BATON_SESSION_LOG_WARNING, "RESUME of an unknown session refused");
-        link_refuse(srv, k, -ENOENT, "unknown session: no server announced it here");
-        return 0;
-    }
-    if (e->client) {
-        set_err(srv, BATON_SESSION_LOG_WARNING, "RESUME while another is in progress refused");
-        link_refuse(srv, k, -EACCES, "resume token refused: a resume is already in progress");
-        return 0;
-    }
     p = baton__slink_put(&e->peer_link->l, BATON__S_TAKE, 48);
     if (!p)
         return -ENOMEM;
@@ -510,6 +688,7 @@ static int on_resume(baton_session_server *srv, struct slink *k, const struct ba
     e->handled = f->u.resume.handled;
     e->takes++;
     k->pending = e;
+    baton__slink_allow(&k->l, BATON__S_RX_CLIENT_RESUMING);
     return 0;
 }
 
@@ -530,8 +709,11 @@ static void on_client_frame(baton_session_server *srv, struct slink *k,
         link_kill(srv, k);
         r = 0;
     }
-    if (r < 0)
-        client_error(srv, k, r, "client frame");
+    if (r < 0) {
+        char what[64];
+        baton__s_fmt(what, sizeof(what), "%s frame", baton__sframe_name(f->type));
+        client_error(srv, k, r, EP_CLIENT, what);
+    }
 }
 
 /* ---- moves: the current server's side ---- */
@@ -558,6 +740,9 @@ static void move_fail(baton_session *s, int err)
     }
     if (s->state == S_MOVING)
         s->state = S_ACTIVE;
+    /* A moving client does not ping: its idle time starts afresh. */
+    if (s->link)
+        s->link->last_in_ms = baton__s_now_ms();
     mark_dirty(s);
     if (srv->o.on_moved)
         srv->o.on_moved(srv->o.ctx, s, err);
@@ -866,6 +1051,8 @@ static int import_session(baton_session_server *srv, struct slink *c, uint64_t h
     s->link = c;
     c->s = s;
     c->deadline = 0;
+    c->last_in_ms = baton__s_now_ms();
+    baton__slink_allow(&c->l, BATON__S_RX_CLIENT);
     mark_dirty(s);
     return 0;
 }
@@ -873,6 +1060,7 @@ static int import_session(baton_session_server *srv, struct slink *c, uint64_t h
 static void on_export(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
 {
     struct expect *e = find_expect(srv, f->u.exp.id);
+    baton_session *held;
     struct slink *c;
     uint64_t h;
     uint8_t *p;
@@ -891,6 +1079,16 @@ static void on_export(baton_session_server *srv, struct slink *k, const struct b
             memcpy(p, f->u.exp.id, 16);
         if (e && !e->takes && (!e->client || e->client->dead))
             expect_free(srv, e);
+        return;
+    }
+    /* Sessions opened since the RESUME may have filled the server: decline,
+     * and the current server keeps the session for its client. */
+    held = find_session(srv, f->u.exp.id);
+    if (!(held && held->state == S_FROZEN) && server_full(srv, e->client, "RESUME")) {
+        p = baton__slink_put(&k->l, BATON__S_DECLINE, 16);
+        if (p)
+            memcpy(p, f->u.exp.id, 16);
+        expect_free(srv, e);
         return;
     }
     p = baton__slink_put(&k->l, BATON__S_TAKEN, 16);
@@ -946,6 +1144,7 @@ static int on_peer_auth(baton_session_server *srv, struct slink *k, const struct
             return -EACCES;
         k->pstate = P_READY;
         k->deadline = 0;
+        baton__slink_allow(&k->l, BATON__S_RX_PEER);
         return 0;
     }
     if (k->l.kind == L_PEER_OUT && k->pstate == P_WAIT_CHAL && f->type == BATON__S_PCHAL) {
@@ -964,6 +1163,7 @@ static int on_peer_auth(baton_session_server *srv, struct slink *k, const struct
         memcpy(p, mac, 32);
         k->pstate = P_READY;
         k->deadline = 0;
+        baton__slink_allow(&k->l, BATON__S_RX_NEXT);
         if (k->peer)
             peer_offer(srv, k->peer);
         return 0;
@@ -1022,14 +1222,33 @@ static void peer_in_down(baton_session_server *srv, struct slink *k)
     }
 }
 
-static void peer_link_error(baton_session_server *srv, struct slink *k, int err)
+/* A peer link ends with err; what, if not NULL, says what was refused. A
+ * link that another server opened to us is anyone's to open, so its
+ * refusals are logged once per episode; a link we opened is our own
+ * peer's, and its failure calls moves off (peer_down() logs that). */
+static void peer_link_error(baton_session_server *srv, struct slink *k, int err, const char *what)
 {
-    if (err == -EACCES)
-        set_err(srv, BATON_SESSION_LOG_ERR, "peer link refused: wrong key (authentication failed)");
-    if (!k->dead && err == -EACCES)
-        baton__slink_put_close(&k->l, BATON__SC_AUTH, "peer authentication failed: wrong key");
-    else if (!k->dead && err != -ECONNRESET)
-        baton__slink_put_close(&k->l, baton__s_err_code(err), baton_session_strerror(err));
+    char who[64], text[BATON__S_TEXT_MAX];
+    bool told = what != NULL; /* a bad frame, which nothing else logs */
+
+    if (!what)
+        what = err == -EACCES      ? "authentication failed: wrong key"
+               : err == -ETIMEDOUT ? "no authentication within the handshake deadline"
+                                   : baton_session_strerror(err);
+    if (k->dead || err == -ECONNRESET)
+        ; /* it ended, nothing was refused */
+    else if (k->l.kind == L_PEER_IN)
+        refuse_log(srv, err == -ETIMEDOUT ? EP_DEADLINE : EP_PEER, "peer link from %s%s closed: %s",
+                   link_who(k, who, sizeof(who)),
+                   k->pstate == P_READY ? "" : " (not authenticated)", what);
+    else if (told || err == -EACCES) /* peer_down() logs the rest */
+        set_err(srv, err == -EACCES ? BATON_SESSION_LOG_ERR : BATON_SESSION_LOG_WARNING,
+                "peer link to %s closed: %s", k->peer ? k->peer->name : "?", what);
+    if (!k->dead && err != -ECONNRESET) {
+        baton__s_fmt(text, sizeof(text), "%s: %s", what, baton_session_strerror(err));
+        baton__slink_put_close(&k->l, err == -EACCES ? BATON__SC_AUTH : baton__s_err_code(err),
+                               err == -EACCES ? "peer authentication failed: wrong key" : text);
+    }
     (void)baton__slink_flush(&k->l);
     link_kill(srv, k);
     if (k->l.kind == L_PEER_IN)
@@ -1039,6 +1258,37 @@ static void peer_link_error(baton_session_server *srv, struct slink *k, int err)
 }
 
 /* ---- the event loop ---- */
+
+/* What a link is, in its state, for a log line. */
+static const char *link_state(const struct slink *k)
+{
+    if (k->l.kind == L_CLIENT)
+        return k->s         ? "a client link"
+               : k->pending ? "a client link while its RESUME is answered"
+                            : "a client link before HELLO or RESUME";
+    if (k->pstate != P_READY)
+        return "a peer link before authentication";
+    return "a peer link";
+}
+
+/* A frame the decoder refused: say which, how long, and why. */
+static void bad_frame(baton_session_server *srv, struct slink *k, int err,
+                      const struct baton__sframe *f)
+{
+    char what[200];
+
+    if (err == -EPROTONOSUPPORT)
+        baton__s_fmt(what, sizeof(what), "a frame of another protocol version on %s",
+                     link_state(k));
+    else
+        baton__s_fmt(what, sizeof(what), "%s frame (type %u, %u bytes) on %s: %s",
+                     baton__sframe_name(f->type), f->type, f->len, link_state(k),
+                     f->why ? f->why : "refused");
+    if (k->l.kind == L_CLIENT)
+        client_error(srv, k, err, EP_CLIENT, what);
+    else
+        peer_link_error(srv, k, err, what);
+}
 
 static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
 {
@@ -1058,7 +1308,7 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
         if (e) {
             set_err(srv, BATON_SESSION_LOG_WARNING, "peer %s: connect: %s",
                     k->peer ? k->peer->name : "?", strerror(e));
-            peer_link_error(srv, k, -e);
+            peer_link_error(srv, k, -e, NULL);
             return;
         }
         k->l.connected = true;
@@ -1066,20 +1316,17 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
     }
     if (ev & EPOLLOUT)
         link_flush(srv, k);
-    if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
-        (void)baton__slink_read(&k->l);
+    if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) && baton__slink_read(&k->l) > 0)
+        k->last_in_ms = baton__s_now_ms();
     while (!k->dead && (r = baton__slink_next(&k->l, &f)) != 0) {
         if (r < 0) {
-            if (k->l.kind == L_CLIENT)
-                client_error(srv, k, r, "bad frame");
-            else
-                peer_link_error(srv, k, r);
+            bad_frame(srv, k, r, &f);
             return;
         }
         if (k->l.kind == L_CLIENT) {
             on_client_frame(srv, k, &f);
         } else if ((r = on_peer_frame(srv, k, &f)) < 0) {
-            peer_link_error(srv, k, r);
+            peer_link_error(srv, k, r, NULL);
             return;
         }
     }
@@ -1101,7 +1348,7 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
                 session_close(s, -ECONNRESET);
             }
         } else {
-            peer_link_error(srv, k, -ECONNRESET);
+            peer_link_error(srv, k, -ECONNRESET, NULL);
         }
         return;
     }
@@ -1109,20 +1356,85 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
         link_flush(srv, k);
 }
 
-static void do_accept(baton_session_server *srv, int lfd, int kind)
+/* A listener that cannot accept (the process is out of fds, or the system
+ * of memory) leaves epoll for a rest: level-triggered, it would be ready
+ * again at once for the same connection, and the loop would spin and log
+ * at full speed (as libuv and nginx found). The connections wait in the
+ * listen backlog. It is watched again when the rest is over (100 ms,
+ * doubling to 1 s while accept keeps failing) or as soon as a link of
+ * ours closes and frees an fd (settle()). */
+static void listener_pause(baton_session_server *srv, struct slink *lk, int err)
+{
+    int64_t now = baton__s_now_ms();
+
+    lk->rest_ms = lk->rest_ms ? lk->rest_ms * 2 : ACCEPT_REST_MIN_MS;
+    if (lk->rest_ms > ACCEPT_REST_MAX_MS)
+        lk->rest_ms = ACCEPT_REST_MAX_MS;
+    lk->deadline = now + lk->rest_ms;
+    if (!lk->paused && epoll_ctl(srv->epfd, EPOLL_CTL_DEL, lk->l.fd, NULL) == 0)
+        lk->paused = true;
+    refuse_log(srv, EP_ACCEPT,
+               "%s listener: accept: %s: new connections wait in the backlog; accepting again "
+               "in %d ms, or when a connection of ours closes",
+               lk->l.kind == L_LISTEN ? "client" : "peer", strerror(-err), lk->rest_ms);
+    arm_timer(srv);
+}
+
+static void listener_resume(baton_session_server *srv, struct slink *lk)
+{
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = lk};
+
+    if (!lk->paused)
+        return;
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, lk->l.fd, &e) < 0) {
+        lk->deadline = baton__s_now_ms() + lk->rest_ms; /* try again later */
+        return;
+    }
+    lk->paused = false;
+    lk->deadline = 0;
+}
+
+/* accept(2): "Linux passes already-pending network errors on the new socket
+ * as an error code from accept()"; those concern one connection only. */
+static bool accept_error_is_one_connection(int e)
+{
+    switch (e) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        return true;
+    }
+    return false;
+}
+
+static void do_accept(baton_session_server *srv, struct slink *lk, int kind)
 {
     for (int i = 0; i < 64; i++) {
-        int one = 1, fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int one = 1, fd = accept4(lk->l.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         struct slink *k;
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                set_err(srv, BATON_SESSION_LOG_WARNING, "accept: %s", strerror(errno));
+            if (errno == EAGAIN) {
+                lk->rest_ms = 0; /* the backlog is empty: all is well */
+                return;
+            }
+            if (accept_error_is_one_connection(errno))
+                continue;
+            listener_pause(srv, lk, -errno);
             return;
         }
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         k = link_new(srv, fd, kind);
         if (!k) {
             close(fd);
+            listener_pause(srv, lk, -ENOMEM);
             return;
         }
         k->l.connected = true;
@@ -1136,25 +1448,64 @@ static void do_accept(baton_session_server *srv, int lfd, int kind)
     }
 }
 
+/* Deadlines of links: a connection past its handshake deadline, a session
+ * whose client has been silent for the idle limit (a client that pings
+ * is never silent that long). Returns true if a handshake is under way. */
+static bool links_tick(baton_session_server *srv, int64_t now)
+{
+    bool busy = false;
+    char what[96];
+
+    for (struct slink *k = srv->links; k; k = k->next) {
+        if (k->dead)
+            continue;
+        if (k->deadline) {
+            busy = true;
+            if (now < k->deadline)
+                continue;
+            if (k->l.kind != L_CLIENT) {
+                peer_link_error(srv, k, -ETIMEDOUT, NULL);
+                continue;
+            }
+            baton__s_fmt(what, sizeof(what), "no session within the handshake deadline (%d ms)",
+                         srv->o.handshake_timeout_ms);
+            client_error(srv, k, -ETIMEDOUT, EP_DEADLINE, what);
+        } else if (k->l.kind == L_CLIENT && k->s && k->s->state == S_ACTIVE &&
+                   now - k->last_in_ms >= srv->o.idle_timeout_ms) {
+            baton__s_fmt(what, sizeof(what), "nothing received for %lld ms (the idle limit)",
+                         (long long)(now - k->last_in_ms));
+            client_error(srv, k, -ETIMEDOUT, EP_IDLE, what);
+        }
+    }
+    return busy;
+}
+
+static bool listeners_tick(baton_session_server *srv, int64_t now)
+{
+    struct slink *lk[] = {&srv->lsn, &srv->plsn};
+    bool busy = false;
+
+    for (int i = 0; i < 2; i++) {
+        if (!lk[i]->paused)
+            continue;
+        if (now >= lk[i]->deadline)
+            listener_resume(srv, lk[i]);
+        busy |= lk[i]->paused;
+    }
+    return busy;
+}
+
 static void on_tick(baton_session_server *srv)
 {
     int64_t now = baton__s_now_ms();
-    bool busy = false;
+    bool busy, watch;
     uint64_t x;
     struct expect *e, *n;
 
     while (read(srv->timerfd, &x, sizeof(x)) > 0)
         ;
-    for (struct slink *k = srv->links; k; k = k->next)
-        if (!k->dead && k->deadline) {
-            busy = true;
-            if (now >= k->deadline) {
-                if (k->l.kind == L_CLIENT)
-                    client_error(srv, k, -ETIMEDOUT, "handshake");
-                else
-                    peer_link_error(srv, k, -ETIMEDOUT);
-            }
-        }
+    busy = links_tick(srv, now);
+    busy |= listeners_tick(srv, now);
     for (baton_session *s = srv->sessions; s; s = s->next) {
         struct peer *p = s->mpeer;
         if (s->state == S_MOVING && s->deadline) {
@@ -1178,11 +1529,10 @@ static void on_tick(baton_session_server *srv)
         if (now >= e->deadline && !e->client)
             expect_free(srv, e);
     }
-    if (!busy) {
-        struct itimerspec off = {{0, 0}, {0, 0}};
-        timerfd_settime(srv->timerfd, 0, &off, NULL);
-        srv->timer_on = false;
-    }
+    /* Sessions need the idle limit watched, and open episodes their end
+     * logged: a slow tick will do. */
+    watch = episodes_tick(srv, now) || srv->count > 0;
+    timer_set(srv, busy ? TICK_MS : watch ? slow_tick_ms(srv) : 0);
 }
 
 /* Flush dirty sessions, then free what died during this dispatch. */
@@ -1190,6 +1540,7 @@ static void settle(baton_session_server *srv)
 {
     struct slink *k, *kn;
     baton_session *s, *sn;
+    bool freed = false;
 
     /* Moves that ended in this dispatch made room in their windows. */
     for (struct peer *p = srv->peers; p; p = p->next)
@@ -1202,8 +1553,15 @@ static void settle(baton_session_server *srv)
     }
     for (k = srv->links; k; k = kn) {
         kn = k->next;
-        if (k->dead)
+        if (k->dead) {
             link_free(srv, k);
+            freed = true;
+        }
+    }
+    /* An fd came free: a listener that ran out of them may accept again. */
+    if (freed) {
+        listener_resume(srv, &srv->lsn);
+        listener_resume(srv, &srv->plsn);
     }
     for (s = srv->sessions; s; s = sn) {
         sn = s->next;
@@ -1230,9 +1588,9 @@ BATON_SESSION_EXPORT int baton_session_server_dispatch(baton_session_server *srv
         if (k->dead)
             continue;
         if (k->l.kind == L_LISTEN)
-            do_accept(srv, k->l.fd, L_CLIENT);
+            do_accept(srv, k, L_CLIENT);
         else if (k->l.kind == L_PEERLISTEN)
-            do_accept(srv, k->l.fd, L_PEER_IN);
+            do_accept(srv, k, L_PEER_IN);
         else if (k->l.kind == L_TIMER)
             on_tick(srv);
         else
@@ -1260,6 +1618,19 @@ static int watch_fd(baton_session_server *srv, struct slink *k, int fd, int kind
     return 0;
 }
 
+/* Half the fd limit: each session holds an fd, and a flood of sessions
+ * must leave fds for the application, the peer links and connections
+ * still in their handshake. */
+static int default_max_sessions(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur / 2 > INT_MAX)
+        return INT_MAX;
+    return rl.rlim_cur >= 2 ? (int)(rl.rlim_cur / 2) : 1;
+}
+
 BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_server_options *opts,
                                                   int listen_fd, int peer_fd,
                                                   baton_session_server **ret)
@@ -1269,7 +1640,8 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
 
     if (!opts || !ret || !opts->on_message || listen_fd < 0 ||
         (opts->key_len && opts->key_len < BATON_SESSION_KEY_MIN) || (opts->key_len && !opts->key) ||
-        (peer_fd >= 0 && !opts->key_len) || opts->move_timeout_ms < 0 || opts->move_window < 0)
+        (peer_fd >= 0 && !opts->key_len) || opts->move_timeout_ms < 0 || opts->move_window < 0 ||
+        opts->max_sessions < 0 || opts->handshake_timeout_ms < 0 || opts->idle_timeout_ms < 0)
         return -EINVAL;
     srv = calloc(1, sizeof(*srv));
     if (!srv)
@@ -1279,6 +1651,12 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
         srv->o.move_timeout_ms = 10000;
     if (!srv->o.move_window)
         srv->o.move_window = BATON_SESSION_MOVE_WINDOW;
+    if (!srv->o.max_sessions)
+        srv->o.max_sessions = default_max_sessions();
+    if (!srv->o.handshake_timeout_ms)
+        srv->o.handshake_timeout_ms = HANDSHAKE_MS;
+    if (!srv->o.idle_timeout_ms)
+        srv->o.idle_timeout_ms = IDLE_MS;
     srv->epfd = srv->timerfd = -1;
     srv->scratch = malloc(BATON_SESSION_STATE_MAX);
     if (opts->key_len) {
