@@ -7,12 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "session-util.h"
 
 int ts_move_window, ts_move_timeout_ms, ts_client_timeout_ms;
+int ts_max_sessions, ts_handshake_timeout_ms, ts_idle_timeout_ms;
+const char *ts_log_match;
 
 /* The server application's per-session state; it travels with the
  * session. */
@@ -24,6 +27,9 @@ static void srv_log(void *ctx, int level, const char *msg)
 {
     struct ts_server *t = ctx;
 
+    t->log_lines++;
+    if (ts_log_match && strstr(msg, ts_log_match))
+        t->log_matched++;
     if (getenv("TS_VERBOSE") || level <= BATON_SESSION_LOG_ERR)
         t_log("%s: %s", t->name, msg);
 }
@@ -138,6 +144,9 @@ void ts_server_start_at(struct ts_server *t, const char *name, const char *key, 
         .key_len = key ? strlen(key) : 0,
         .move_timeout_ms = ts_move_timeout_ms ? ts_move_timeout_ms : 3000,
         .move_window = ts_move_window,
+        .max_sessions = ts_max_sessions,
+        .handshake_timeout_ms = ts_handshake_timeout_ms,
+        .idle_timeout_ms = ts_idle_timeout_ms,
         .ctx = t,
         .on_open = srv_open,
         .on_message = srv_message,
@@ -285,6 +294,119 @@ bool ts_pump_until(struct ts_server **srvs, struct ts_client *clients, int n,
         ts_pump(srvs, clients, n, 5);
     }
     return cond(arg);
+}
+
+enum { PROC_STATS = 1, PROC_STOP };
+
+struct proc_arg {
+    const char *key;
+    int nofile;
+};
+
+static void proc_tell_stats(int chan, const struct ts_server *t)
+{
+    struct rusage ru;
+
+    T_SYS(getrusage(RUSAGE_SELF, &ru));
+    t_tell(chan, (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+                     ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    t_tell(chan, t->log_lines);
+    t_tell(chan, t->log_matched);
+    t_tell(chan, t->opened);
+    t_tell(chan, t->closed);
+    t_tell(chan, (long long)baton_session_server_count(t->srv));
+}
+
+static int proc_main(int chan, void *arg)
+{
+    const struct proc_arg *a = arg;
+    struct ts_server t;
+    long long cmd;
+
+    if (a->nofile > 0) {
+        struct rlimit rl;
+        T_SYS(getrlimit(RLIMIT_NOFILE, &rl));
+        rl.rlim_cur = (rlim_t)a->nofile;
+        T_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+    }
+    ts_server_start(&t, "S", a->key);
+    t_tell(chan, atoi(strrchr(t.addr, ':') + 1));
+    t_tell(chan, a->key ? atoi(strrchr(t.paddr, ':') + 1) : 0);
+    for (;;) {
+        struct pollfd p[2] = {{baton_session_server_fd(t.srv), POLLIN, 0}, {chan, POLLIN, 0}};
+        if (poll(p, 2, 1000) < 0)
+            continue;
+        if (p[0].revents)
+            T_OK(baton_session_server_dispatch(t.srv));
+        if (!p[1].revents)
+            continue;
+        cmd = t_hear(chan, T_TIMEOUT);
+        if (cmd == PROC_STOP)
+            break;
+        proc_tell_stats(chan, &t);
+    }
+    ts_server_stop(&t);
+    return 0;
+}
+
+void ts_proc_start(struct ts_proc *sp, const char *key, int nofile)
+{
+    struct proc_arg a = {key, nofile};
+
+    memset(sp, 0, sizeof(*sp));
+    t_spawn(&sp->p, proc_main, &a);
+    sprintf(sp->addr, "tcp://127.0.0.1:%lld", t_hear(sp->p.chan, T_TIMEOUT));
+    sprintf(sp->paddr, "tcp://127.0.0.1:%lld", t_hear(sp->p.chan, T_TIMEOUT));
+}
+
+void ts_proc_stats(struct ts_proc *sp, struct ts_proc_stats *ret)
+{
+    t_tell(sp->p.chan, PROC_STATS);
+    ret->cpu_us = t_hear(sp->p.chan, T_TIMEOUT);
+    ret->log_lines = t_hear(sp->p.chan, T_TIMEOUT);
+    ret->log_matched = t_hear(sp->p.chan, T_TIMEOUT);
+    ret->opened = t_hear(sp->p.chan, T_TIMEOUT);
+    ret->closed = t_hear(sp->p.chan, T_TIMEOUT);
+    ret->count = t_hear(sp->p.chan, T_TIMEOUT);
+}
+
+long ts_proc_status_kb(const struct ts_proc *sp, const char *field)
+{
+    char path[64], line[256];
+    size_t fl = strlen(field);
+    long kb = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)sp->p.pid);
+    f = fopen(path, "r");
+    T_ASSERT(f);
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, field, fl) == 0 && line[fl] == ':' &&
+            sscanf(line + fl + 1, "%ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    T_ASSERT(kb >= 0);
+    return kb;
+}
+
+void ts_proc_reset_peak(const struct ts_proc *sp)
+{
+    char path[64];
+    FILE *f;
+
+    /* proc(5): writing 5 to clear_refs resets the peak resident set. */
+    snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)sp->p.pid);
+    f = fopen(path, "w");
+    T_ASSERT(f);
+    T_ASSERT(fputs("5", f) >= 0);
+    T_EQ(fclose(f), 0);
+}
+
+void ts_proc_stop(struct ts_proc *sp)
+{
+    t_tell(sp->p.chan, PROC_STOP);
+    T_EQ(t_proc_wait(&sp->p, T_TIMEOUT), 0);
+    close(sp->p.chan);
 }
 
 int ts_raw_connect(const char *addr)

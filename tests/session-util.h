@@ -28,6 +28,8 @@ struct ts_server {
     const char *name;
     long long errors, messages, opened, closed, moved, move_failed, imported, exported;
     int last_move_err, last_close_err;
+    /* Lines the library logged, and those that contain ts_log_match. */
+    long long log_lines, log_matched;
 };
 
 struct ts_client {
@@ -43,6 +45,10 @@ struct ts_client {
 
 /* Options of the servers started next (0: 3000 ms, the library's window). */
 extern int ts_move_window, ts_move_timeout_ms;
+/* More options of the servers started next (0: the library's defaults). */
+extern int ts_max_sessions, ts_handshake_timeout_ms, ts_idle_timeout_ms;
+/* Servers count the log lines that contain this (NULL: none). */
+extern const char *ts_log_match;
 /* The timeout of the clients started next (0: 3000 ms). */
 extern int ts_client_timeout_ms;
 
@@ -69,6 +75,27 @@ void ts_pump(struct ts_server **srvs, struct ts_client *clients, int n, int ms);
 bool ts_pump_until(struct ts_server **srvs, struct ts_client *clients, int n,
                    bool (*cond)(void *arg), void *arg, int timeout_ms);
 
+/* A session server in a child process, so that its CPU time, RSS and fds
+ * are its own: started with the options above and key (NULL: none, no peer
+ * listener) after lowering its RLIMIT_NOFILE to nofile (0: as is). It
+ * dispatches until ts_proc_stop(). */
+struct ts_proc {
+    struct t_proc p;
+    char addr[64], paddr[64];
+};
+struct ts_proc_stats {
+    long long cpu_us; /* user and system time so far */
+    long long log_lines, log_matched, opened, closed, count;
+};
+void ts_proc_start(struct ts_proc *sp, const char *key, int nofile);
+void ts_proc_stats(struct ts_proc *sp, struct ts_proc_stats *ret);
+/* A field of /proc/PID/status in KiB: "VmRSS" (its resident set now),
+ * "VmHWM" (the most it has been since the last ts_proc_reset_peak()). */
+long ts_proc_status_kb(const struct ts_proc *sp, const char *field);
+void ts_proc_reset_peak(const struct ts_proc *sp);
+/* Stop it; fails the test unless it exits 0. */
+void ts_proc_stop(struct ts_proc *sp);
+
 /* A raw TCP connection to a "tcp://127.0.0.1:PORT" address (blocking). */
 int ts_raw_connect(const char *addr);
 /* Write a frame; read the next frame into buf (payload into *ret_plen):
@@ -92,10 +119,16 @@ enum {
     TS_RESUMED,
     TS_CLOSE,
     TS_STAY,
+    TS_PING,
+    TS_PONG,
     TS_PHELLO = 16,
     TS_PCHAL,
     TS_PAUTH,
     TS_OFFER,
+    TS_OFFERED,
+    TS_TAKE,
+    TS_REFUSE,
+    TS_EXPORT,
 };
 enum {
     TS_C_OK,
@@ -106,7 +139,12 @@ enum {
     TS_C_TOKEN,
     TS_C_UNKNOWN,
     TS_C_LOST,
-    TS_C_AUTH
+    TS_C_AUTH,
+    TS_C_SHUTDOWN,
+    TS_C_REFUSED,
+    TS_C_OVERLOAD,
+    TS_C_FULL,
+    TS_C_TIMEOUT,
 };
 
 #endif
