@@ -19,8 +19,10 @@
  *
  * (each taken modulo the counts). Both servers must survive anything, and
  * ASan/UBSan/LSan check what they do; the servers are freed at the end of
- * every input. Client links are AF_UNIX (no ports used up); the peer link
- * is TCP on 127.0.0.1 (the library's addresses are TCP).
+ * every input. Each holds at most SESSIONS_MAX sessions, fewer than the
+ * clients, so that HELLOs and RESUMEs over the cap (CLOSE(FULL)) are
+ * reached; a client may send PING, and any frame type on any link. Client links are AF_UNIX (no
+ * ports used up); the peer link is TCP on 127.0.0.1 (the library's addresses are TCP).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CLIENTS  16
 #define SESSIONS 64
+/* The servers' max_sessions: below CLIENTS, so the cap is reached. */
+#define SESSIONS_MAX 6
 
 static const char key[] = "fuzz-session-server-key";
 
@@ -208,6 +212,7 @@ static void start(struct srv *t, char *name, size_t cap)
         .key = key,
         .key_len = sizeof(key) - 1,
         .move_window = 2, /* small: queued moves are exercised too */
+        .max_sessions = SESSIONS_MAX,
         .ctx = t,
         .on_open = on_open,
         .on_message = on_message,
