@@ -6,7 +6,10 @@
 #
 # A test sets BUILD (the build dir), sources this file, prepares its server
 # (run_tmp, run_port, run_need), defines CMD (the server's command line as
-# an array) and calls run_restarts. Exit status: 0 pass, 1 fail, 77 skip.
+# an array) and calls run_restarts. The load is baton-load on URLPATH, or
+# the test's own function run_load (called with the duration in seconds;
+# its exit status 0 means no request failed). Exit status: 0 pass, 1 fail,
+# 77 skip.
 # Every process started here is stopped on exit, even on failure.
 
 set -u
@@ -98,8 +101,12 @@ run_restarts() {
     local i duration st left pid deadline
     duration=$(awk -v n="$RESTARTS" -v i="$INTERVAL" 'BEGIN { printf "%d", n * i + 4 }')
     start_copy 1
-    "$BIN/baton-load" --url "http://127.0.0.1:$PORT${URLPATH:-/}" -c "$CONNS" -r "$RATE" \
-        -d "$duration" -t 5000 >"$T/load.log" 2>&1 &
+    if declare -F run_load >/dev/null; then
+        run_load "$duration" >"$T/load.log" 2>&1 &
+    else
+        "$BIN/baton-load" --url "http://127.0.0.1:$PORT${URLPATH:-/}" -c "$CONNS" -r "$RATE" \
+            -d "$duration" -t 5000 >"$T/load.log" 2>&1 &
+    fi
     LOAD_PID=$!
     sleep 1
     for ((i = 2; i <= RESTARTS + 1; i++)); do
@@ -127,3 +134,7 @@ run_restarts() {
     [[ $pid == "${SERVERS[-1]}" ]] || fail "owner is $pid, not the last copy ${SERVERS[-1]}"
     say "PASS: $RESTARTS restarts under load, 0 errors, every old copy gone"
 }
+
+# The compatibility suite (tests/compat/) reuses these tests with its own
+# load and checks: it names the file that redefines them.
+[[ -z ${RUN_LIB_HOOK:-} ]] || . "$RUN_LIB_HOOK"
