@@ -4,7 +4,8 @@
  * with CLOSE(FULL), which the client library reports as -EUSERS ("server
  * full"), and the sessions it holds carry on. One mode per way in:
  *   explicit  max_sessions 3: a fourth client, by the library and raw, is
- *             refused; once a session ends a new client is served
+ *             refused; once a session ends a new client is served (and
+ *             a negative max_sessions is -EINVAL)
  *   move      a move to a full server is called off: the client stays
  *             with its current server, told -EUSERS, and loses nothing
  *   default   no max_sessions under RLIMIT_NOFILE 64: the cap is 32 (half
@@ -71,13 +72,21 @@ static void raw_refused(const char *addr, struct ts_server **pump)
     close(fd);
 }
 
+static void no_message(void *ctx, baton_session *s, const void *d, size_t l)
+{
+}
+
 static void explicit_cap(void)
 {
+    struct baton_session_server_options o = {.on_message = no_message, .max_sessions = -1};
+    baton_session_server *srv = NULL;
     struct ts_client cl[5];
     struct want w3 = {cl, 3}, w5 = {cl, 5};
 
     ts_max_sessions = 3;
     ts_server_start(&a, "A", NULL);
+    T_EQ(baton_session_server_new(&o, a.lfd, -1, &srv), -EINVAL);
+    T_ASSERT(srv == NULL);
     for (int i = 0; i < 3; i++)
         ts_client_start(&cl[i], a.addr);
     send_all(cl, 3);
@@ -103,7 +112,7 @@ static void explicit_cap(void)
         ts_pump(srvs, NULL, 0, 10);
     T_EQ(baton_session_server_count(a.srv), 2);
     ts_client_start(&cl[4], a.addr);
-    cl[0].lost = cl[3].lost = 1; /* out of the game */
+    cl[0].lost = cl[3].lost = 1; /* closed and refused: send_all() skips them */
     send_all(cl, 5);
     T_ASSERT(ts_pump_until(srvs, cl, 5, settled, &w5, T_TIMEOUT));
     T_EQ(cl[4].lost, 0);

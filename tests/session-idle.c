@@ -8,6 +8,7 @@
  *   - a raw connection that never sends HELLO is closed with CLOSE(TIMEOUT);
  *   - a library client that sends no message for 4 s keeps its session
  *     (its pings keep it), and its next message is answered.
+ * (Negative limits are -EINVAL.)
  */
 #include <errno.h>
 #include <poll.h>
@@ -50,8 +51,14 @@ static void raw_poll(struct raw *r)
     }
 }
 
+static void no_message(void *ctx, baton_session *s, const void *d, size_t l)
+{
+}
+
 int main(int argc, char **argv)
 {
+    struct baton_session_server_options o = {.on_message = no_message};
+    baton_session_server *srv = NULL;
     struct raw idle = {-1, -1}, silent = {-1, -1};
     uint8_t buf[64];
     uint32_t len;
@@ -60,6 +67,12 @@ int main(int argc, char **argv)
     ts_idle_timeout_ms = IDLE_MS;
     ts_handshake_timeout_ms = IDLE_MS;
     ts_server_start(&a, "A", NULL);
+    o.idle_timeout_ms = -1;
+    T_EQ(baton_session_server_new(&o, a.lfd, -1, &srv), -EINVAL);
+    o.idle_timeout_ms = 0;
+    o.handshake_timeout_ms = -1;
+    T_EQ(baton_session_server_new(&o, a.lfd, -1, &srv), -EINVAL);
+    T_ASSERT(srv == NULL);
 
     idle.fd = ts_raw_connect(a.addr);
     ts_raw_frame(idle.fd, TS_HELLO, NULL, 0);
