@@ -148,6 +148,9 @@ struct baton_session_server_options {
      * -EACCES (the next server refused our key, or we its), -ECONNREFUSED. */
     void (*on_moved)(void *ctx, baton_session *s, int err);
     void (*log)(void *ctx, int level, const char *msg);
+    /* Room for later fields: must be zero (zero-initialise the whole
+     * struct), else -EINVAL. */
+    uint64_t resv[8];
 };
 
 /*
@@ -252,6 +255,9 @@ struct baton_session_client_options {
     /* The session ended (err as above). The handle stays valid (free it). */
     void (*on_lost)(void *ctx, baton_session_client *c, int err);
     void (*log)(void *ctx, int level, const char *msg);
+    /* Room for later fields: must be zero (zero-initialise the whole
+     * struct), else -EINVAL. */
+    uint64_t resv[8];
 };
 
 /* Start connecting to address and open a session. Non-blocking: messages

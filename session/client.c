@@ -495,7 +495,8 @@ BATON_SESSION_EXPORT int baton_session_client_connect(const struct baton_session
     struct baton__saddr a;
     int r;
 
-    if (!o || !ret || !o->on_message || o->timeout_ms < 0 || baton__saddr_parse(address, &a) < 0)
+    if (!o || !ret || !o->on_message || o->timeout_ms < 0 ||
+        !baton__resv_zero(o->resv, sizeof(o->resv)) || baton__saddr_parse(address, &a) < 0)
         return -EINVAL;
     c = calloc(1, sizeof(*c));
     if (!c)

@@ -104,6 +104,17 @@ int baton__squeue_room(const struct baton__squeue *q, size_t len);
 int baton__s_encode_data(struct baton__slink *l, const struct baton__squeue *q, uint64_t *sent,
                          uint64_t ack);
 
+/* Are all len bytes of an options struct's reserved room zero? */
+static inline bool baton__resv_zero(const void *resv, size_t len)
+{
+    const unsigned char *p = resv;
+
+    for (size_t i = 0; i < len; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
 /* Formats into buf (cap bytes). */
 void baton__s_fmt(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1641,7 +1641,8 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
     if (!opts || !ret || !opts->on_message || listen_fd < 0 ||
         (opts->key_len && opts->key_len < BATON_SESSION_KEY_MIN) || (opts->key_len && !opts->key) ||
         (peer_fd >= 0 && !opts->key_len) || opts->move_timeout_ms < 0 || opts->move_window < 0 ||
-        opts->max_sessions < 0 || opts->handshake_timeout_ms < 0 || opts->idle_timeout_ms < 0)
+        opts->max_sessions < 0 || opts->handshake_timeout_ms < 0 || opts->idle_timeout_ms < 0 ||
+        !baton__resv_zero(opts->resv, sizeof(opts->resv)))
         return -EINVAL;
     srv = calloc(1, sizeof(*srv));
     if (!srv)

@@ -63,6 +63,14 @@ int main(int argc, char **argv)
     o = t_opts(dir, 0, ~known);
     T_EQ(open_err(&o), -EINVAL);
 
+    /* Reserved room not zero: a program built against a newer header. */
+    for (size_t i = 0; i < sizeof(o.resv) / sizeof(o.resv[0]); i++) {
+        o = t_opts(dir, 0, 0);
+        o.resv[i] = 1;
+        T_EQ(open_err(&o), -EINVAL);
+        T_ASSERT(strstr(baton_last_error(NULL), "reserved option field") != NULL);
+    }
+
     /* A negative timeout. */
     o = t_opts(dir, -1, 0);
     T_EQ(open_err(&o), -EINVAL);

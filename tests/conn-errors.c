@@ -59,6 +59,12 @@ static int owner_main(int chan, void *arg)
     close(pfd[0]);
     close(pfd[1]);
     T_EQ(baton_handoff(b, fd, big, sizeof(big)), -EMSGSIZE);
+    if (expect == 0) {
+        /* Reserved room not zero: refused, the connection stays ours. */
+        struct baton_conn c = {.fd = fd, .state = "x", .len = 1, .resv = {0, 0, 1}};
+        T_EQ(baton_handoff_batch(b, &c, 1), 0);
+        T_EQ(c.result, -EINVAL);
+    }
     for (int i = 0; i < STATE_LEN; i++)
         state[i] = (char)('a' + i % 26);
     T_EQ(baton_handoff(b, fd, state, sizeof(state)), expect);

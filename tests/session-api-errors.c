@@ -38,6 +38,9 @@ int main(int argc, char **argv)
     T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
     T_ASSERT(srv == NULL);
     o.on_message = on_message;
+    o.resv[7] = 1; /* reserved room must be zero */
+    T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
+    o.resv[7] = 0;
     T_OK(baton_session_server_new(&o, t.lfd, -1, &srv));
     T_EQ(baton_session_move(srv, "x", NULL, 0), -EINVAL); /* no key */
     baton_session_server_free(srv);
@@ -58,6 +61,9 @@ int main(int argc, char **argv)
     T_EQ(baton_session_close(NULL), -EINVAL);
 
     T_EQ(baton_session_client_connect(NULL, t.addr, &c), -EINVAL);
+    co.resv[0] = 1;
+    T_EQ(baton_session_client_connect(&co, t.addr, &c), -EINVAL);
+    co.resv[0] = 0;
     T_EQ(baton_session_client_connect(&co, "tcp://localhost:1", &c), -EINVAL);
     T_EQ(baton_session_client_connect(&co, "127.0.0.1:1", &c), -EINVAL);
     co.on_message = NULL;
