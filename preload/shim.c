@@ -113,7 +113,6 @@ struct entry {
     int lib_fd; /* the handle's fd; -1 until claimed, or gone */
     int domain, type;
     bool inherited, claimed;
-    bool nonblock;           /* cached O_NONBLOCK of the open file */
     bool herd, herd_checked; /* our SO_RCVTIMEO is set (herd_guard) */
     int prog[MAX_PROG];
     int nprog;
@@ -332,12 +331,6 @@ static void manifest_read(void)
 
 /* --- Listener bookkeeping. ------------------------------------------------ */
 
-static void cache_flags(struct entry *e, int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    e->nonblock = fl >= 0 && (fl & O_NONBLOCK);
-}
-
 static void prog_add(struct entry *e, int fd)
 {
     if (e->nprog < MAX_PROG && fd < FDMAP) {
@@ -533,7 +526,6 @@ static int adopt(struct entry *en, int fd)
             en->domain = ss.ss_family;
     }
     en->type = sock_type(fd);
-    cache_flags(en, fd);
     prog_add(en, fd);
     say("fd %d: %s (%s)", fd, en->key, en->inherited ? "inherited" : "kept across re-bind");
     return 0;
@@ -609,7 +601,6 @@ static void register_listener(int fd, int type)
     en->lib_fd = lib;
     en->domain = ss.ss_family;
     en->type = type;
-    cache_flags(en, fd);
     prog_add(en, fd);
     manifest_update();
     say("fd %d: %s (new)", fd, name);
@@ -618,14 +609,10 @@ static void register_listener(int fd, int type)
 SHIM_EXPORT int listen(int fd, int backlog)
 {
     int r = REAL(listen)(fd, backlog), e = errno, type;
-    struct entry *en;
 
     if (r < 0 || !is_holder() || fd >= FDMAP)
         return r;
-    en = entry_of(fd);
-    if (en) {
-        cache_flags(en, fd);
-    } else if (!fdmap_get(fd) && ((type = sock_type(fd)) == SOCK_STREAM || type == SOCK_DGRAM)) {
+    if (!fdmap_get(fd) && ((type = sock_type(fd)) == SOCK_STREAM || type == SOCK_DGRAM)) {
         pthread_mutex_lock(&S.mu);
         if (!fdmap_get(fd))
             register_listener(fd, type);
@@ -676,6 +663,17 @@ static int unherd(int conn)
     return conn;
 }
 
+/* Read at each call, not cached: the flag belongs to the open file, and
+ * programs set it whenever they like (redis with fcntl(F_SETFL) after
+ * listen(), others with ioctl(FIONBIO)), as may another copy sharing it.
+ * An fd that cannot be read counts as non-blocking: the call goes straight
+ * through and fails as it would without the shim. */
+static bool nonblocking(int fd)
+{
+    int fl = REAL(fcntl)(fd, F_GETFL);
+    return fl < 0 || (fl & O_NONBLOCK);
+}
+
 static int accept_live(atomic_int *cnt, struct entry *en, int fd, struct sockaddr *a, socklen_t *l,
                        int flags, bool four)
 {
@@ -692,7 +690,7 @@ static int accept_live(atomic_int *cnt, struct entry *en, int fd, struct sockadd
         errno = e;
         return r;
     }
-    if (en->nonblock || S.upgrade_fd < 0)
+    if (S.upgrade_fd < 0 || nonblocking(fd))
         return four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
     /* A blocking accept must wake when a successor takes over, or this
      * process would take one more connection after the handover. */
@@ -715,12 +713,8 @@ static int accept_live(atomic_int *cnt, struct entry *en, int fd, struct sockadd
             return r;
         }
         r = four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
-        if (r >= 0 || errno != EAGAIN)
+        if (r >= 0 || errno != EAGAIN || !en->herd)
             return r;
-        if (!en->herd) {
-            en->nonblock = true; /* the open file is non-blocking after all */
-            return r;
-        }
     }
 }
 

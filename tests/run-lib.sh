@@ -71,7 +71,13 @@ debug_procs() {
     done
 }
 
-alive() { [[ -n $1 ]] && kill -0 "$1" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+# Running, not a zombie. The state follows the command name, which may hold
+# spaces (redis-server sets its title to "redis-server 127.0.0.1:PORT").
+alive() {
+    local st
+    [[ -n $1 ]] && kill -0 "$1" 2>/dev/null && st=$(cat "/proc/$1/stat" 2>/dev/null) &&
+        st=${st##*) } && [[ ${st:0:1} != Z ]]
+}
 
 run_cleanup() {
     local st=$? pid
