@@ -453,9 +453,13 @@ BATON_EXPORT int baton_listen(baton *b, const char *name, const char *address, i
             return baton__fail(b, -r, "baton_listen(%s)", name);
         return claim(b, e);
     }
-    if (e && e->kind == kind && strcmp(e->addr, address) == 0 &&
-        baton__fd_matches(e->fd, kind) == 0)
+    /* The same socket address, not the same string: "tcp://localhost:80"
+     * is the socket "tcp://127.0.0.1:0" was given, if it got port 80. */
+    if (e && e->kind == kind && baton__addr_matches(e->fd, kind, address)) {
+        if ((r = baton__entry_set_addr(e, address)) < 0)
+            return baton__fail(b, -r, "baton_listen(%s)", name);
         return claim(b, e);
+    }
     if (e)
         baton__log(b, BATON_LOG_INFO, "%s: inherited %s differs from %s: new socket", name, e->addr,
                    address);

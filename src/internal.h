@@ -222,6 +222,10 @@ void baton__close_fds(int *fds, size_t n);
 int baton__addr_kind(const char *address);
 int baton__listen_new(baton *b, const char *address, int backlog, int *ret_fd);
 int baton__fd_matches(int fd, int kind);
+/* Is fd a socket of kind bound to the socket address that address names
+ * (resolved; port 0 matches any port; a unix path or another name of the
+ * same socket file)? */
+int baton__addr_matches(int fd, int kind, const char *address);
 
 /* state.c */
 int baton__state_make(const void *data, size_t len, int *ret_fd);

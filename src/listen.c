@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,4 +167,71 @@ int baton__fd_matches(int fd, int kind)
         return domain == AF_UNIX ? 0 : -EPROTOTYPE;
     }
     return -EINVAL;
+}
+
+/* Does the bound inet address of fd equal one that host:port resolves to?
+ * Port 0 asks for "any port", so it matches whatever port fd has. */
+static bool inet_matches(int fd, const char *address, int kind)
+{
+    struct addrinfo hints = {0}, *ai = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[256], port[8];
+    bool same = false;
+
+    if (split_host_port(address + 6, host, sizeof(host), port, sizeof(port)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return false;
+    hints.ai_socktype = kind == BATON__KIND_TCP ? SOCK_STREAM : SOCK_DGRAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (getaddrinfo(host, port, &hints, &ai) != 0)
+        return false;
+    for (struct addrinfo *a = ai; a && !same; a = a->ai_next) {
+        if (a->ai_family != ss.ss_family)
+            continue;
+        if (a->ai_family == AF_INET) {
+            const struct sockaddr_in *x = (const void *)a->ai_addr, *y = (const void *)&ss;
+            same = x->sin_addr.s_addr == y->sin_addr.s_addr &&
+                   (x->sin_port == 0 || x->sin_port == y->sin_port);
+        } else if (a->ai_family == AF_INET6) {
+            const struct sockaddr_in6 *x = (const void *)a->ai_addr, *y = (const void *)&ss;
+            same = memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 &&
+                   (x->sin6_port == 0 || x->sin6_port == y->sin6_port);
+        }
+    }
+    freeaddrinfo(ai);
+    return same;
+}
+
+/* A unix listener matches the path it is bound to, or another name of the
+ * same socket file. */
+static bool unix_matches(int fd, const char *address)
+{
+    struct sockaddr_un sa;
+    socklen_t sl = sizeof(sa);
+    struct stat a, b;
+    const char *path = address + 5;
+
+    if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 || sa.sun_family != AF_UNIX ||
+        sl <= offsetof(struct sockaddr_un, sun_path) || !sa.sun_path[0])
+        return false;
+    sa.sun_path[sizeof(sa.sun_path) - 1] = 0;
+    if (strcmp(sa.sun_path, path) == 0)
+        return true;
+    return stat(sa.sun_path, &a) == 0 && stat(path, &b) == 0 && S_ISSOCK(a.st_mode) &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int baton__addr_matches(int fd, int kind, const char *address)
+{
+    if (baton__fd_matches(fd, kind) < 0 || baton__addr_kind(address) != kind)
+        return false;
+    switch (kind) {
+    case BATON__KIND_TCP:
+    case BATON__KIND_UDP:
+        return inet_matches(fd, address, kind);
+    case BATON__KIND_UNIX:
+        return unix_matches(fd, address);
+    }
+    return false;
 }
