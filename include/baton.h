@@ -120,9 +120,13 @@ int baton_inherited(const baton *b);
  * A listening socket named name on address ("tcp://HOST:PORT" with an IPv4
  * address, "[v6]" or a host name; "udp://HOST:PORT"; "unix:PATH").
  * Returns the inherited socket when the predecessor passed one with this
- * name and the same address; otherwise a new bound (and, for stream
- * sockets, listening) socket. An inherited socket of this name whose
- * address differs is closed at baton_ready(). backlog <= 0 means SOMAXCONN.
+ * name and the same socket address: the same kind, and address resolved
+ * (getaddrinfo) to the address the inherited socket is bound to, with
+ * port 0 matching any port ("tcp://localhost:80" reuses the socket that
+ * "tcp://127.0.0.1:0" got if it got port 80); for unix sockets the same
+ * path or another name of the same socket file. Otherwise a new bound
+ * (and, for stream sockets, listening) socket. An inherited socket of this
+ * name whose address differs is closed at baton_ready(). backlog <= 0 means SOMAXCONN.
  * The fd is close-on-exec, blocking unless inherited non-blocking (the file
  * status flags are shared with the predecessor), and owned by the handle.
  * Returns the fd, -EEXIST if the name is taken in this process, -EINVAL on
