@@ -210,6 +210,13 @@ uint8_t *baton__slink_put(struct baton__slink *l, uint8_t type, uint32_t len)
 
     if (l->woff > 0 && l->woff == l->wlen)
         l->woff = l->wlen = 0;
+    if (l->wmax && l->wlen - l->woff + BATON__S_HDR + len > l->wmax) {
+        /* The other side does not read: end the link rather than hold
+         * more for it. */
+        l->eof = true;
+        l->err = -ENOBUFS;
+        return NULL;
+    }
     if (grow(&l->wbuf, &l->wcap, l->wlen + BATON__S_HDR + len, SIZE_MAX) < 0)
         return NULL;
     p = l->wbuf + l->wlen;
@@ -247,6 +254,7 @@ int baton__slink_flush(struct baton__slink *l)
         l->woff += (size_t)n;
     }
     l->woff = l->wlen = 0;
+    l->pong = false;
     /* Give back a large buffer once it drained (after an EXPORT). */
     if (l->wcap > (1u << 20)) {
         free(l->wbuf);

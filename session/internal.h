@@ -16,6 +16,11 @@
 
 /* Stop encoding queued messages into a write buffer beyond this size. */
 #define BATON__S_WBUF_SOFT (256u * 1024)
+/* What a server lets pile up unsent on a client link: data stops at the
+ * soft limit, so only answers to what the client sends (PONG, ACK) could
+ * grow past it, and only if the client never reads. Past this, the link
+ * is closed: the client is not reading. */
+#define BATON__S_WBUF_CLIENT_MAX (1024u * 1024)
 /* Bytes read from one link per dispatch before others get their turn. */
 #define BATON__S_READ_BUDGET (1u << 20)
 
@@ -29,6 +34,8 @@ struct baton__slink {
     size_t rlen, roff, rcap, rmax; /* rmax: the largest frame allow admits */
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
+    size_t wmax;    /* the most that may wait unsent (0: no bound) */
+    bool pong;      /* a PONG waits unsent: another PING adds none */
     bool eof;       /* the peer closed or the connection broke */
     bool connected; /* a non-blocking connect() completed */
     int err;        /* why it ended (-errno) */

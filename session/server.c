@@ -368,6 +368,8 @@ static struct slink *link_new(baton_session_server *srv, int fd, int kind)
     if (!k)
         return NULL;
     baton__slink_init(&k->l, fd, kind, allow);
+    if (kind == L_CLIENT)
+        k->l.wmax = BATON__S_WBUF_CLIENT_MAX;
     k->last_in_ms = baton__s_now_ms();
     k->deadline = k->last_in_ms + srv->o.handshake_timeout_ms;
     k->next = srv->links;
@@ -582,11 +584,17 @@ static int on_client_session_frame(baton_session_server *srv, struct slink *k,
     case BATON__S_ACK:
         return session_ack(s, f->u.ack.count);
     case BATON__S_PING: {
-        /* The answer tells the client how often to ping. */
-        uint8_t *p = baton__slink_put(&k->l, BATON__S_PONG, 4);
+        /* The answer tells the client how often to ping. One PONG waits
+         * unsent at most: a client that pings and never reads must not
+         * make us queue an answer to each. */
+        uint8_t *p;
+        if (k->l.pong)
+            return 0;
+        p = baton__slink_put(&k->l, BATON__S_PONG, 4);
         if (!p)
-            return -ENOMEM;
+            return k->l.eof ? 0 : -ENOMEM;
         baton__s_put32(p, (uint32_t)srv->o.idle_timeout_ms);
+        k->l.pong = true;
         mark_dirty(s);
         return 0;
     }
