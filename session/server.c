@@ -63,6 +63,7 @@ struct slink {
     int64_t last_in_ms; /* when it last brought bytes (the idle limit) */
     int rest_ms;        /* a listener: its current rest after accept failed */
     bool paused;        /* a listener: out of epoll while it rests */
+    bool pings;         /* L_CLIENT: its client sent PING (the idle limit applies) */
     bool dead;
 };
 
@@ -588,6 +589,7 @@ static int on_client_session_frame(baton_session_server *srv, struct slink *k,
          * unsent at most: a client that pings and never reads must not
          * make us queue an answer to each. */
         uint8_t *p;
+        k->pings = true;
         if (k->l.pong)
             return 0;
         p = baton__slink_put(&k->l, BATON__S_PONG, 4);
@@ -1478,7 +1480,7 @@ static bool links_tick(baton_session_server *srv, int64_t now)
             baton__s_fmt(what, sizeof(what), "no session within the handshake deadline (%d ms)",
                          srv->o.handshake_timeout_ms);
             client_error(srv, k, -ETIMEDOUT, EP_DEADLINE, what);
-        } else if (k->l.kind == L_CLIENT && k->s && k->s->state == S_ACTIVE &&
+        } else if (k->l.kind == L_CLIENT && k->pings && k->s && k->s->state == S_ACTIVE &&
                    now - k->last_in_ms >= srv->o.idle_timeout_ms) {
             baton__s_fmt(what, sizeof(what), "nothing received for %lld ms (the idle limit)",
                          (long long)(now - k->last_in_ms));

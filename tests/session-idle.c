@@ -3,8 +3,12 @@
  * Connections that hold a server without talking to it are closed, and a
  * quiet client of the library is not. With an idle limit of 1 s and a
  * handshake deadline of 1 s:
- *   - a raw client that opened a session and then says nothing is closed
- *     with CLOSE(TIMEOUT), and the application sees on_close(-ETIMEDOUT);
+ *   - a raw client that opened a session, pinged once (so it is a client
+ *     that keeps itself alive) and then says nothing is closed with
+ *     CLOSE(TIMEOUT), and the application sees on_close(-ETIMEDOUT);
+ *   - a raw client that opened a session and never pings (a client from
+ *     before PING) keeps it: the idle limit is not applied to it, so that
+ *     servers can be upgraded before their clients;
  *   - a raw connection that never sends HELLO is closed with CLOSE(TIMEOUT);
  *   - a library client that sends no message for 4 s keeps its session
  *     (its pings keep it), and its next message is answered.
@@ -59,7 +63,7 @@ int main(int argc, char **argv)
 {
     struct baton_session_server_options o = {.on_message = no_message};
     baton_session_server *srv = NULL;
-    struct raw idle = {-1, -1}, silent = {-1, -1};
+    struct raw idle = {-1, -1}, silent = {-1, -1}, old = {-1, -1};
     uint8_t buf[64];
     uint32_t len;
 
@@ -77,6 +81,12 @@ int main(int argc, char **argv)
     idle.fd = ts_raw_connect(a.addr);
     ts_raw_frame(idle.fd, TS_HELLO, NULL, 0);
     T_EQ(ts_raw_next(srvs, idle.fd, buf, sizeof(buf), &len), TS_WELCOME);
+    ts_raw_frame(idle.fd, TS_PING, NULL, 0);
+    T_EQ(ts_raw_next(srvs, idle.fd, buf, sizeof(buf), &len), TS_PONG);
+    T_EQ(ts_get32(buf), IDLE_MS);
+    old.fd = ts_raw_connect(a.addr);
+    ts_raw_frame(old.fd, TS_HELLO, NULL, 0);
+    T_EQ(ts_raw_next(srvs, old.fd, buf, sizeof(buf), &len), TS_WELCOME);
     silent.fd = ts_raw_connect(a.addr);
     ts_client_start(&quiet, a.addr);
     ts_client_send(&quiet);
@@ -87,7 +97,9 @@ int main(int argc, char **argv)
         ts_pump(srvs, &quiet, 1, 5);
         raw_poll(&idle);
         raw_poll(&silent);
+        raw_poll(&old);
     }
+    T_EQ(old.code, -1);
     T_EQ(idle.code, TS_C_TIMEOUT);
     T_EQ(silent.code, TS_C_TIMEOUT);
     T_EQ(a.closed, 1);
@@ -99,8 +111,9 @@ int main(int argc, char **argv)
     T_EQ(quiet.lost, 0);
     T_EQ(quiet.errors, 0);
     T_EQ(quiet.got, 2);
-    T_EQ(baton_session_server_count(a.srv), 1);
+    T_EQ(baton_session_server_count(a.srv), 2); /* the quiet one, the old one */
 
+    close(old.fd);
     close(idle.fd);
     close(silent.fd);
     ts_client_stop(&quiet);
