@@ -9,6 +9,7 @@ NAME=compat-$COMPAT_CASE
 . "$(dirname "$0")/../run-lib.sh"
 . "$(dirname "$0")/lib.sh"
 compat_need lighttpd
-export SERVER="$(/usr/sbin/lighttpd -v 2>/dev/null | head -n 1 | cut -d" " -f1 | tr / " ")"
+SERVER="$(/usr/sbin/lighttpd -v 2>/dev/null | head -n 1 | cut -d" " -f1 | tr / " ")"
+export SERVER
 export RUN_LIB_HOOK=$COMPAT_DIR/lib.sh
 exec bash "$COMPAT_DIR/../run-lighttpd.sh" "$BUILD"

@@ -3,8 +3,8 @@
 request, for tests/compat/memcached.sh.
 
 -c connections (one thread each, as a pool hands them out) each send
-"set k 0 0 N" and "get k" in turn and check the answers (STORED, the value
-back). A connection is kept for the whole run, as a pool keeps it; with
+"set k 0 0 N" and "get k" in turn, on a key of their own, and check the
+answers (STORED, the value back). A connection is kept for the whole run, as a pool keeps it; with
 --recycle N it is closed after N requests and a new one opened (a pool's
 maximum connection lifetime). A refused or failed connect, a reset, an
 end of stream, no answer within --timeout and a wrong answer are errors,
@@ -69,7 +69,10 @@ class Worker(threading.Thread):
         while time.monotonic() < self.deadline and self.budget.take():
             try:
                 if s is None:
+                    # A new connection may reach another copy, whose cache
+                    # is empty: it starts with a set.
                     s, used = self.connect(), 0
+                    n += n % 2
                 if not self.one(s, n):
                     self.fail("bad", "wrong answer")
                     raise OSError(errno.EPROTO, "bad answer")

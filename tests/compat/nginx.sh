@@ -9,6 +9,7 @@ NAME=compat-$COMPAT_CASE
 . "$(dirname "$0")/../run-lib.sh"
 . "$(dirname "$0")/lib.sh"
 compat_need nginx
-export SERVER="$(/usr/sbin/nginx -v 2>&1 | sed "s/.*nginx\//nginx /")"
+SERVER="$(/usr/sbin/nginx -v 2>&1 | sed "s/.*nginx\//nginx /")"
+export SERVER
 export RUN_LIB_HOOK=$COMPAT_DIR/lib.sh
 exec bash "$COMPAT_DIR/../run-nginx.sh" "$BUILD"

@@ -11,6 +11,7 @@ NAME=compat-$COMPAT_CASE
 . "$(dirname "$0")/../run-lib.sh"
 . "$(dirname "$0")/lib.sh"
 compat_need python-http
-export SERVER="python3 $(/usr/bin/python3 -c 'import platform; print(platform.python_version())')"
+SERVER="python3 $(/usr/bin/python3 -c 'import platform; print(platform.python_version())')"
+export SERVER
 export RUN_LIB_HOOK=$COMPAT_DIR/lib.sh
 exec bash "$COMPAT_DIR/../run-python-http.sh" "$BUILD"

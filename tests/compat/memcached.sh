@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# compat/memcached.sh BUILD_DIR - memcached started as root with `-u memcache`
+# (libevent: epoll; it drops to the memcache user after binding, as a
+# packaged memcached does), under a pooled set/get client
+# (memcached-load.py) that keeps its connections, as a pool does.
+BUILD=${1:?usage: memcached.sh BUILD_DIR}
+NAME=compat-memcached
+. "$(dirname "$0")/../run-lib.sh"
+. "$(dirname "$0")/lib.sh"
+compat_need memcached
+[[ $(id -u) == 0 ]] || skip "memcached -u needs root"
+id memcache >/dev/null 2>&1 || skip "no memcache user (the memcached package makes it)"
+SERVER="memcached $(/usr/bin/memcached -V | cut -d' ' -f2)"
+LOAD=memcached
+CONNS=${COMPAT_CONNS:-10}
+MODE="-u memcache (privileges dropped after bind); a pool of $CONNS connections kept for the run, set/get"
+NEEDS="clients that close pooled connections well within the drain timeout (memcached ends no busy connection itself; memcached-load.py --recycle N)"
+run_tmp
+run_port
+CMD=(/usr/bin/memcached -u memcache -l 127.0.0.1 -p "$PORT" -U 0 -m 64 -c 1024)
+run_restarts
