@@ -8,7 +8,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-handover bench-session fuzz deb install clean deps
+.PHONY: check-compat deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-handover bench-session fuzz deb install clean deps
 
 all: build
 
@@ -38,6 +38,12 @@ deps-run:
 	-@sh scripts/deps-run.sh
 
 check: deps-run lint build check-asan
+
+# Real Debian servers restarted under load by `baton run`, one line per case
+# (COMPAT_CASES="node redis" for some); installs them with apt-get and
+# writes tests/compat/results.md.
+check-compat: build
+	@bash tests/compat/run.sh $(BUILD) $(COMPAT_CASES)
 
 $(TSAN)/CMakeCache.txt:
 	@sh scripts/deps.sh
