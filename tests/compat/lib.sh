@@ -262,12 +262,22 @@ problem() {
 # own (not run-lib.sh's): the copy stays our child, not disowned, so that
 # `wait` gives its exit status once it is gone.
 start_copy() {
-    local n=$1
+    local n=$1 k why
     BATON_RUN_LOG=$T/shim.log "$BIN/baton" run --dir "$DIR" --drain-timeout "$DRAIN" \
         ${STOP_SIGNAL:+--stop-signal "$STOP_SIGNAL"} -- "${CMD[@]}" >>"$T/server.err" 2>&1 &
     SERVERS+=("$!")
-    "$BIN/baton" wait "$DIR" --generation "$n" --timeout 20 >/dev/null ||
-        fail "generation $n never served"
+    # Up to 20 s, but no longer than the copy lives.
+    for ((k = 0; k < 20; k++)); do
+        "$BIN/baton" wait "$DIR" --generation "$n" --timeout 1 >/dev/null 2>&1 && return 0
+        alive "${SERVERS[-1]}" || break
+    done
+    why=$(grep -h 'baton_ready:' "$T/shim.log" 2>/dev/null | tail -n 1)
+    [[ -n $why ]] || why=$(grep -h 'failed' "$T/shim.log" 2>/dev/null | tail -n 1)
+    if alive "${SERVERS[-1]}"; then
+        fail "generation $n never served${why:+ (shim: $why)}"
+    fi
+    wait "${SERVERS[-1]}"
+    fail "generation $n never served: it exited with status $?, saying '$(tail -n 1 "$T/server.err" 2>/dev/null)'${why:+ (shim: $why)}"
 }
 
 # Waits (bounded) until pid $1's tree holds the listener on $PORT.
