@@ -14,7 +14,7 @@ APACHE=/usr/sbin/apache2
 MODS=/usr/lib/apache2/modules
 SERVER="apache $("$APACHE" -v | sed -n 's|^Server version: Apache/\([^ ]*\).*|\1|p')"
 MODE="event MPM, -DFOREGROUND, User www-data, keep-alive; wrk -c$CONNS"
-NEEDS="-DFOREGROUND; MaxKeepAliveRequests 100 (the default; 0 = unbounded keeps an old copy to the drain timeout); its own PidFile"
+NEEDS="-DFOREGROUND; MaxKeepAliveRequests 100 (the default; with 0 busy keep-alive connections hold an old copy to the drain timeout: 3 resets in a run); a PidFile no other copy uses: httpd exits at start while the pid in it lives, and removes it at exit"
 run_tmp
 run_port
 chmod 755 "$T"

@@ -11,7 +11,7 @@ compat_need node
 NODE=$(command -v node || echo /usr/bin/node)
 SERVER="node $("$NODE" --version)"
 MODE="http.createServer, keep-alive; wrk -c$CONNS"
-NEEDS="server.maxRequestsPerSocket = 100 (unbounded by default: an old copy keeps busy keep-alive connections to the drain timeout)"
+NEEDS="server.maxRequestsPerSocket = 100 (unbounded by default: busy keep-alive connections hold an old copy to the drain timeout, 22 resets in a run)"
 run_tmp
 run_port
 cat >"$T/server.js" <<'JS'

@@ -10,7 +10,7 @@ NAME=compat-webrick
 compat_need webrick
 SERVER="ruby $(/usr/bin/ruby -e 'print RUBY_VERSION'), webrick $(/usr/bin/ruby -rwebrick -e 'print WEBrick::VERSION')"
 MODE="HTTPServer, a thread per connection, keep-alive; wrk -c$CONNS"
-NEEDS="keep-alive ended by the handler (res.keep_alive = false every 100 requests): WEBrick has no per-connection limit"
+NEEDS="keep-alive ended by the handler (res.keep_alive = false every 100 requests): WEBrick has no per-connection limit (without it, 20 resets at the drain timeout in a run)"
 run_tmp
 run_port
 cat >"$T/server.rb" <<'RB'
