@@ -89,6 +89,7 @@
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
 #define unlikely(x) __builtin_expect(!!(x), 0)
+#define likely(x)   __builtin_expect(!!(x), 1)
 
 /* Fds below this are tracked in a byte map; listeners above it are passed
  * through untouched (servers open their listeners first). */
@@ -112,6 +113,9 @@ struct entry {
     char key[BATON_NAME_MAX + 1];
     int lib_fd; /* the handle's fd; -1 until claimed, or gone */
     int domain, type;
+    struct sockaddr_storage addr; /* what getsockname() says once retired */
+    socklen_t addrlen;
+    int dead; /* the socket its fds become when retired (dead_socket), or -1 */
     bool inherited, claimed;
     bool herd, herd_checked; /* our SO_RCVTIMEO is set (herd_guard) */
     int prog[MAX_PROG];
@@ -196,6 +200,7 @@ static int (*real_dup3)(int, int, int);
 static int (*real_fcntl)(int, int, ...);
 static int (*real_fcntl64)(int, int, ...);
 static int (*real_unlink)(const char *);
+static int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
 static int (*real_unlinkat)(int, const char *, int);
 
 static void resolve(void)
@@ -221,6 +226,7 @@ static void resolve(void)
     R(real_fcntl, "fcntl");
     R(real_fcntl64, "fcntl64");
     R(real_unlink, "unlink");
+    R(real_getsockname, "getsockname");
     R(real_unlinkat, "unlinkat");
 #undef R
     if (!real_fcntl64) /* glibc before 2.28: nobody calls it */
@@ -321,6 +327,7 @@ static void manifest_read(void)
             memset(e, 0, sizeof(*e));
             memcpy(e->key, p, n);
             e->lib_fd = -1;
+            e->dead = -1;
             e->inherited = true;
             S.ninherited++;
         }
@@ -376,15 +383,20 @@ static void forget(int fd)
 
 /* A socket that never becomes readable, for retired listener fds: a unix
  * listener whose path is gone (nobody can connect), or an unbound UDP
- * socket. */
-static int dead_socket(const struct entry *en, bool nonblock)
+ * socket. Made when the listener is first seen, in the holder, which then
+ * has whatever privileges the program started with: the program may drop
+ * them later (memcached -u, Apache's User), and its processes must still be
+ * able to retire their listeners then. All of a listener's fds, in every
+ * process, become this one open file, as they all were the listener's one
+ * open file (so O_NONBLOCK is one flag for all of them, as it was). */
+static int dead_socket(const struct entry *en)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int nb = nonblock ? SOCK_NONBLOCK : 0, fd;
+    int fd;
 
     if (en->type == SOCK_DGRAM)
-        return socket(en->domain, SOCK_DGRAM | SOCK_CLOEXEC | nb, 0);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | nb, 0);
+        return socket(en->domain, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/.retired-%d-%d", S.dir, (int)getpid(),
@@ -408,18 +420,19 @@ static void retire_local(void)
     S.retired = true;
     for (int i = 0; i < S.ne; i++) {
         struct entry *en = &S.e[i];
-        for (int k = 0; k < en->nprog; k++) {
-            int fd = en->prog[k], fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD), d;
-            d = dead_socket(en, fl >= 0 && (fl & O_NONBLOCK));
-            if (d < 0) {
-                say("cannot retire fd %d (%s): %m", fd, en->key);
-                continue;
-            }
+        if (en->nprog > 0 && en->dead < 0 && (en->dead = dead_socket(en)) < 0)
+            say("cannot retire %s: %m", en->key);
+        for (int k = 0; k < en->nprog && en->dead >= 0; k++) {
+            int fd = en->prog[k], fl = REAL(fcntl)(fd, F_GETFL), fdfl = REAL(fcntl)(fd, F_GETFD);
+            int dfl = REAL(fcntl)(en->dead, F_GETFL);
+            /* Blocking as the listener was: accept() blocks, or fails with
+             * EAGAIN, as the program expects. */
+            if (fl >= 0 && dfl >= 0)
+                REAL(fcntl)(en->dead, F_SETFL, (dfl & ~O_NONBLOCK) | (fl & O_NONBLOCK));
             for (int j = 0; j < S.nregs; j++)
                 if (S.regs[j].fd == fd)
                     REAL(epoll_ctl)(S.regs[j].epfd, EPOLL_CTL_DEL, fd, NULL);
-            REAL(dup3)(d, fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
-            REAL(close)(d);
+            REAL(dup3)(en->dead, fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
             for (int j = 0; j < S.nregs; j++)
                 if (S.regs[j].fd == fd)
                     REAL(epoll_ctl)(S.regs[j].epfd, EPOLL_CTL_ADD, fd, &S.regs[j].ev);
@@ -498,6 +511,19 @@ static struct entry *find_free(const char *key)
     return NULL;
 }
 
+/* What en's listener, now on fd, is: its address (getsockname() on a
+ * retired fd answers it), type, and the socket it becomes when retired. */
+static void entry_learn(struct entry *en, int fd)
+{
+    en->addrlen = sizeof(en->addr);
+    if (REAL(getsockname)(fd, (struct sockaddr *)&en->addr, &en->addrlen) < 0)
+        en->addrlen = 0;
+    en->domain = en->addrlen > 0 ? en->addr.ss_family : 0;
+    en->type = sock_type(fd);
+    if (en->dead < 0 && (en->dead = dead_socket(en)) < 0)
+        say("%s: no socket to retire it with yet: %m", en->key);
+}
+
 /* Hand the program the listener of entry en on its fd. S.mu held. */
 static int adopt(struct entry *en, int fd)
 {
@@ -518,14 +544,7 @@ static int adopt(struct entry *en, int fd)
         say("dup3(%s onto %d): %m", en->key, fd);
         return -1;
     }
-    en->domain = 0;
-    {
-        struct sockaddr_storage ss;
-        socklen_t l = sizeof(ss);
-        if (getsockname(fd, (struct sockaddr *)&ss, &l) == 0)
-            en->domain = ss.ss_family;
-    }
-    en->type = sock_type(fd);
+    entry_learn(en, fd);
     prog_add(en, fd);
     say("fd %d: %s (%s)", fd, en->key, en->inherited ? "inherited" : "kept across re-bind");
     return 0;
@@ -577,7 +596,7 @@ static void register_listener(int fd, int type)
     struct entry *en;
     int lib;
 
-    if (getsockname(fd, (struct sockaddr *)&ss, &l) < 0 ||
+    if (REAL(getsockname)(fd, (struct sockaddr *)&ss, &l) < 0 ||
         baton_run__key((struct sockaddr *)&ss, l, type, v6only(fd, ss.ss_family), key,
                        sizeof(key)) < 0 ||
         S.ne >= MAX_ENTRIES)
@@ -599,8 +618,8 @@ static void register_listener(int fd, int type)
     memset(en, 0, sizeof(*en));
     snprintf(en->key, sizeof(en->key), "%s", name);
     en->lib_fd = lib;
-    en->domain = ss.ss_family;
-    en->type = type;
+    en->dead = -1;
+    entry_learn(en, fd);
     prog_add(en, fd);
     manifest_update();
     say("fd %d: %s (new)", fd, name);
@@ -984,6 +1003,29 @@ SHIM_EXPORT int fcntl64(int fd, int cmd, ...)
     return REAL(fcntl64)(fd, cmd, arg);
 }
 
+/* --- getsockname: a retired listener still has its address. ------------- */
+
+/* A retired fd is a unix socket the shim made (dead_socket), but the program
+ * still knows it as its listener and may ask for its address when it stops:
+ * gunicorn then unlink()s the address if it is a path, and crashed with
+ * FileNotFoundError on the dead socket's, leaving its workers behind. */
+SHIM_EXPORT int getsockname(int fd, struct sockaddr *sa, socklen_t *len)
+{
+    struct entry *en = S.retired ? entry_of(fd) : NULL;
+    int r = -1;
+
+    if (likely(!en))
+        return REAL(getsockname)(fd, sa, len);
+    pthread_mutex_lock(&S.mu);
+    if (en == entry_of(fd) && en->addrlen > 0 && sa && len) {
+        memcpy(sa, &en->addr, *len < en->addrlen ? *len : en->addrlen);
+        *len = en->addrlen;
+        r = 0;
+    }
+    pthread_mutex_unlock(&S.mu);
+    return r == 0 ? 0 : REAL(getsockname)(fd, sa, len);
+}
+
 /* --- unlink: a unix listener's path belongs to the service. -------------- */
 
 static bool is_listener_path(const char *path)
@@ -1189,7 +1231,7 @@ static bool is_conn(int fd)
         return false;
     il = sizeof(int);
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &il) < 0 || type != SOCK_STREAM ||
-        getsockname(fd, (struct sockaddr *)&ss, &l) < 0 ||
+        REAL(getsockname)(fd, (struct sockaddr *)&ss, &l) < 0 ||
         getpeername(fd, (struct sockaddr *)&peer, &pl) < 0)
         return false;
     for (int i = 0; i < S.ne; i++) {

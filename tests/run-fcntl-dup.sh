@@ -120,7 +120,7 @@ sys.exit(1 if errors or bounded else 0)
 PY
 # ask N: N connections one after another; prints "ANSWER COUNT" per answer.
 ask() {
-    python3 - "$PORT" "$1" <<'PY'
+    /usr/bin/python3 - "$PORT" "$1" <<'PY'
 import collections, socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 got = collections.Counter()
@@ -158,7 +158,7 @@ handover() {
     read -r -t 5 line <&"$held"
     [[ $line == "pid $pid1" ]] || fail "$mode: held connection: '$line'"
 
-    python3 "$T/load.py" "$PORT" "$T/stop" "$T/started" >"$T/load-$mode.log" 2>&1 {held}>&- &
+    /usr/bin/python3 "$T/load.py" "$PORT" "$T/stop" "$T/started" >"$T/load-$mode.log" 2>&1 {held}>&- &
     LOAD_PID=$!
     within test -e "$T/started" || fail "$mode: the client loop got no answer"
     start_copy 2 {held}>&-

@@ -50,7 +50,7 @@ run_tmp() {
 
 # A loopback port that was free a moment ago.
 run_port() {
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 }
 
 show_logs() {
@@ -93,14 +93,23 @@ run_cleanup() {
 }
 
 # Start one copy in the background: baton run execs, so $! is the server.
+# It stays our job, so that exit_status can tell how it ended.
 start_copy() {
     local n=$1
     BATON_RUN_LOG=$T/shim.log "$BIN/baton" run --dir "$DIR" --drain-timeout "${DRAIN:-20}" \
-        ${STOP_SIGNAL:+--stop-signal "$STOP_SIGNAL"} -- "${CMD[@]}" >>"$T/server.err" 2>&1 &
+        ${STOP_SIGNAL:+--stop-signal "$STOP_SIGNAL"} ${RUN_OPTS[@]+"${RUN_OPTS[@]}"} \
+        -- "${CMD[@]}" >>"$T/server.err" 2>&1 &
     SERVERS+=("$!")
-    disown "$!"
     "$BIN/baton" wait "$DIR" --generation "$n" --timeout 20 >/dev/null ||
         fail "generation $n never served"
+}
+
+# The exit status of copy PID (started by start_copy) once it has exited;
+# nothing while it runs.
+exit_status() {
+    alive "$1" && return 0
+    wait "$1" 2>/dev/null
+    echo "$?"
 }
 
 run_restarts() {

@@ -10,6 +10,8 @@
 #  - the old copy, holding one idle connection, does not spin (its epoll
 #    registrations for the listeners are gone) and serves that connection;
 #  - it exits once that connection closes, and the unix path survives it;
+#  - at its stop signal, getsockname() on its retired listeners still
+#    answers their addresses ([::]:PORT and the unix path);
 #  - `baton upgrade DIR` starts a third copy through the shim.
 BUILD=${1:?usage: run-semantics.sh BUILD_DIR}
 NAME=run-semantics
@@ -36,6 +38,8 @@ lu.bind(upath)
 lu.listen(64)
 lu.setblocking(False)
 def stop(*_):
+    with open(report + ".stopped", "a") as f:
+        f.write("%d %s %d %s\n" % ((os.getpid(),) + l6.getsockname()[:2] + (lu.getsockname(),)))
     os.unlink(upath)
     os._exit(0)
 signal.signal(signal.SIGTERM, stop)
@@ -66,7 +70,7 @@ export DRAIN=20
 
 # ask FAMILY-OR-PATH: one request on a fresh connection; prints "pid N".
 ask() {
-    python3 - "$1" "$PORT" <<'PY'
+    /usr/bin/python3 - "$1" "$PORT" <<'PY'
 import socket, sys
 where, port = sys.argv[1], int(sys.argv[2])
 if where.startswith("/"):
@@ -114,6 +118,9 @@ for ((i = 0; i < 50; i++)); do
 done
 alive "$pid1" && fail "the old copy did not exit when its last connection closed"
 [[ -S $T/http.sock ]] || fail "the old copy's exit removed the unix socket path"
+got=$(cat "$T/report.stopped" 2>/dev/null)
+[[ $got == "$pid1 :: $PORT $T/http.sock" ]] ||
+    fail "getsockname() on the retired listeners at the stop signal: '$got', not ':: $PORT $T/http.sock'"
 [[ $(ask "$T/http.sock") == "pid $pid2" ]] || fail "unix path lost after the old copy exited"
 
 "$BIN/baton" upgrade "$DIR" --timeout 20 >/dev/null || fail "baton upgrade failed"
@@ -125,4 +132,4 @@ for ((i = 0; i < 50; i++)); do
     sleep 0.1
 done
 alive "$pid2" && fail "generation 2 did not exit after baton upgrade"
-say "PASS: same fds and sockets, dual-stack, unix path kept, no busy loop, drain exit, baton upgrade"
+say "PASS: same fds and sockets, dual-stack, unix path kept, no busy loop, drain exit, addresses kept, baton upgrade"
