@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # compat/memcached.sh BUILD_DIR - memcached started as root with `-u memcache`
-# (libevent: epoll; it drops to the memcache user after binding, as a
-# packaged memcached does), under a pooled set/get client
+# (libevent: epoll; it drops to the memcache user at start, before it
+# binds, as a packaged memcached does), under a pooled set/get client
 # (memcached-load.py) that keeps its connections, as a pool does.
 BUILD=${1:?usage: memcached.sh BUILD_DIR}
 NAME=compat-memcached
@@ -13,7 +13,7 @@ id memcache >/dev/null 2>&1 || skip "no memcache user (the memcached package mak
 SERVER="memcached $(/usr/bin/memcached -V | cut -d' ' -f2)"
 LOAD=memcached
 CONNS=${COMPAT_CONNS:-10}
-MODE="-u memcache (privileges dropped after bind); a pool of $CONNS connections kept for the run, set/get"
+MODE="-u memcache (it drops to that user at start, before it binds); a pool of $CONNS connections kept for the run, set/get"
 NEEDS="clients that close pooled connections well within the drain timeout: memcached ends no busy connection itself (with -u root, a kept pool got 10-20 resets at the drain timeout; recycled every 200 requests, 0)"
 run_tmp
 run_port

@@ -7,7 +7,8 @@
 #
 # Each case's output goes to BUILD_DIR/compat/CASE.log, and the results to
 # tests/compat/results.md (COMPAT_RESULTS_MD=path elsewhere, or "" for
-# none), a table written from this run only.
+# none), a table written from this run only; COMPAT_REV says what the build
+# was made from if not from this tree.
 set -u
 BUILD=$(cd "${1:?usage: run.sh BUILD_DIR [CASE...]}" && pwd) || exit 2
 shift
@@ -64,17 +65,28 @@ for c in "${CASES[@]}"; do
         ;;
     *)
         failed=$((failed + 1))
-        printf 'FAIL %-12s %s requests, %s errors: %s (%ss; log %s)\n' "$c" "$(get requests "$c")" \
-            "$(get errors "$c")" "$(get reason "$c" | cut -c1-400)" "$secs" "$OUT/$c.log"
+        n=$(get requests "$c")
+        printf 'FAIL %-12s %s: %s (%ss; log %s)\n' "$c" \
+            "$([[ -n $n ]] && echo "$n requests, $(get errors "$c") errors" || echo "no counts (stopped early)")" \
+            "$(get reason "$c" | cut -c1-400)" "$secs" "$OUT/$c.log"
         ;;
     esac
 done
 
 if [[ -n $MD ]]; then
-    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    [[ -z $(git -C "$ROOT" status --porcelain -- preload src tools include 2>/dev/null) ]] || rev+=" + uncommitted changes in preload/src/tools/include"
+    # COMPAT_REV names what BUILD_DIR was built from, when not this tree.
+    rev=${COMPAT_REV:-}
+    if [[ -z $rev ]]; then
+        rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+        [[ -z $(git -C "$ROOT" status --porcelain -- preload src tools include 2>/dev/null) ]] ||
+            rev+=" + uncommitted changes in preload/src/tools/include"
+    fi
     # Table cells: no pipes, no newlines.
-    cell() { get "$1" "$2" | tr '|\n' '/ '; }
+    cell() {
+        local v
+        v=$(get "$1" "$2" | tr '|' '/')
+        echo "${v:-${3:-}}"
+    }
     {
         echo "# Compatibility suite: results of the latest run"
         echo
@@ -89,7 +101,11 @@ if [[ -n $MD ]]; then
         echo "| server | result | mode and load | what it needs for zero errors | requests | errors | notes |"
         echo "|---|---|---|---|---|---|---|"
         for c in "${CASES[@]}"; do
-            echo "| $c ($(cell server "$c")) | **$(cell status "$c")** | $(cell mode "$c") | $(cell needs "$c") | $(cell requests "$c") | $(cell errors "$c") | $(cell reason "$c")$([[ -n $(get reason "$c") ]] && echo "; ")$(cell detail "$c") |"
+            notes=$(cell reason "$c")
+            [[ -z $notes || -z $(get detail "$c") ]] || notes+="; "
+            notes+=$(cell detail "$c")
+            echo "| $c ($(cell server "$c")) | **$(cell status "$c")** | $(cell mode "$c") | $(cell needs "$c") |" \
+                "$(cell requests "$c" "none (stopped early)") | $(cell errors "$c" "-") | $notes |"
         done
     } >"$MD"
 fi
