@@ -331,6 +331,20 @@ static void reserve_fd_table(baton *b)
         close(fd);
 }
 
+/* The job token an owner that started us put in BATON_JOB (0: none). */
+static uint64_t job_token(void)
+{
+    const char *v = secure_getenv("BATON_JOB");
+    char *end;
+    unsigned long long t;
+
+    if (!v || !*v)
+        return 0;
+    errno = 0;
+    t = strtoull(v, &end, 16);
+    return errno || *end ? 0 : (uint64_t)t;
+}
+
 BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
 {
     baton *b;
@@ -344,6 +358,7 @@ BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
     if (!b)
         return baton__fail(NULL, ENOMEM, "baton_open: allocating the handle");
 
+    b->job_token = job_token();
     r = baton__argv_load(b);
     if (r >= 0)
         r = baton__owner_init(b);

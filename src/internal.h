@@ -54,6 +54,7 @@ struct baton__peer {
     int phase;
     pid_t pid;
     uid_t uid;
+    uint64_t job;      /* the job token it sent in REQ, 0 none */
     uint64_t deadline; /* monotonic ms */
     /* Takeover: what we are sending, snapshotted at HELLO. */
     size_t sent, total;
@@ -84,19 +85,34 @@ enum {
     BATON__PEER_UPGRADE,   /* the tool waits for a started successor */
 };
 
-/* A successor we started ourselves (baton upgrade, baton_upgrade()). Once
- * its upgrade is reported failed it may never take over: it is dropped,
- * sent SIGTERM, and SIGKILL at kill_at if it still lives. */
+/*
+ * A successor we started ourselves (baton upgrade, baton_upgrade()). Its
+ * processes are known by the token in their BATON_JOB (sent in REQ), and
+ * by the pid we started. Once its upgrade is reported failed it may never
+ * take over: its peers are dropped, its token refused from then on, and
+ * its processes ended (see struct baton__doomed).
+ */
 struct baton__job {
-    pid_t pid; /* 0: none running */
-    int pidfd; /* watched until the process is reaped or takes over */
+    pid_t pid;      /* the process we started, while we watch it; 0 none */
+    int pidfd;      /* watched until it exits or the job ends */
+    uint64_t token; /* 0: no job yet */
     uint64_t deadline;
-    uint64_t kill_at; /* monotonic ms; 0: no SIGKILL due */
-    int result;       /* valid once done */
+    int result; /* valid once done */
     bool done;
-    bool local; /* baton_upgrade() in this process waits for it */
+    bool exited; /* the process we started exited 0 before READY (it forked?) */
+    bool local;  /* baton_upgrade() in this process waits for it */
     char msg[256];
 };
+
+/* A process of a failed job: sent SIGTERM, SIGKILL at kill_at if it still
+ * lives, reaped when its pidfd turns readable. */
+struct baton__doomed {
+    pid_t pid; /* 0: free slot */
+    int pidfd;
+    uint64_t kill_at; /* monotonic ms; 0: SIGKILL sent */
+};
+#define BATON__DOOMED_MAX    4
+#define BATON__FAILED_TOKENS 8
 
 /* How long a successor whose upgrade failed has to exit after SIGTERM. */
 #define BATON__KILL_GRACE_MS 3000
@@ -113,6 +129,7 @@ struct baton {
     uint64_t since_ms; /* realtime ms at which we became the owner */
 
     /* Predecessor (successor side). */
+    uint64_t job_token; /* BATON_JOB: the owner started us for this job */
     int pred_fd;
     pid_t pred_pid;
     struct baton__table inh; /* what the predecessor passed */
@@ -148,9 +165,13 @@ struct baton {
     /* At the fd limit the control socket is not watched until
      * accept_paused_until (monotonic ms; 0: watched). */
     uint64_t accept_paused_until;
+    uint64_t ctl_retry_at; /* putting our control socket back failed: retry then */
     unsigned accept_backoff_ms, accept_refusals;
     struct baton__peer peers[BATON__MAX_PEERS];
     struct baton__job job;
+    struct baton__doomed doomed[BATON__DOOMED_MAX];
+    uint64_t failed_tokens[BATON__FAILED_TOKENS]; /* a ring: refused for good */
+    unsigned failed_next;
     pthread_t thread;
     bool thread_running;
 
@@ -206,6 +227,8 @@ int baton__ctl_create(baton *b, int *ret_fd, char *ret_tmp, size_t tmp_len);
 int baton__ctl_publish(baton *b, int fd, const char *tmp);
 int baton__record_write(baton *b);
 int baton__record_write_locked(baton *b);
+/* The pid the owner record names (0: none or unreadable). */
+pid_t baton__record_pid(baton *b);
 int baton__ctl_ensure(baton *b, int *ctl_fd);
 void baton__dir_sweep(baton *b);
 void baton__ctl_retire(baton *b);
@@ -253,7 +276,8 @@ int baton__takeover_finish(baton *b, int *ctl_fd, const char *tmp);
 
 /* spawn.c */
 int baton__argv_load(baton *b);
-int baton__spawn(baton *b, char *const argv[], pid_t *ret_pid, int *ret_pidfd);
+/* Start argv (NULL: ourselves) with BATON_JOB=token in its environment. */
+int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, int *ret_pidfd);
 
 /* systemd.c: sd_notify and socket activation, without libsystemd. */
 int baton__sd_listen_fds(baton *b);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -31,7 +32,7 @@
 #define P_PIDFD 3
 #endif
 
-enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PRED, TAG_DIR, TAG_PEER };
+enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PRED, TAG_DIR, TAG_PEER, TAG_DOOMED };
 
 /* epoll data: the tag in the low byte, a peer's slot and fd above it, so a
  * stale event for a slot that was reused is recognised. */
@@ -76,6 +77,20 @@ int baton__owner_init(baton *b)
     return 0;
 }
 
+/* A job started and not yet finished. */
+static bool job_active(const baton *b)
+{
+    return b->job.token && !b->job.done;
+}
+
+/* Is p a process of the current job: it sent the job's token, or it is the
+ * process we started (a successor of before job tokens sends none)? */
+static bool peer_of_job(const baton *b, const struct baton__peer *p)
+{
+    return b->job.token &&
+           ((p->job && p->job == b->job.token) || (b->job.pid && p->pid == b->job.pid));
+}
+
 static void arm_timer(baton *b)
 {
     uint64_t next = UINT64_MAX, now = baton__now_ms();
@@ -84,12 +99,15 @@ static void arm_timer(baton *b)
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         if (b->peers[i].fd >= 0 && b->peers[i].deadline && b->peers[i].deadline < next)
             next = b->peers[i].deadline;
-    if (b->job.pid && !b->job.done && b->job.deadline < next)
+    if (job_active(b) && b->job.deadline < next)
         next = b->job.deadline;
-    if (b->job.kill_at && b->job.kill_at < next)
-        next = b->job.kill_at;
+    for (int i = 0; i < BATON__DOOMED_MAX; i++)
+        if (b->doomed[i].pid && b->doomed[i].kill_at && b->doomed[i].kill_at < next)
+            next = b->doomed[i].kill_at;
     if (b->accept_paused_until && b->accept_paused_until < next)
         next = b->accept_paused_until;
+    if (b->ctl_retry_at && b->ctl_retry_at < next)
+        next = b->ctl_retry_at;
     if (next != UINT64_MAX) {
         uint64_t d = next > now ? next - now : 1;
         its.it_value.tv_sec = d / 1000;
@@ -111,6 +129,7 @@ static int pidfd_signal(int pidfd, int sig)
 void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
 {
     bool taking = p->phase >= BATON__PEER_SENDING && p->phase <= BATON__PEER_PUBLISH;
+    bool ofjob = taking && job_active(b) && peer_of_job(b, p);
     pid_t pid = p->pid;
 
     if (p->fd < 0)
@@ -132,14 +151,74 @@ void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
     memset(p, 0, sizeof(*p));
     p->fd = p->state_fd = -1;
     /* Last, once the slot is free: job_finish() drops the job's peers. */
-    if (taking && b->job.pid && !b->job.done && pid == b->job.pid)
+    if (ofjob)
         job_finish(b, err ? err : -ECONNRESET, 0, 0, why);
 }
 
-/* Did we report this process's upgrade failed? Then it never takes over. */
-static bool job_doomed(const baton *b, pid_t pid)
+/* Is pid a process of a failed job, on its way out? */
+static bool doomed_pid(const baton *b, pid_t pid)
 {
-    return b->job.pid && b->job.done && b->job.result < 0 && pid == b->job.pid;
+    for (int i = 0; i < BATON__DOOMED_MAX; i++)
+        if (b->doomed[i].pid && b->doomed[i].pid == pid)
+            return true;
+    return false;
+}
+
+/* Did we report the upgrade of the job with this token failed? */
+static bool doomed_token(const baton *b, uint64_t token)
+{
+    for (int i = 0; token && i < BATON__FAILED_TOKENS; i++)
+        if (b->failed_tokens[i] == token)
+            return true;
+    return false;
+}
+
+/*
+ * End a process of a failed job: SIGTERM now, SIGKILL after the grace
+ * period, reaped when it exits (TAG_DOOMED). Takes pidfd. With every slot
+ * taken (four failed jobs' processes at once) it gets SIGKILL at once.
+ */
+static void doom(baton *b, pid_t pid, int pidfd)
+{
+    struct baton__doomed *d = NULL;
+    siginfo_t si;
+
+    for (int i = 0; i < BATON__DOOMED_MAX && !d; i++)
+        if (!b->doomed[i].pid)
+            d = &b->doomed[i];
+    if (!d || pidfd_signal(pidfd, SIGTERM) < 0 ||
+        ep_add(b, pidfd, EPOLLIN, TAG_DOOMED | (uint64_t)(d - b->doomed) << 8) < 0) {
+        pidfd_signal(pidfd, SIGKILL);
+        waitid(P_PIDFD, pidfd, &si, WEXITED | WNOHANG);
+        close(pidfd);
+        return;
+    }
+    d->pid = pid;
+    d->pidfd = pidfd;
+    d->kill_at = baton__now_ms() + BATON__KILL_GRACE_MS;
+    baton__log(b, BATON_LOG_INFO, "stopping successor pid %d (SIGTERM)", (int)pid);
+}
+
+static void doom_pid(baton *b, pid_t pid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+    if (fd >= 0)
+        doom(b, pid, fd);
+}
+
+/* A doomed process exited: reap it if it is our child, free its slot. */
+static void on_doomed(baton *b, int slot)
+{
+    struct baton__doomed *d = &b->doomed[slot];
+    siginfo_t si;
+
+    if (slot >= BATON__DOOMED_MAX || !d->pid)
+        return;
+    waitid(P_PIDFD, d->pidfd, &si, WEXITED | WNOHANG);
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, d->pidfd, NULL);
+    close(d->pidfd);
+    memset(d, 0, sizeof(*d));
 }
 
 /*
@@ -214,7 +293,7 @@ static void accept_peers(baton *b)
             close(fd);
             continue;
         }
-        if (job_doomed(b, cr.pid)) {
+        if (doomed_pid(b, cr.pid)) {
             baton__log(b, BATON_LOG_WARNING,
                        "successor pid %d refused: its upgrade was reported failed", (int)cr.pid);
             baton__send_error(fd, -ETIMEDOUT, "this upgrade was reported failed");
@@ -321,19 +400,29 @@ static void ctl_check(baton *b)
 {
     int fd = b->ctl_fd, r;
 
-    if (fd < 0)
+    if (fd < 0 || b->superseded)
         return;
     r = baton__ctl_ensure(b, &fd);
-    if (r < 0)
-        baton__log(b, BATON_LOG_WARNING, "cannot put our control socket back: %s",
-                   baton__last_err());
-    if (r <= 0)
+    if (r < 0) {
+        /* At the fd limit, say: try again in a second, for as long as it
+         * takes, or nobody can reach us. */
+        if (!b->ctl_retry_at)
+            baton__log(b, BATON_LOG_WARNING, "cannot put our control socket back: %s",
+                       baton__last_err());
+        b->ctl_retry_at = baton__now_ms() + 1000;
         return;
-    /* ctl_ensure closed the old socket, which took its epoll entry along. */
-    b->ctl_fd = fd;
-    ep_add(b, fd, EPOLLIN, TAG_CTL);
-    baton__record_write_locked(b);
-    baton__log(b, BATON_LOG_WARNING, "republished our control socket");
+    }
+    b->ctl_retry_at = 0;
+    if (r > 0) {
+        /* ctl_ensure closed the old socket, which took its epoll entry. */
+        b->ctl_fd = fd;
+        ep_add(b, fd, EPOLLIN, TAG_CTL);
+        baton__log(b, BATON_LOG_WARNING, "republished our control socket");
+    }
+    /* The record too: a failed successor may have renamed its own over
+     * ours after we looked (its pid, a generation that never served). */
+    if ((r > 0 || baton__record_pid(b) != getpid()) && baton__record_write_locked(b) == 0 && r == 0)
+        baton__log(b, BATON_LOG_WARNING, "rewrote our owner record");
 }
 
 /*
@@ -353,7 +442,8 @@ static void on_dir_change(baton *b)
     while ((n = read(b->inotifyfd, buf, sizeof(buf))) > 0)
         for (char *p = buf; p < buf + n;) {
             struct inotify_event *e = (struct inotify_event *)p;
-            ours |= e->len && strcmp(e->name, "control.sock") == 0;
+            ours |=
+                e->len && (strcmp(e->name, "control.sock") == 0 || strcmp(e->name, "owner") == 0);
             p += sizeof(*e) + e->len;
         }
     if (!ours || b->superseded)
@@ -377,7 +467,7 @@ static void step_down(baton *b, struct baton__peer *p)
     b->ctl_fd = -1;
     baton__log(b, BATON_LOG_INFO, "successor pid %d (generation %d) serves; stepping down",
                (int)p->pid, b->generation + 1);
-    if (b->job.pid && !b->job.done)
+    if (job_active(b))
         job_finish(b, 0, b->generation + 1, p->pid, "ready");
     if (write(b->upgradefd, &one, sizeof(one)) < 0) {
         /* The counter cannot overflow with one write per successor. */
@@ -391,7 +481,15 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
 
     switch (p->phase * 16 + m->type) {
     case BATON__PEER_REQ * 16 + BATON__MSG_REQ:
-        if (m->u.req.kind == BATON__REQ_TAKEOVER) {
+        if (m->u.req.kind == BATON__REQ_TAKEOVER && doomed_token(b, m->u.req.job)) {
+            /* A process of a job we reported failed (one that forked, or
+             * came late): it never takes over, and it is ended. */
+            pid_t pid = p->pid;
+            baton__drop_peer(b, p, -ETIMEDOUT, "its upgrade was reported failed");
+            doom_pid(b, pid);
+            return;
+        } else if (m->u.req.kind == BATON__REQ_TAKEOVER) {
+            p->job = m->u.req.job;
             baton__fault("o-hello");
             r = start_takeover(b, p, slot);
         } else if (m->u.req.kind == BATON__REQ_UPGRADE && !b->superseded) {
@@ -496,15 +594,23 @@ static void expire(baton *b)
             ctl_check(b);
         baton__drop_peer(b, p, -ETIMEDOUT, "timed out");
     }
-    if (b->job.pid && !b->job.done && b->job.deadline <= now)
-        job_finish(b, -ETIMEDOUT, 0, 0, "successor not ready in time");
-    if (b->job.kill_at && b->job.kill_at <= now) {
-        b->job.kill_at = 0;
+    if (job_active(b) && b->job.deadline <= now)
+        job_finish(b, -ETIMEDOUT, 0, 0,
+                   b->job.exited ? "the successor exited (status 0) and no process of its took "
+                                   "over in time"
+                                 : "successor not ready in time");
+    for (int i = 0; i < BATON__DOOMED_MAX; i++) {
+        struct baton__doomed *d = &b->doomed[i];
+        if (!d->pid || !d->kill_at || d->kill_at > now)
+            continue;
+        d->kill_at = 0;
         baton__log(b, BATON_LOG_WARNING,
-                   "successor pid %d still runs %d ms after SIGTERM; sending SIGKILL",
-                   (int)b->job.pid, BATON__KILL_GRACE_MS);
-        pidfd_signal(b->job.pidfd, SIGKILL);
+                   "successor pid %d still runs %d ms after SIGTERM; sending SIGKILL", (int)d->pid,
+                   BATON__KILL_GRACE_MS);
+        pidfd_signal(d->pidfd, SIGKILL);
     }
+    if (b->ctl_retry_at && b->ctl_retry_at <= now)
+        ctl_check(b);
     if (b->accept_paused_until && b->accept_paused_until <= now) {
         accept_resume(b);
         if (b->ctl_fd >= 0)
@@ -512,7 +618,12 @@ static void expire(baton *b)
     }
 }
 
-/* Reap the successor we started, if it exited. */
+/*
+ * The process we started exited. Before READY with a failure status, the
+ * job fails now. With status 0 it may have forked (a server that
+ * daemonizes, a wrapper script): a process of its job may still take
+ * over, so the job's deadline decides.
+ */
 static void on_job(baton *b)
 {
     siginfo_t si = {0};
@@ -528,45 +639,58 @@ static void on_job(baton *b)
     } else if (si.si_pid == 0) {
         return;
     }
-    if (!b->job.done) {
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
+    close(b->job.pidfd);
+    b->job.pidfd = -1;
+    if (job_active(b) && si.si_code == CLD_EXITED && si.si_status == 0) {
+        b->job.exited = true;
+        baton__log(b, BATON_LOG_INFO,
+                   "successor pid %d exited (status 0) before ready; a process of its job may "
+                   "still take over until the deadline",
+                   (int)b->job.pid);
+    } else if (job_active(b)) {
         if (si.si_code == CLD_EXITED)
             snprintf(msg, sizeof(msg), "successor pid %d exited with status %d before ready",
                      (int)b->job.pid, si.si_status);
         else
             snprintf(msg, sizeof(msg), "successor pid %d killed by signal %d before ready",
                      (int)b->job.pid, si.si_status);
+        b->job.pid = 0; /* reaped: nothing of it to end */
         job_finish(b, -ECHILD, 0, 0, msg);
     }
-    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
-    close(b->job.pidfd);
-    b->job.pidfd = -1;
     b->job.pid = 0;
-    b->job.kill_at = 0;
 }
 
 /*
- * The job's upgrade is reported failed: that must stay true. Drop every
- * link its process has with us, wherever it got to (one between COMMIT and
- * PUBLISHED may have put its socket in place: put ours back), and end the
- * process, SIGTERM and then SIGKILL after a grace period. Its peer's own
- * deadline may be later than the job's; what we reported wins.
+ * The job's upgrade is reported failed: that must stay true. Its token is
+ * refused from now on; every link of its processes is dropped, wherever it
+ * got to (one between COMMIT and PUBLISHED may have put its socket in
+ * place: put ours back), and those processes and the one we started are
+ * ended. A peer's own deadline may be later than the job's; what we
+ * reported wins.
  */
 static void job_stop(baton *b)
 {
+    b->failed_tokens[b->failed_next++ % BATON__FAILED_TOKENS] = b->job.token;
     for (int i = 0; i < BATON__MAX_PEERS; i++) {
         struct baton__peer *p = &b->peers[i];
         bool published = p->phase == BATON__PEER_PUBLISH;
+        pid_t pid = p->pid;
 
-        if (p->fd < 0 || p->waits_job || p->pid != b->job.pid)
+        if (p->fd < 0 || p->waits_job || !peer_of_job(b, p))
             continue;
         baton__drop_peer(b, p, -ETIMEDOUT, "its upgrade was reported failed");
         if (published)
             ctl_check(b);
+        if (pid != b->job.pid)
+            doom_pid(b, pid);
     }
-    if (b->job.pidfd >= 0 && pidfd_signal(b->job.pidfd, SIGTERM) == 0) {
-        b->job.kill_at = baton__now_ms() + BATON__KILL_GRACE_MS;
-        baton__log(b, BATON_LOG_INFO, "stopping successor pid %d (SIGTERM)", (int)b->job.pid);
+    if (b->job.pidfd >= 0) {
+        epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
+        doom(b, b->job.pid, b->job.pidfd);
     }
+    b->job.pidfd = -1;
+    b->job.pid = 0;
 }
 
 static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const char *msg)
@@ -640,6 +764,9 @@ int baton__owner_dispatch(baton *b)
             break;
         case TAG_PEER:
             on_peer(b, (d >> 8) & 0xff, (int)(d >> 32), ev[i].events);
+            break;
+        case TAG_DOOMED:
+            on_doomed(b, (int)((d >> 8) & 0xff));
             break;
         }
     }
@@ -721,6 +848,15 @@ void baton__owner_stop(baton *b)
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         if (b->peers[i].fd >= 0)
             baton__drop_peer(b, &b->peers[i], 0, NULL);
+    /* Processes of failed jobs must not outlive the handle unchecked. */
+    for (int i = 0; i < BATON__DOOMED_MAX; i++) {
+        struct baton__doomed *d = &b->doomed[i];
+        if (!d->pid)
+            continue;
+        pidfd_signal(d->pidfd, SIGKILL);
+        close(d->pidfd);
+        memset(d, 0, sizeof(*d));
+    }
     free(b->txbuf);
     b->txbuf = NULL;
 }
@@ -729,29 +865,25 @@ void baton__owner_stop(baton *b)
  * join it). Called with b->mu held. */
 static int job_spawn(baton *b, char *const argv[], int timeout_ms)
 {
+    uint64_t token = 0;
     int r;
 
     if (b->superseded)
         return baton__fail(b, EALREADY, "a successor serves already");
-    if (b->job.pid && !b->job.done)
+    if (job_active(b))
         return 0;
-    if (b->job.pidfd >= 0) {
-        /* The last one failed and is still on its way out: hurry it, and
-         * reap it if it is gone within a second (else its exit is the
-         * application's to reap). */
-        struct pollfd pf = {.fd = b->job.pidfd, .events = POLLIN};
-        siginfo_t si;
-        pidfd_signal(b->job.pidfd, SIGKILL);
-        if (poll(&pf, 1, 1000) == 1)
-            waitid(P_PIDFD, b->job.pidfd, &si, WEXITED | WNOHANG);
-        epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->job.pidfd, NULL);
-        close(b->job.pidfd);
-    }
+    /* A failed job's processes are the doomed slots' now; a successful
+     * job's process is the owner's business, not ours. */
+    while (!token)
+        if (getrandom(&token, sizeof(token), 0) != sizeof(token))
+            return baton__fail(b, errno, "getrandom");
     memset(&b->job, 0, sizeof(b->job));
     b->job.pidfd = -1;
-    r = baton__spawn(b, argv, &b->job.pid, &b->job.pidfd);
+    b->job.token = token;
+    r = baton__spawn(b, argv, token, &b->job.pid, &b->job.pidfd);
     if (r < 0) {
         b->job.pid = 0;
+        b->job.token = 0;
         return r;
     }
     ep_add(b, b->job.pidfd, EPOLLIN, TAG_JOB);

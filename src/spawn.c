@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -79,11 +80,36 @@ int baton__argv_load(baton *b)
     return 0;
 }
 
-int baton__spawn(baton *b, char *const argv[], pid_t *ret_pid, int *ret_pidfd)
+/*
+ * Our environment with BATON_JOB=token in place of any BATON_JOB it had:
+ * the successor sends the token when it asks to take over, so that the
+ * owner knows which job it belongs to even when the process that asks is
+ * not the one it started (a server that forks first, a wrapper script).
+ */
+static char **job_environ(uint64_t token, char *var, size_t var_len)
+{
+    size_t n = 0, k = 0;
+    char **env;
+
+    for (char **e = environ; e && *e; e++)
+        n++;
+    env = calloc(n + 2, sizeof(*env));
+    if (!env)
+        return NULL;
+    for (char **e = environ; e && *e; e++)
+        if (strncmp(*e, "BATON_JOB=", 10) != 0)
+            env[k++] = *e;
+    snprintf(var, var_len, "BATON_JOB=%016llx", (unsigned long long)token);
+    env[k] = var;
+    return env;
+}
+
+int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, int *ret_pidfd)
 {
     posix_spawnattr_t attr;
     sigset_t none, all;
     const char *path;
+    char var[32], **env;
     pid_t pid;
     int r, pidfd;
 
@@ -97,15 +123,19 @@ int baton__spawn(baton *b, char *const argv[], pid_t *ret_pid, int *ret_pidfd)
     path = argv == b->argv ? b->exe : argv[0];
     if (!path[0])
         return baton__fail(b, ENOENT, "cannot tell our own executable's path");
+    env = job_environ(token, var, sizeof(var));
+    if (!env)
+        return baton__fail(b, ENOMEM, "posix_spawn(%s): environment", path);
     sigemptyset(&none);
     sigfillset(&all);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    r = argv == b->argv || strchr(path, '/') ? posix_spawn(&pid, path, NULL, &attr, argv, environ)
-                                             : posix_spawnp(&pid, path, NULL, &attr, argv, environ);
+    r = argv == b->argv || strchr(path, '/') ? posix_spawn(&pid, path, NULL, &attr, argv, env)
+                                             : posix_spawnp(&pid, path, NULL, &attr, argv, env);
     posix_spawnattr_destroy(&attr);
+    free(env);
     if (r != 0)
         return baton__fail(b, r, "posix_spawn(%s)", path);
     pidfd = syscall(SYS_pidfd_open, pid, 0);

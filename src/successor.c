@@ -116,12 +116,13 @@ static int receive_all(baton *b, int fd, uint64_t deadline)
     struct rx *x = malloc(sizeof(*x));
     uint32_t nfds;
     uint64_t state_len;
-    char req[BATON__HDR_LEN + 12];
+    char req[BATON__HDR_LEN + 20];
     int r;
 
     if (!x)
         return baton__fail(b, ENOMEM, "taking over from the owner of %s", b->dir);
-    r = baton__send(fd, req, baton__enc_req(req, BATON__REQ_TAKEOVER, 0, getpid()), NULL, 0);
+    r = baton__send(
+        fd, req, baton__enc_req_job(req, BATON__REQ_TAKEOVER, 0, getpid(), b->job_token), NULL, 0);
     if (r < 0) {
         r = baton__fail(b, r, "sending to the owner of %s", b->dir);
         goto out;
@@ -335,8 +336,10 @@ int baton__takeover_finish(baton *b, int *ctl, const char *tmp)
         return baton__fail(b, r, "the owner (pid %d) did not let us take over", (int)b->pred_pid);
     }
     r = baton__ctl_publish(b, *ctl, tmp);
-    if (r == 0)
+    if (r == 0) {
+        baton__fault("s-record");
         r = baton__record_write(b);
+    }
     if (r < 0)
         return r; /* the owner sees us hang up and puts its socket back */
     baton__fault("s-publish");

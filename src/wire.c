@@ -57,11 +57,22 @@ size_t baton__msg_header(void *buf, int type, size_t payload_len)
 
 size_t baton__enc_req(void *buf, uint32_t kind, uint32_t timeout_ms, uint32_t pid)
 {
+    return baton__enc_req_job(buf, kind, timeout_ms, pid, 0);
+}
+
+/* With a job token (not 0) the payload grows by it: an owner of before
+ * job tokens never starts a successor with one, so it never receives
+ * the longer form. */
+size_t baton__enc_req_job(void *buf, uint32_t kind, uint32_t timeout_ms, uint32_t pid, uint64_t job)
+{
     uint8_t *p = (uint8_t *)buf + BATON__HDR_LEN;
     put32(p, kind);
     put32(p + 4, timeout_ms);
     put32(p + 8, pid);
-    return baton__msg_header(buf, BATON__MSG_REQ, 12);
+    if (!job)
+        return baton__msg_header(buf, BATON__MSG_REQ, 12);
+    put64(p + 12, job);
+    return baton__msg_header(buf, BATON__MSG_REQ, 20);
 }
 
 size_t baton__enc_hello(void *buf, uint32_t generation, uint32_t pid, uint32_t nfds,
@@ -249,12 +260,13 @@ int baton__msg_decode(const void *buf, size_t len, struct baton__msg *m)
 
     switch (m->type) {
     case BATON__MSG_REQ:
-        if (plen != 12)
+        if (plen != 12 && plen != 20)
             return -EPROTO;
         m->u.req.kind = get32(p);
         m->u.req.timeout_ms = get32(p + 4);
         m->u.req.pid = get32(p + 8);
-        return 0;
+        m->u.req.job = plen == 20 ? get64(p + 12) : 0;
+        return plen == 20 && !m->u.req.job ? -EPROTO : 0;
     case BATON__MSG_HELLO:
         if (plen != 28)
             return -EPROTO;

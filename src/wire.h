@@ -61,6 +61,7 @@ struct baton__msg {
     union {
         struct {
             uint32_t kind, timeout_ms, pid;
+            uint64_t job; /* the job token of a successor we started, 0 none */
         } req;
         struct {
             uint32_t generation, pid, nfds;
@@ -105,6 +106,8 @@ int baton__msg_decode(const void *buf, size_t len, struct baton__msg *ret);
  * returns the message length. */
 size_t baton__msg_header(void *buf, int type, size_t payload_len);
 size_t baton__enc_req(void *buf, uint32_t kind, uint32_t timeout_ms, uint32_t pid);
+size_t baton__enc_req_job(void *buf, uint32_t kind, uint32_t timeout_ms, uint32_t pid,
+                          uint64_t job);
 size_t baton__enc_hello(void *buf, uint32_t generation, uint32_t pid, uint32_t nfds,
                         uint64_t state_len, uint64_t since_ms);
 size_t baton__enc_state(void *buf, uint64_t len);

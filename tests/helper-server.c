@@ -16,8 +16,12 @@
  * FAILFILE may instead say how to be slow (a server that starts slowly is
  * the subject of those tests, so here a sleep is the behaviour itself):
  * "slow MS" sleeps MS before baton_open(), "stall MS" between baton_open()
- * and baton_ready(), "stubborn MS" the same with SIGTERM ignored. A slow
- * start first reports "start PID".
+ * and baton_ready(), "stubborn MS" the same with SIGTERM ignored. Like a
+ * server that daemonizes, "fork-stall MS" forks, the parent exits 0 and
+ * the child stalls as "stall MS"; "fork-ready" the same, and the child
+ * goes on at once; "wrap-stall MS" forks and the parent, like a wrapper
+ * script, waits for the child (which stalls) and exits with its status.
+ * A slow start first reports "start PID" (the child's, after a fork).
  */
 #include <errno.h>
 #include <poll.h>
@@ -27,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -87,6 +92,12 @@ static int failfile_mode(const char *path, int *ret_ms)
             mode = 't';
         else if (sscanf(buf, "stubborn %d", ret_ms) == 1)
             mode = 'k';
+        else if (sscanf(buf, "fork-stall %d", ret_ms) == 1)
+            mode = 'F';
+        else if (strncmp(buf, "fork-ready", 10) == 0)
+            mode = 'R';
+        else if (sscanf(buf, "wrap-stall %d", ret_ms) == 1)
+            mode = 'W';
     }
     fclose(f);
     return mode;
@@ -115,6 +126,19 @@ int main(int argc, char **argv)
     report = argv[2];
     if (argc > 4)
         mode = failfile_mode(argv[4], &ms);
+    if (mode == 'F' || mode == 'R' || mode == 'W') {
+        int status = 0;
+        pid_t child = fork();
+        if (child < 0)
+            return 1;
+        if (child > 0 && mode == 'W' && waitpid(child, &status, 0) == child)
+            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        if (child > 0)
+            _exit(0);
+        if (mode == 'R')
+            t_report_send(report, "start %d", (int)getpid());
+        mode = mode == 'R' ? 0 : 't';
+    }
     if (mode == 's' || mode == 't' || mode == 'k')
         t_report_send(report, "start %d", (int)getpid());
     fail = strcmp(argv[3], "fail") == 0 || mode == 'f';

@@ -9,12 +9,15 @@
  *   slow      it sleeps before baton_open() (not yet connected)
  *   stall     it has taken the fds and sleeps before baton_ready()
  *   stubborn  the same, and it ignores SIGTERM
- * Each time the tool must exit 1, the successor's process must end (the
- * stubborn one by SIGKILL after the grace period), and generation 1 must
- * still serve, with its control socket and owner record. Then baton_upgrade()
- * in a process of the test's own, the same way round. Last, the other
- * direction: with nothing slow, the upgrade reports success and the new
- * generation serves.
+ *   fork-stall   it forks and exits 0 (a server that daemonizes); the
+ *                child stalls (an adversarial review won this way)
+ *   wrap-stall   it forks and waits (a wrapper script); the child stalls
+ * Each time the tool must exit 1, the process that asked to take over must
+ * end (the stubborn one by SIGKILL after the grace period), and generation
+ * 1 must still serve, with its control socket and owner record. Then
+ * baton_upgrade() in a process of the test's own, the same way round.
+ * Last, the other direction: a server that daemonizes and is quick
+ * (reported success; its child serves), then a plain one.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +60,12 @@ static void expect_gone(pid_t pid, int within_ms)
         t_fail(__FILE__, __LINE__, "successor pid %d still runs %d ms after its upgrade failed",
                (int)pid, within_ms);
     close(p.fd);
+}
+
+static void report_recv(int rfd, char *msg, size_t cap)
+{
+    t_report_recv(rfd, msg, cap, T_TIMEOUT);
+    t_log("report: %s", msg);
 }
 
 /* The generation that answers on port is still the one tagged tag. */
@@ -111,18 +120,22 @@ int main(int argc, char **argv)
     char *status[] = {(char *)tool, "status", dir, NULL};
 
     t_spawn_exec(&first, server, NULL);
-    t_report_recv(rfd, msg, sizeof(msg), T_TIMEOUT);
+    report_recv(rfd, msg, sizeof(msg));
     T_EQ(sscanf(msg, "ready %d %d %d %lld", &gen, &pid, &port, &ino), 4);
     T_EQ(gen, 1);
 
-    static const char *const hows[] = {"slow 3000", "stall 3000", "stubborn 8000"};
-    for (size_t i = 0; i < 3; i++) {
+    /* The last two: the process that asks to take over is not the one
+     * the owner started (a server that daemonizes; a wrapper script). */
+    static const char *const hows[] = {"slow 3000", "stall 3000", "stubborn 8000",
+                                       "fork-stall 3000", "wrap-stall 3000"};
+    for (size_t i = 0; i < sizeof(hows) / sizeof(hows[0]); i++) {
         char *upgrade[] = {(char *)tool, "upgrade", dir, "--timeout", "1", NULL};
         int spid;
 
         say_slow(hows[i]);
+        t_log("successor: %s", hows[i]);
         T_EQ(t_run(upgrade, 15000, out, sizeof(out)), 1);
-        t_report_recv(rfd, msg, sizeof(msg), T_TIMEOUT);
+        report_recv(rfd, msg, sizeof(msg));
         T_EQ(sscanf(msg, "start %d", &spid), 1);
         /* Gone within the grace period and a margin, however it sleeps;
          * had it lived on, it would have taken over 2 s after the tool's
@@ -137,7 +150,7 @@ int main(int argc, char **argv)
     say_slow("stall 4000");
     t_spawn(&owner2, api_owner, NULL);
     port2 = (int)t_hear(owner2.chan, T_TIMEOUT);
-    t_report_recv(rfd, msg, sizeof(msg), T_TIMEOUT);
+    report_recv(rfd, msg, sizeof(msg));
     T_EQ(sscanf(msg, "start %d", &pid), 1);
     T_EQ(t_hear(owner2.chan, T_TIMEOUT), -ETIMEDOUT);
     expect_gone(pid, BATON__KILL_GRACE_MS + 5000);
@@ -146,7 +159,38 @@ int main(int argc, char **argv)
     t_tell(owner2.chan, T_MSG_STOP);
     T_EQ(t_proc_wait(&owner2, T_TIMEOUT), 0);
 
-    /* The other direction: reported success, and it serves. */
+    /* The other direction: reported success, and it serves. First by a
+     * server that daemonizes: the process started exits 0 at once, its
+     * child takes over. */
+    say_slow("fork-ready");
+    {
+        char *upgrade[] = {(char *)tool, "upgrade", dir, "--timeout", "10", NULL};
+        char resp[64];
+        int gen2, pid2, p2, cpid;
+        long long ino2;
+
+        T_EQ(t_run(upgrade, 15000, out, sizeof(out)), 0);
+        T_ASSERT(strstr(out, "generation 2 serves") != NULL);
+        report_recv(rfd, msg, sizeof(msg));
+        T_EQ(sscanf(msg, "start %d", &cpid), 1);
+        for (int i = 0; i < 2; i++) {
+            report_recv(rfd, msg, sizeof(msg));
+            if (sscanf(msg, "ready %d %d %d %lld", &gen2, &pid2, &p2, &ino2) == 4)
+                continue;
+            T_ASSERT(strncmp(msg, "superseded 1", 12) == 0);
+        }
+        T_EQ(gen2, 2);
+        T_EQ(pid2, cpid);
+        T_EQ(p2, port);
+        T_EQ(t_proc_wait(&first, T_TIMEOUT), 0);
+        T_OK(t_request(AF_INET, port, "ping", resp, sizeof(resp)));
+        T_STREQ(resp, "helper2 ping");
+        /* Its parent is gone: the daemon is reparented to us (subreaper). */
+        t_proc_adopt(&first, pid2);
+        port = p2;
+    }
+
+    /* Then a plain one. */
     T_SYS(unlink(failfile));
     {
         char *upgrade[] = {(char *)tool, "upgrade", dir, "--timeout", "10", NULL};
@@ -156,19 +200,19 @@ int main(int argc, char **argv)
         long long ino2;
 
         T_EQ(t_run(upgrade, 15000, out, sizeof(out)), 0);
-        T_ASSERT(strstr(out, "generation 2 serves") != NULL);
+        T_ASSERT(strstr(out, "generation 3 serves") != NULL);
         for (int i = 0; i < 2; i++) {
-            t_report_recv(rfd, msg, sizeof(msg), T_TIMEOUT);
+            report_recv(rfd, msg, sizeof(msg));
             if (sscanf(msg, "ready %d %d %d %lld", &gen2, &pid2, &p2, &ino2) == 4)
                 continue;
-            T_ASSERT(strncmp(msg, "superseded 1", 12) == 0);
+            T_ASSERT(strncmp(msg, "superseded 2", 12) == 0);
         }
-        T_EQ(gen2, 2);
+        T_EQ(gen2, 3);
         T_EQ(p2, port);
         T_EQ(t_proc_wait(&first, T_TIMEOUT), 0);
         t_proc_adopt(&second, pid2);
         T_OK(t_request(AF_INET, port, "ping", resp, sizeof(resp)));
-        T_STREQ(resp, "helper2 ping");
+        T_STREQ(resp, "helper3 ping");
         T_OK(t_request(AF_INET, port, "quit", resp, sizeof(resp)));
         T_EQ(t_proc_wait(&second, T_TIMEOUT), 0);
     }
