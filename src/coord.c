@@ -82,6 +82,18 @@ static bool proc_names_fd(int dirfd)
            a.st_ino == b.st_ino;
 }
 
+/* /proc/thread-self (Linux 3.17) where there is one: /proc/self names the
+ * thread group leader, and once the main thread has called pthread_exit()
+ * its fd links no longer resolve for the library's thread. */
+static const char *proc_fd_dir = "/proc/self/fd";
+static pthread_once_t proc_fd_once = PTHREAD_ONCE_INIT;
+
+static void proc_fd_pick(void)
+{
+    if (access("/proc/thread-self/fd", F_OK) == 0)
+        proc_fd_dir = "/proc/thread-self/fd";
+}
+
 int baton__dir_name(int dirfd, bool by_fd, const char *dir, const char *leaf,
                     struct sockaddr_un *sa)
 {
@@ -89,8 +101,9 @@ int baton__dir_name(int dirfd, bool by_fd, const char *dir, const char *leaf,
 
     memset(sa, 0, sizeof(*sa));
     sa->sun_family = AF_UNIX;
+    pthread_once(&proc_fd_once, proc_fd_pick);
     if (by_fd)
-        n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dirfd, leaf);
+        n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%d/%s", proc_fd_dir, dirfd, leaf);
     else
         n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s", dir, leaf);
     return n < 0 || (size_t)n >= sizeof(sa->sun_path) ? -ENAMETOOLONG : 0;
@@ -382,6 +395,25 @@ int baton__record_write(baton *b)
     r = record_write(b);
     pthread_mutex_unlock(&b->mu);
     return r;
+}
+
+pid_t baton__record_pid(baton *b)
+{
+    char buf[256];
+    int fd = openat(b->dirfd, RECORD_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), pid = 0;
+    ssize_t n;
+
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    for (char *line = buf; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (sscanf(line, "pid %d", &pid) == 1)
+            return pid;
+    return 0;
 }
 
 /* For the dispatcher, which holds b->mu already. */

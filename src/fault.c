@@ -14,6 +14,7 @@
  *   s-mid-state STATE received, END not yet
  *   s-ready     in baton_ready(), before READY is sent
  *   s-commit    READY sent, COMMIT not yet received
+ *   s-record    our socket renamed into place, our owner record not yet
  *   s-publish   our socket renamed into place, PUBLISHED not yet sent
  *   s-mid-conns the first handed connection taken
  *   o-hello     a takeover request received, HELLO not yet sent

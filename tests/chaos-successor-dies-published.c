@@ -8,7 +8,8 @@
  * ready_timeout_ms (the owner's deadline passes in the same state) and
  * killed afterwards.
  *
- * The owner's control thread must survive both: the next successor's
+ * The owner record, which the dying successor had replaced, names the
+ * owner again. The owner's control thread must survive both: the next successor's
  * baton_open() must succeed within its own timeout.
  */
 #include <errno.h>
@@ -58,7 +59,13 @@ static int succ_main(int chan, void *arg)
         return 0;
     }
     lfd = T_OK(baton_listen(b, "web", ADDR, 0));
-    T_OK(baton_ready(b));
+    r = baton_ready(b);
+    t_tell(chan, r);
+    if (r < 0) {
+        t_log("baton_ready: %s", baton_last_error(b));
+        baton_free(b);
+        return 0;
+    }
     t_tell(chan, t_port(lfd));
     t_owner_loop(b, lfd, chan, "gen2");
     baton_free(b);
@@ -72,6 +79,27 @@ static void expect_served(struct t_proc *p, int port, const char *want)
     T_OK(t_request(AF_INET, port, "ping", resp, sizeof(resp)));
     T_STREQ(resp, want);
     T_HEAR_EQ(p->chan, T_MSG_SERVED);
+}
+
+/* The pid the owner record names, once it names want (bounded; polled:
+ * the owner fixes it on its own thread when it sees the successor die). */
+static void expect_record(pid_t want)
+{
+    char path[PATH_MAX + 16], line[128];
+    int pid = 0;
+
+    snprintf(path, sizeof(path), "%s/owner", dir);
+    for (int i = 0; i < 1000 && pid != want; i++) {
+        FILE *f = fopen(path, "re");
+        pid = 0;
+        while (f && fgets(line, sizeof(line), f) && sscanf(line, "pid %d", &pid) != 1)
+            ;
+        if (f)
+            fclose(f);
+        if (pid != want)
+            poll(NULL, 0, 5);
+    }
+    T_EQ(pid, want);
 }
 
 /* Until the process is stopped (bounded; polled, nothing to wait on). */
@@ -110,6 +138,8 @@ int main(int argc, char **argv)
     T_EQ(t_hear(dying.chan, T_TIMEOUT), 0);
     T_EQ(t_proc_wait(&dying, T_TIMEOUT), 128 + SIGKILL);
     expect_served(&owner, port, "gen1 ping");
+    /* It had written its owner record too: the owner's is put back. */
+    expect_record(owner.pid);
 
     /* Stopped there past the owner's deadline, then killed. */
     t_spawn(&dying, succ_main, "s-publish=stop");
@@ -122,8 +152,24 @@ int main(int argc, char **argv)
     t_proc_kill(&dying);
     expect_served(&owner, port, "gen1 ping");
 
+    /* Stopped after its socket was renamed into place, before it wrote
+     * its owner record, past the owner's deadline: the owner puts its
+     * socket back; continued, the successor writes its record over the
+     * owner's, then fails. The owner must put its record back too (an
+     * adversarial review found it left naming the failed successor). */
+    t_spawn(&dying, succ_main, "s-record=stop");
+    T_EQ(t_hear(dying.chan, T_TIMEOUT), 0);
+    wait_stopped(dying.pid);
+    poll(NULL, 0, 800); /* the owner's deadline passes: the case under test */
+    T_SYS(kill(dying.pid, SIGCONT));
+    T_LT(t_hear(dying.chan, T_TIMEOUT), 0);
+    T_EQ(t_proc_wait(&dying, T_TIMEOUT), 0);
+    expect_served(&owner, port, "gen1 ping");
+    expect_record(owner.pid);
+
     /* The owner answers the next successor. */
     t_spawn(&succ, succ_main, NULL);
+    T_EQ(t_hear(succ.chan, T_TIMEOUT), 0);
     T_EQ(t_hear(succ.chan, T_TIMEOUT), 0);
     T_EQ(t_hear(succ.chan, T_TIMEOUT), port);
     T_HEAR_EQ(owner.chan, T_MSG_SUPERSEDED);
