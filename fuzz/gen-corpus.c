@@ -27,6 +27,8 @@ int main(int argc, char **argv)
 
     put(dir, "req-takeover", buf, baton__enc_req(buf, BATON__REQ_TAKEOVER, 0, 1234));
     put(dir, "req-upgrade", buf, baton__enc_req(buf, BATON__REQ_UPGRADE, 30000, 1234));
+    put(dir, "req-takeover-job", buf,
+        baton__enc_req_job(buf, BATON__REQ_TAKEOVER, 0, 1234, 0x0123456789abcdefull));
     put(dir, "hello", buf, baton__enc_hello(buf, 3, 99, 2, 4096, 1700000000000ull));
     put(dir, "state", buf, baton__enc_state(buf, 4096));
     put(dir, "ready", buf, baton__enc_ready(buf, 4321, 1));
