@@ -6,6 +6,8 @@
  *   baton wait DIR --generation N [--timeout S]
  *   baton upgrade DIR [--timeout S]
  *   baton run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE] -- PROGRAM ARGS...
+ *   baton run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S] [--ready-after MS]
+ *             [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE] -- PROGRAM ARGS...
  *
  * Exit status: 0 success, 1 failure, 2 usage, 3 no owner serves DIR.
  */
@@ -26,6 +28,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "run.h"
 
 enum { EXIT_USAGE = 2, EXIT_NO_OWNER = 3 };
 
@@ -52,6 +55,9 @@ static void usage(FILE *f)
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
             "           -- PROGRAM [ARGS...]\n"
+            "       %s run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S]\n"
+            "           [--ready-after MS] [--dir DIR] [--drain-timeout S] [--stop-signal SIG]\n"
+            "           [--log FILE] -- PROGRAM [ARGS...]\n"
             "       %s --version\n"
             "\n"
             "status   show the process serving DIR: pid, generation, since when, named fds\n"
@@ -59,10 +65,12 @@ static void usage(FILE *f)
             "upgrade  ask the owner of DIR to start its successor; exit 0 once it serves\n"
             "         (default timeout 30 s); on failure the old owner serves on\n"
             "run      run an unmodified server with libbaton-preload.so; running the same\n"
-            "         command again takes over its listeners (man baton-run)\n"
+            "         command again takes over its listeners (man baton-run); with\n"
+            "         --listen-fds, a supervisor passes them the systemd way (LISTEN_FDS)\n"
+            "         and waits for READY=1: for Go servers and static binaries\n"
             "\n"
             "Exit status: 0 success, 1 failure, 2 usage error, 3 nobody serves DIR.\n",
-            prog, prog, prog, prog, prog);
+            prog, prog, prog, prog, prog, prog);
 }
 
 /* DIR, checked once and from then on reached only through its fd, so
@@ -418,7 +426,7 @@ static int run_signal(const char *s)
  * could have made it first, to swap our directory for one of theirs. So it
  * must be ours and writable by nobody else, or we stop and say so.
  */
-static int run_default_dir(char **argv, char *buf, size_t len)
+static int run_default_dir(char **argv, bool listen_fds, char *buf, size_t len)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR"), *tmp = getenv("TMPDIR");
     unsigned long long h = 0xcbf29ce484222325ull;
@@ -426,6 +434,10 @@ static int run_default_dir(char **argv, char *buf, size_t len)
     struct stat st;
     int fd;
 
+    /* The two modes of one program hand on different things: each has its
+     * own directory. (The preload mode's hash stays what it always was.) */
+    for (const char *p = listen_fds ? "--listen-fds" : ""; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
     for (char **a = argv; *a; a++)
         for (const char *p = *a;; p++) {
             h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
@@ -495,29 +507,62 @@ static int run_preload(char *buf, size_t len)
     return -ENOENT;
 }
 
-static int cmd_run(int argc, char **argv)
+/* One --listen NAME=ADDRESS into o (listen has room for every argument). */
+static int run_parse_listen(const char *v, struct run_opts *o, struct run_listen *listen)
 {
-    char dir[PATH_MAX], preload[PATH_MAX], num[32], *ld;
-    const char *dir_opt = NULL, *log = NULL, *old;
-    int drain = 30, sig = 0, i;
+    struct run_listen *l = &listen[o->nlisten];
+    const char *eq = strchr(v, '=');
+
+    if (!eq || !eq[1] || eq - v >= (ptrdiff_t)sizeof(l->name))
+        return -1;
+    memcpy(l->name, v, (size_t)(eq - v));
+    l->name[eq - v] = 0;
+    if (!run_name_ok(l->name)) {
+        fprintf(stderr, "%s run: --listen %s: not a name LISTEN_FDNAMES can carry\n", prog,
+                l->name);
+        return -1;
+    }
+    l->addr = eq + 1;
+    o->nlisten++;
+    return 0;
+}
+
+/* `baton run`'s options into o (o->argv: PROGRAM ARGS...): 0, or
+ * EXIT_USAGE after saying why. */
+static int run_parse(int argc, char **argv, struct run_opts *o, struct run_listen *listen,
+                     bool *ret_listen_fds, const char **ret_dir)
+{
+    bool listen_fds = false, ready_opts = false;
+    int i;
 
     for (i = 0; i < argc && argv[i][0] == '-'; i++) {
-        if (!strcmp(argv[i], "--")) {
+        const char *a = argv[i];
+        bool arg = i + 1 < argc;
+
+        if (!strcmp(a, "--")) {
             i++;
             break;
         }
-        if (i + 1 < argc && !strcmp(argv[i], "--dir"))
-            dir_opt = argv[++i];
-        else if (i + 1 < argc && !strcmp(argv[i], "--drain-timeout") &&
-                 !parse_int(argv[i + 1], 0, &drain))
+        if (!strcmp(a, "--listen-fds"))
+            listen_fds = true;
+        else if (arg && !strcmp(a, "--dir"))
+            *ret_dir = argv[++i];
+        else if (arg && !strcmp(a, "--drain-timeout") && !parse_int(argv[i + 1], 0, &o->drain_s))
             i++;
-        else if (i + 1 < argc && !strcmp(argv[i], "--stop-signal") &&
-                 (sig = run_signal(argv[i + 1])) > 0)
+        else if (arg && !strcmp(a, "--stop-signal") && (o->stop_sig = run_signal(argv[i + 1])) > 0)
             i++;
-        else if (i + 1 < argc && !strcmp(argv[i], "--log"))
-            log = argv[++i];
+        else if (arg && !strcmp(a, "--log"))
+            o->log = argv[++i];
+        else if (arg && !strcmp(a, "--ready-timeout") &&
+                 !parse_int(argv[i + 1], 1, &o->ready_timeout_s))
+            i++, ready_opts = true;
+        else if (arg && !strcmp(a, "--ready-after") &&
+                 !parse_int(argv[i + 1], 1, &o->ready_after_ms))
+            i++, ready_opts = true;
+        else if (arg && !strcmp(a, "--listen") && !run_parse_listen(argv[i + 1], o, listen))
+            i++;
         else {
-            fprintf(stderr, "%s run: bad argument '%s'\n", prog, argv[i]);
+            fprintf(stderr, "%s run: bad argument '%s'\n", prog, a);
             usage(stderr);
             return EXIT_USAGE;
         }
@@ -527,20 +572,65 @@ static int cmd_run(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (listen_fds != (o->nlisten > 0) || (ready_opts && !listen_fds)) {
+        fprintf(stderr, "%s run: %s\n", prog,
+                listen_fds ? "--listen-fds needs at least one --listen NAME=ADDRESS"
+                           : "--listen, --ready-timeout and --ready-after need --listen-fds");
+        return EXIT_USAGE;
+    }
+    if (o->ready_after_ms >= o->ready_timeout_s * 1000) {
+        fprintf(stderr, "%s run: --ready-after must be shorter than --ready-timeout (%d s)\n", prog,
+                o->ready_timeout_s);
+        return EXIT_USAGE;
+    }
+    o->argv = argv + i;
+    *ret_listen_fds = listen_fds;
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    char dir[PATH_MAX], preload[PATH_MAX], num[32], *ld;
+    const char *dir_opt = NULL, *old;
+    struct run_listen *listen = calloc(argc ? argc : 1, sizeof(*listen));
+    struct run_opts o = {
+        .drain_s = RUN_DRAIN_S, .ready_timeout_s = RUN_READY_TIMEOUT_S, .listen = listen};
+    bool listen_fds = false;
+    int r;
+
+    if (!listen)
+        return 1;
+    r = run_parse(argc, argv, &o, listen, &listen_fds, &dir_opt);
+    if (r != 0) {
+        free(listen);
+        return r;
+    }
     if (dir_opt && dir_opt[0] != '/') {
         char cwd[PATH_MAX];
         if (!getcwd(cwd, sizeof(cwd)) ||
             snprintf(dir, sizeof(dir), "%s/%s", cwd, dir_opt) >= (int)sizeof(dir)) {
             fprintf(stderr, "%s run: %s: path too long\n", prog, dir_opt);
+            free(listen);
             return 1;
         }
     } else if (dir_opt) {
         snprintf(dir, sizeof(dir), "%s", dir_opt);
     } else {
-        if (run_default_dir(argv + i, dir, sizeof(dir)) < 0)
+        if (run_default_dir(o.argv, listen_fds, dir, sizeof(dir)) < 0) {
+            free(listen);
             return 1;
+        }
         fprintf(stderr, "%s run: %s\n", prog, dir);
     }
+    if (listen_fds) {
+        o.dir = dir;
+        if (!o.stop_sig)
+            o.stop_sig = SIGTERM;
+        r = run_supervise(&o);
+        free(listen);
+        return r;
+    }
+    free(listen);
     if (run_preload(preload, sizeof(preload)) < 0) {
         fprintf(stderr, "%s run: libbaton-preload.so not found (set BATON_PRELOAD)\n", prog);
         return 1;
@@ -553,16 +643,16 @@ static int cmd_run(int argc, char **argv)
     snprintf(num, sizeof(num), "%d", (int)getpid());
     setenv("BATON_RUN_PID", num, 1);
     unsetenv("BATON_RUN_CMD");
-    snprintf(num, sizeof(num), "%lld", (long long)drain * 1000);
+    snprintf(num, sizeof(num), "%lld", (long long)o.drain_s * 1000);
     setenv("BATON_RUN_DRAIN_MS", num, 1);
-    if (sig > 0) {
-        snprintf(num, sizeof(num), "%d", sig);
+    if (o.stop_sig > 0) {
+        snprintf(num, sizeof(num), "%d", o.stop_sig);
         setenv("BATON_RUN_STOP_SIGNAL", num, 1);
     }
-    if (log)
-        setenv("BATON_RUN_LOG", log, 1);
-    execvp(argv[i], argv + i);
-    fprintf(stderr, "%s run: %s: %s\n", prog, argv[i], strerror(errno));
+    if (o.log)
+        setenv("BATON_RUN_LOG", o.log, 1);
+    execvp(o.argv[0], o.argv);
+    fprintf(stderr, "%s run: %s: %s\n", prog, o.argv[0], strerror(errno));
     free(ld);
     return 127;
 }
