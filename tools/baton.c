@@ -5,7 +5,8 @@
  *   baton status DIR [--json]
  *   baton wait DIR --generation N [--timeout S]
  *   baton upgrade DIR [--timeout S]
- *   baton run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE] -- PROGRAM ARGS...
+ *   baton run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]
+ *             [--pidfile FILE] -- PROGRAM ARGS...
  *   baton run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S] [--ready-after MS]
  *             [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE] -- PROGRAM ARGS...
  *
@@ -54,7 +55,7 @@ static void usage(FILE *f)
             "       %s wait DIR --generation N [--timeout S]\n"
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
-            "           -- PROGRAM [ARGS...]\n"
+            "           [--pidfile FILE] -- PROGRAM [ARGS...]\n"
             "       %s run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S]\n"
             "           [--ready-after MS] [--dir DIR] [--drain-timeout S] [--stop-signal SIG]\n"
             "           [--log FILE] -- PROGRAM [ARGS...]\n"
@@ -527,6 +528,21 @@ static int run_parse_listen(const char *v, struct run_opts *o, struct run_listen
     return 0;
 }
 
+/* --pidfile FILE: the preload shim keeps the program's pid file FILE naming
+ * the serving copy (man baton-run). It learns the file from the
+ * environment, as an absolute path. 0, or -1 if the path is too long. */
+static int run_pidfile(const char *file)
+{
+    char cwd[PATH_MAX], abs[PATH_MAX];
+
+    if (file[0] == '/')
+        return setenv("BATON_RUN_PIDFILE", file, 1);
+    if (!getcwd(cwd, sizeof(cwd)) ||
+        snprintf(abs, sizeof(abs), "%s/%s", cwd, file) >= (int)sizeof(abs))
+        return -1;
+    return setenv("BATON_RUN_PIDFILE", abs, 1);
+}
+
 /* `baton run`'s options into o (o->argv: PROGRAM ARGS...): 0, or
  * EXIT_USAGE after saying why. */
 static int run_parse(int argc, char **argv, struct run_opts *o, struct run_listen *listen,
@@ -553,6 +569,8 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
             i++;
         else if (arg && !strcmp(a, "--log"))
             o->log = argv[++i];
+        else if (arg && !strcmp(a, "--pidfile") && !run_pidfile(argv[i + 1]))
+            i++;
         else if (arg && !strcmp(a, "--ready-timeout") &&
                  !parse_int(argv[i + 1], 1, &o->ready_timeout_s))
             i++, ready_opts = true;
