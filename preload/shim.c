@@ -73,6 +73,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/fsuid.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/select.h>
@@ -117,6 +118,9 @@ struct entry {
     socklen_t addrlen;
     int dead; /* the socket its fds become when retired (dead_socket), or -1 */
     bool inherited, claimed;
+    bool parked;             /* claimed at a privilege drop, before the program bound it */
+    bool adopted;            /* the program has had it on one of its fds */
+    bool dropped;            /* parked, never adopted, and closed to new connections */
     bool herd, herd_checked; /* our SO_RCVTIMEO is set (herd_guard) */
     int prog[MAX_PROG];
     int nprog;
@@ -158,7 +162,11 @@ static struct {
     struct reg regs[MAX_REGS];
     int nregs;
     bool retired;
-    int dead_seq;
+    bool ready;       /* holder: baton_ready() succeeded */
+    bool force_ready; /* holder: the program drops its privileges (ready_early) */
+    pthread_mutex_t ready_mu;
+    pthread_cond_t ready_cv;
+    int ready_result;                /* 0 pending, 1 ready, -1 failed */
     _Atomic(atomic_int *) in_accept; /* ours; NULL until our first accept */
     int log_fd;
     int lock_fd;      /* libbaton's lock file, held until ready */
@@ -167,6 +175,8 @@ static struct {
     uint64_t start_ms;
 } S = {
     .mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
+    .ready_mu = PTHREAD_MUTEX_INITIALIZER,
+    .ready_cv = PTHREAD_COND_INITIALIZER,
     .ready_efd = -1,
     .upgrade_fd = -1,
     .ctl_fd = -1,
@@ -201,6 +211,11 @@ static int (*real_fcntl)(int, int, ...);
 static int (*real_fcntl64)(int, int, ...);
 static int (*real_unlink)(const char *);
 static int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
+static int (*real_setuid)(uid_t);
+static int (*real_seteuid)(uid_t);
+static int (*real_setreuid)(uid_t, uid_t);
+static int (*real_setresuid)(uid_t, uid_t, uid_t);
+static int (*real_setfsuid)(uid_t);
 static int (*real_unlinkat)(int, const char *, int);
 
 static void resolve(void)
@@ -227,6 +242,11 @@ static void resolve(void)
     R(real_fcntl64, "fcntl64");
     R(real_unlink, "unlink");
     R(real_getsockname, "getsockname");
+    R(real_setuid, "setuid");
+    R(real_seteuid, "seteuid");
+    R(real_setreuid, "setreuid");
+    R(real_setresuid, "setresuid");
+    R(real_setfsuid, "setfsuid");
     R(real_unlinkat, "unlinkat");
 #undef R
     if (!real_fcntl64) /* glibc before 2.28: nobody calls it */
@@ -303,7 +323,7 @@ static void manifest_update(void)
 
     o += (size_t)snprintf(buf, sizeof(buf), "%s", BATON_RUN_MANIFEST);
     for (int i = 0; i < S.ne; i++)
-        if (S.e[i].lib_fd >= 0 && (!S.e[i].inherited || S.e[i].claimed))
+        if (S.e[i].lib_fd >= 0 && (!S.e[i].inherited || S.e[i].claimed) && !S.e[i].dropped)
             o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s\n", S.e[i].key);
     if (baton_set_state(S.b, buf, o) < 0)
         say("baton_set_state: %s", baton_last_error(S.b));
@@ -381,32 +401,54 @@ static void forget(int fd)
     errno = e;
 }
 
-/* A socket that never becomes readable, for retired listener fds: a unix
- * listener whose path is gone (nobody can connect), or an unbound UDP
- * socket. Made when the listener is first seen, in the holder, which then
- * has whatever privileges the program started with: the program may drop
- * them later (memcached -u, Apache's User), and its processes must still be
- * able to retire their listeners then. All of a listener's fds, in every
- * process, become this one open file, as they all were the listener's one
- * open file (so O_NONBLOCK is one flag for all of them, as it was). */
+/* A TCP listener that no packet can reach: bound, with IP_FREEBIND (no
+ * privilege needed), to an address that is not the host's and never will
+ * be, IPv6's discard-only 100::1 (RFC 6666), or IPv4's TEST-NET-1
+ * 192.0.2.1 where there is no IPv6. The kernel delivers only packets for
+ * local addresses, so nothing ever connects: it never polls readable, a
+ * blocking accept() on it blocks, a non-blocking one fails with EAGAIN. */
+static int unreachable_listener(int family)
+{
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+    struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0xc0000201)};
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, r;
+
+    if (fd < 0)
+        return -1;
+    s6.sin6_addr.s6_addr[0] = 0x01;
+    s6.sin6_addr.s6_addr[15] = 0x01;
+    if (family == AF_INET6)
+        r = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0 ||
+            setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one)) < 0 ||
+            REAL(bind)(fd, (struct sockaddr *)&s6, sizeof(s6)) < 0;
+    else
+        r = setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one)) < 0 ||
+            REAL(bind)(fd, (struct sockaddr *)&s4, sizeof(s4)) < 0;
+    if (r || REAL(listen)(fd, 1) < 0) {
+        REAL(close)(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A socket that never becomes readable, for retired listener fds: an
+ * unreachable TCP listener (for every stream listener, unix ones too), or
+ * an unbound UDP socket. It needs no file and no privilege: a program may
+ * have dropped its privileges (memcached -u, Apache's User) by the time
+ * its processes retire. It is made once per listener, when the holder
+ * first sees it (before it forks workers), and all of the listener's fds,
+ * in every process, become that one open
+ * file, as they all were the listener's one open file (so O_NONBLOCK is
+ * one flag for all of them, as it was). getsockname() on them answers the
+ * listener's own address (see the wrapper). */
 static int dead_socket(const struct entry *en)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int fd;
 
     if (en->type == SOCK_DGRAM)
         return socket(en->domain, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/.retired-%d-%d", S.dir, (int)getpid(),
-                 S.dead_seq++) >= (int)sizeof(sa.sun_path) ||
-        REAL(bind)(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || REAL(listen)(fd, 1) < 0) {
-        REAL(close)(fd);
-        return -1;
-    }
-    REAL(unlink)(sa.sun_path);
-    return fd;
+    fd = unreachable_listener(AF_INET6);
+    return fd >= 0 ? fd : unreachable_listener(AF_INET);
 }
 
 /* Stop this process's event loop from seeing its listeners. See the top of
@@ -502,7 +544,8 @@ static struct entry *find_free(const char *key)
             if (strcmp(S.e[i].key, name) != 0)
                 continue;
             seen = true;
-            if (S.e[i].nprog == 0 && (S.e[i].lib_fd >= 0 || (S.e[i].inherited && !S.e[i].claimed)))
+            if (S.e[i].nprog == 0 && !S.e[i].dropped &&
+                (S.e[i].lib_fd >= 0 || (S.e[i].inherited && !S.e[i].claimed)))
                 return &S.e[i];
         }
         if (!seen)
@@ -546,6 +589,7 @@ static int adopt(struct entry *en, int fd)
     }
     entry_learn(en, fd);
     prog_add(en, fd);
+    en->adopted = true;
     say("fd %d: %s (%s)", fd, en->key, en->inherited ? "inherited" : "kept across re-bind");
     return 0;
 }
@@ -1059,6 +1103,100 @@ SHIM_EXPORT int unlinkat(int dirfd, const char *path, int flags)
     return REAL(unlinkat)(dirfd, path, flags);
 }
 
+/* --- Privilege drops. ------------------------------------------------------ */
+
+/* A program that drops its privileges (memcached -u) can no longer create
+ * files in the coordination directory, which baton_ready() does. So the
+ * holder becomes ready before its first drop of root's uid: every inherited
+ * listener the program has not bound yet is claimed now and parked (its
+ * bind() will find it), the predecessor steps down, and the drop goes on
+ * once that is done. Listeners the program then never binds are closed
+ * later (settle_parked). If the takeover fails, the manager ends this copy
+ * (the caller never returns). Everything after this needs no privilege:
+ * dead sockets need no file, the drain reads our own /proc entries (which
+ * a non-dumpable process may), and the successor connects to a control
+ * socket that was bound while we were root. */
+static void ready_early(void)
+{
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&S.mu);
+    if (!S.ready && !S.force_ready) {
+        int n = 0;
+        for (int i = 0; i < S.ne; i++) {
+            struct entry *en = &S.e[i];
+            int lib;
+            if (!en->inherited || en->claimed)
+                continue;
+            en->claimed = true;
+            lib = baton_fd(S.b, en->key);
+            if (lib < 0) {
+                say("inherited %s: %s", en->key, baton_last_error(S.b));
+                continue;
+            }
+            en->lib_fd = lib;
+            en->parked = true;
+            n++;
+        }
+        S.force_ready = true;
+        say("the program drops its privileges: ready now (%d listener(s) parked)", n);
+        if (write(S.ready_efd, &one, sizeof(one)) < 0) {
+            /* The manager also looks every PRE_READY_TICK ms. */
+        }
+    }
+    pthread_mutex_unlock(&S.mu);
+    pthread_mutex_lock(&S.ready_mu);
+    while (S.ready_result == 0)
+        pthread_cond_wait(&S.ready_cv, &S.ready_mu);
+    pthread_mutex_unlock(&S.ready_mu);
+}
+
+/* Would the process lose root's uid (any id given, -1 meaning unchanged,
+ * that is not 0, while we are root)? */
+static bool drops_root(uid_t a, uid_t b, uid_t c)
+{
+    return (a != (uid_t)-1 && a != 0) || (b != (uid_t)-1 && b != 0) || (c != (uid_t)-1 && c != 0);
+}
+
+#define BEFORE_DROP(a, b, c)                                                                       \
+    do {                                                                                           \
+        if (unlikely(S.active) && is_holder() && !S.ready && drops_root(a, b, c) &&                \
+            geteuid() == 0)                                                                        \
+            ready_early();                                                                         \
+    } while (0)
+
+SHIM_EXPORT int setuid(uid_t uid)
+{
+    BEFORE_DROP(uid, -1, -1);
+    return REAL(setuid)(uid);
+}
+
+SHIM_EXPORT int seteuid(uid_t euid)
+{
+    BEFORE_DROP(euid, -1, -1);
+    return REAL(seteuid)(euid);
+}
+
+SHIM_EXPORT int setreuid(uid_t ruid, uid_t euid)
+{
+    BEFORE_DROP(ruid, euid, -1);
+    return REAL(setreuid)(ruid, euid);
+}
+
+SHIM_EXPORT int setresuid(uid_t ruid, uid_t euid, uid_t suid)
+{
+    BEFORE_DROP(ruid, euid, suid);
+    return REAL(setresuid)(ruid, euid, suid);
+}
+
+/* File access is checked against the fsuid: dropping it alone is enough to
+ * lose the directory. */
+SHIM_EXPORT int setfsuid(uid_t fsuid)
+{
+    BEFORE_DROP(fsuid, -1, -1);
+    return REAL(setfsuid)(fsuid);
+}
+
 /* --- Starting successors with our environment. ---------------------------- */
 
 /* libbaton's src/spawn.c is compiled into the shim with posix_spawn renamed
@@ -1127,6 +1265,8 @@ static bool ready_due(uint64_t now, uint64_t *first_poke)
 {
     int live = 0, claimed = 0;
 
+    if (S.force_ready)
+        return true;
     for (int i = 0; i < S.ne; i++) {
         live += S.e[i].lib_fd >= 0;
         claimed += S.e[i].inherited && S.e[i].claimed;
@@ -1154,7 +1294,11 @@ static int become_ready(void)
         for (int i = 0; i < S.ne; i++)
             if (S.e[i].inherited && !S.e[i].claimed)
                 S.e[i].inherited = false;
-        atomic_store(&S.shm->want_ready, 0);
+        /* Ready early, the holder still waits for the program's first wait
+         * for work to settle what it parked (settle_parked). */
+        if (!S.force_ready)
+            atomic_store(&S.shm->want_ready, 0);
+        S.ready = true;
         S.upgrade_fd = baton_upgrade_fd(S.b);
         S.ctl_fd = baton_control_fd(S.b);
         say("ready: generation %d serves", baton_generation(S.b));
@@ -1181,6 +1325,55 @@ static void wait_ready(void)
         pthread_mutex_unlock(&S.mu);
         if (due)
             return;
+    }
+}
+
+/* After a ready at a privilege drop (ready_early): the listeners parked
+ * then that the program has not bound by its first wait for work (or 2 s
+ * after it, or READY_MS after start) are not its listeners any more. As at
+ * an ordinary baton_ready(), which closes them, they stop listening
+ * (shutdown() of a listening socket resets its queue and unlistens it) and
+ * are not passed on. Returns false if a successor took over meanwhile. */
+static bool settle_parked(void)
+{
+    uint64_t first_poke = 0, junk;
+
+    for (;;) {
+        struct pollfd p[3] = {{.fd = S.ready_efd, .events = POLLIN},
+                              {.fd = S.ctl_fd, .events = POLLIN},
+                              {.fd = S.upgrade_fd, .events = POLLIN}};
+        uint64_t now;
+        int left = 0;
+        REAL(poll)(p, 3, PRE_READY_TICK);
+        if (read(S.ready_efd, &junk, sizeof(junk)) < 0) {
+            /* Nothing pending. */
+        }
+        if (p[1].revents & POLLIN)
+            baton_dispatch(S.b);
+        if (p[2].revents & POLLIN)
+            return false;
+        now = now_ms();
+        if (atomic_load(&S.shm->poked) && !first_poke)
+            first_poke = now;
+        pthread_mutex_lock(&S.mu);
+        for (int i = 0; i < S.ne; i++)
+            left += S.e[i].parked && !S.e[i].adopted && !S.e[i].dropped;
+        if (left == 0 || (first_poke && now >= first_poke + GRACE_MS) ||
+            now >= S.start_ms + (uint64_t)S.ready_ms) {
+            for (int i = 0; i < S.ne; i++) {
+                struct entry *en = &S.e[i];
+                if (!en->parked || en->adopted || en->dropped)
+                    continue;
+                shutdown(en->lib_fd, SHUT_RD);
+                en->dropped = true;
+                say("closing %s: parked at the privilege drop, never bound", en->key);
+            }
+            manifest_update();
+            atomic_store(&S.shm->want_ready, 0);
+            pthread_mutex_unlock(&S.mu);
+            return true;
+        }
+        pthread_mutex_unlock(&S.mu);
     }
 }
 
@@ -1266,8 +1459,8 @@ static int proc_conns(pid_t pid)
 
     snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
     dir = opendir(path);
-    if (!dir)
-        return 0;
+    if (!dir) /* gone, or closed to us (a non-dumpable process of another uid) */
+        return errno == EACCES ? 1 : 0;
     if (!self)
         pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     while ((d = readdir(dir))) {
@@ -1454,16 +1647,23 @@ static void drain(const char *why)
 static void *manager(void *arg)
 {
     sigset_t all;
+    int r;
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     wait_ready();
-    if (become_ready() < 0) {
+    r = become_ready();
+    pthread_mutex_lock(&S.ready_mu);
+    S.ready_result = r == 0 ? 1 : -1;
+    pthread_cond_broadcast(&S.ready_cv);
+    pthread_mutex_unlock(&S.ready_mu);
+    if (r < 0) {
         /* Our predecessor serves on (or is gone): do not serve beside it. */
         drain("takeover failed");
         return NULL;
     }
-    serve();
+    if (!S.force_ready || settle_parked())
+        serve();
     drain("a successor serves");
     return NULL;
 }
@@ -1473,9 +1673,9 @@ static void *manager(void *arg)
 static void at_prepare(void)
 {
     pthread_mutex_lock(&S.mu);
-    /* Decided here, under S.mu: the shared want_ready may change under a
-     * child as soon as the parent lets go of S.mu. */
-    S.fork_lock_fd = S.shm && atomic_load(&S.shm->want_ready) ? S.lock_fd : -1;
+    /* Decided here, under S.mu: S.ready may change as soon as the parent
+     * lets go of S.mu. */
+    S.fork_lock_fd = S.shm && !S.ready ? S.lock_fd : -1;
 }
 
 static void at_parent(void)
@@ -1486,6 +1686,8 @@ static void at_parent(void)
 static void at_child(void)
 {
     static const pthread_mutex_t fresh = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+    static const pthread_mutex_t fresh_ready_mu = PTHREAD_MUTEX_INITIALIZER;
+    static const pthread_cond_t fresh_ready_cv = PTHREAD_COND_INITIALIZER;
 
     atomic_store(&S.child, true);
     atomic_store(&S.in_accept, NULL); /* the parent's: ours comes at our first accept */
@@ -1501,6 +1703,8 @@ static void at_child(void)
      * worker would then hang at its first retirement). at_prepare() held it,
      * so the state it guards is consistent, and this is the only thread. */
     S.mu = fresh;
+    S.ready_mu = fresh_ready_mu;
+    S.ready_cv = fresh_ready_cv;
 }
 
 static int read_cmdline_hash(uint64_t *ret)

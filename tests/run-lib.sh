@@ -82,6 +82,7 @@ alive() {
 run_cleanup() {
     local st=$? pid
     trap - EXIT INT TERM
+    exec 2>/dev/null # bash reports the copies it kills here as "Killed"
     [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null
     for pid in "${SERVERS[@]}"; do
         alive "$pid" && pkill -KILL -P "$pid" 2>/dev/null
