@@ -78,6 +78,7 @@
 #include <sys/mman.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -169,9 +170,12 @@ static struct {
     int ready_result;                /* 0 pending, 1 ready, -1 failed */
     _Atomic(atomic_int *) in_accept; /* ours; NULL until our first accept */
     int log_fd;
-    int lock_fd;      /* libbaton's lock file, held until ready */
-    int fork_lock_fd; /* lock_fd if held when the program forks */
-    char **keep_env;  /* LD_PRELOAD and BATON_RUN_* as we started */
+    int lock_fd;            /* libbaton's lock file, held until ready */
+    int fork_lock_fd;       /* lock_fd if held when the program forks */
+    char **keep_env;        /* LD_PRELOAD and BATON_RUN_* as we started */
+    char pidfile[PATH_MAX]; /* BATON_RUN_PIDFILE, absolute; "" if none */
+    char pid_saved[64];     /* what it said when we moved it away */
+    bool pid_hidden;        /* moved away at a takeover, not yet replaced */
     uint64_t start_ms;
 } S = {
     .mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
@@ -1091,16 +1095,117 @@ static bool is_listener_path(const char *path)
     return hit;
 }
 
+/* The pid file (BATON_RUN_PIDFILE) names the serving copy: only that copy
+ * may remove it (when it stops with no successor). A superseded copy
+ * removing it at exit (Apache does) would remove its successor's, and a
+ * copy that failed to take over would remove its predecessor's. */
+static bool is_pidfile(const char *path)
+{
+    const char *base = strrchr(S.pidfile, '/');
+    const char *pbase = strrchr(path, '/');
+    struct stat a, b;
+    bool hit;
+
+    if (!S.active || !S.pidfile[0] || strcmp(base + 1, pbase ? pbase + 1 : path) != 0)
+        return false;
+    hit = strcmp(path, S.pidfile) == 0 || (stat(path, &a) == 0 && stat(S.pidfile, &b) == 0 &&
+                                           a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+    if (!hit || (is_holder() && S.ready && !S.retired))
+        return false;
+    say("kept %s: the pid file names the serving copy", path);
+    return true;
+}
+
+static bool keep_path(const char *path)
+{
+    return unlikely(S.active && path) && (is_listener_path(path) || is_pidfile(path));
+}
+
 SHIM_EXPORT int unlink(const char *path)
 {
-    return unlikely(is_listener_path(path)) ? 0 : REAL(unlink)(path);
+    return keep_path(path) ? 0 : REAL(unlink)(path);
 }
 
 SHIM_EXPORT int unlinkat(int dirfd, const char *path, int flags)
 {
-    if (dirfd == AT_FDCWD && !(flags & AT_REMOVEDIR) && is_listener_path(path))
+    if (dirfd == AT_FDCWD && !(flags & AT_REMOVEDIR) && keep_path(path))
         return 0;
     return REAL(unlinkat)(dirfd, path, flags);
+}
+
+/* --- The pid file. ---------------------------------------------------------- */
+
+/* Replace the pid file's content at once (a reader sees the old or the new
+ * one, never a partial one). 0, or -1 with errno. */
+static int pidfile_put(const char *content, size_t len)
+{
+    char tmp[PATH_MAX + 32];
+    int fd, r, e;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.baton-%d", S.pidfile, (int)getpid()) >= (int)sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return -1;
+    errno = EIO; /* a short write sets none */
+    r = write(fd, content, len) == (ssize_t)len ? 0 : -1;
+    e = errno;
+    if (REAL(close)(fd) < 0 && r == 0)
+        r = -1, e = errno;
+    if (r == 0 && rename(tmp, S.pidfile) < 0)
+        r = -1, e = errno;
+    if (r < 0) {
+        REAL(unlink)(tmp);
+        errno = e;
+    }
+    return r;
+}
+
+/* At a takeover, before the program runs: a program that checks its pid
+ * file at start-up ("httpd (pid N) already running") must not find its
+ * predecessor's. The file is moved out of the way, and put back if this
+ * copy does not take over (pidfile_restore). */
+static void pidfile_hide(void)
+{
+    int fd = open(S.pidfile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t n;
+
+    if (fd < 0)
+        return;
+    n = read(fd, S.pid_saved, sizeof(S.pid_saved) - 1);
+    REAL(close)(fd);
+    S.pid_saved[n > 0 ? n : 0] = 0;
+    if (REAL(unlink)(S.pidfile) < 0) {
+        say("pid file %s: %m", S.pidfile);
+        return;
+    }
+    S.pid_hidden = true;
+    say("pid file %s moved away while this copy starts", S.pidfile);
+}
+
+/* This copy serves: the pid file names it. */
+static void pidfile_claim(void)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+
+    if (!S.pidfile[0])
+        return;
+    if (pidfile_put(buf, (size_t)n) < 0)
+        say("pid file %s: %m", S.pidfile);
+    S.pid_hidden = false;
+}
+
+/* This copy did not take over: the predecessor's pid file comes back. */
+static void pidfile_restore(void)
+{
+    if (!S.pid_hidden)
+        return;
+    if (pidfile_put(S.pid_saved, strlen(S.pid_saved)) < 0)
+        say("pid file %s: cannot put it back: %m", S.pidfile);
+    S.pid_hidden = false;
 }
 
 /* --- Privilege drops. ------------------------------------------------------ */
@@ -1299,6 +1404,7 @@ static int become_ready(void)
         if (!S.force_ready)
             atomic_store(&S.shm->want_ready, 0);
         S.ready = true;
+        pidfile_claim();
         S.upgrade_fd = baton_upgrade_fd(S.b);
         S.ctl_fd = baton_control_fd(S.b);
         say("ready: generation %d serves", baton_generation(S.b));
@@ -1659,6 +1765,9 @@ static void *manager(void *arg)
     pthread_mutex_unlock(&S.ready_mu);
     if (r < 0) {
         /* Our predecessor serves on (or is gone): do not serve beside it. */
+        pthread_mutex_lock(&S.mu);
+        pidfile_restore();
+        pthread_mutex_unlock(&S.mu);
         drain("takeover failed");
         return NULL;
     }
@@ -1778,6 +1887,21 @@ static void keep_env(void)
             S.keep_env[k++] = strdup(*e);
 }
 
+/* BATON_RUN_PIDFILE, made absolute against our working directory. */
+static void pidfile_name(void)
+{
+    const char *v = getenv("BATON_RUN_PIDFILE");
+    char cwd[PATH_MAX];
+
+    if (!v || !*v)
+        return;
+    if (v[0] == '/')
+        snprintf(S.pidfile, sizeof(S.pidfile), "%s", v);
+    else if (getcwd(cwd, sizeof(cwd)) &&
+             snprintf(S.pidfile, sizeof(S.pidfile), "%s/%s", cwd, v) >= (int)sizeof(S.pidfile))
+        S.pidfile[0] = 0;
+}
+
 static int env_int(const char *name, int def)
 {
     const char *v = getenv(name);
@@ -1813,6 +1937,7 @@ __attribute__((constructor)) static void shim_init(void)
     S.stop_sig = env_int("BATON_RUN_STOP_SIGNAL", SIGTERM);
     S.ready_ms = env_int("BATON_RUN_READY_MS", READY_MS);
     S.start_ms = now_ms();
+    pidfile_name();
     keep_env();
     S.shm = mmap(NULL, sizeof(*S.shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     S.ready_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1835,6 +1960,8 @@ __attribute__((constructor)) static void shim_init(void)
     }
     if (baton_inherited(S.b))
         manifest_read();
+    if (S.pidfile[0] && baton_inherited(S.b))
+        pidfile_hide();
     S.lock_fd = find_lock_fd();
     /* Before the program forks workers: they watch it too. */
     S.upgrade_fd = baton_upgrade_fd(S.b);
