@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "session-util.h"
 
 static struct ts_server a, b;
@@ -67,8 +68,10 @@ static void late_resumed(void)
     }
     T_EQ(a.exported, 1);
     T_EQ(b.imported, 0);
-    /* B stalls for three of the client's timeouts. */
-    for (int i = 0; i < 3 * timeout_ms; i++)
+    /* B stalls for three of the client's timeouts, by the clock: counted
+     * in 1 ms pumps, a loaded machine stretched it past A's own move
+     * timeout (3 s), which then rightly called the move off. */
+    for (uint64_t end = baton__now_ms() + 3 * timeout_ms; baton__now_ms() < end;)
         ts_pump(only_a, cl, 1, 1);
     T_EQ(cl[0].move_failed, 0); /* still waiting for B */
     T_EQ(cl[0].lost, 0);
