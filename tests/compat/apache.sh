@@ -14,7 +14,7 @@ APACHE=/usr/sbin/apache2
 MODS=/usr/lib/apache2/modules
 SERVER="apache $("$APACHE" -v | sed -n 's|^Server version: Apache/\([^ ]*\).*|\1|p')"
 MODE="event MPM, -DFOREGROUND, User www-data, keep-alive; wrk -c$CONNS"
-NEEDS="-DFOREGROUND; MaxKeepAliveRequests 100 (the default; with 0 busy keep-alive connections hold an old copy to the drain timeout: 3 resets in a run); a PidFile no other copy uses: httpd exits at start while the pid in it lives, and removes it at exit"
+NEEDS="-DFOREGROUND; MaxKeepAliveRequests 100 (the default; with 0 busy keep-alive connections hold an old copy to the drain timeout: 3 resets in a run); baton run --pidfile naming its PidFile: httpd exits at start while the pid in it lives, and removes it at exit"
 run_tmp
 run_port
 chmod 755 "$T"
@@ -52,5 +52,8 @@ MaxRequestWorkers 150
 CONF
 "$APACHE" -t -f "$T/httpd.conf" >"$T/configtest.err" 2>&1 || fail "apache2 does not accept the test config: $(tail -n 1 "$T/configtest.err")"
 CMD=("$APACHE" -DFOREGROUND -f "$T/httpd.conf")
+# httpd refuses to start while the pid in its PidFile lives, and removes
+# the file at exit: baton run keeps it naming the serving copy.
+RUN_OPTS=(--pidfile "$T/run/apache2.pid")
 URLPATH=/index.html
 run_restarts

@@ -264,7 +264,8 @@ problem() {
 start_copy() {
     local n=$1 k why
     BATON_RUN_LOG=$T/shim.log "$BIN/baton" run --dir "$DIR" --drain-timeout "$DRAIN" \
-        ${STOP_SIGNAL:+--stop-signal "$STOP_SIGNAL"} -- "${CMD[@]}" >>"$T/server.err" 2>&1 &
+        ${STOP_SIGNAL:+--stop-signal "$STOP_SIGNAL"} ${RUN_OPTS[@]+"${RUN_OPTS[@]}"} \
+        -- "${CMD[@]}" >>"$T/server.err" 2>&1 &
     SERVERS+=("$!")
     # Up to 20 s, but no longer than the copy lives.
     for ((k = 0; k < 20; k++)); do
