@@ -110,6 +110,11 @@
 #define SCAN_MS        100
 #define PRE_READY_TICK 20
 
+/* The exit status of a copy that does not serve (EX_TEMPFAIL): its
+ * takeover failed, or the program ended or did something the shim cannot
+ * follow before it served. It says why on standard error. */
+#define EXIT_NOT_SERVING 75
+
 /* A listener: inherited (named by the predecessor) or registered here. */
 struct entry {
     char key[BATON_NAME_MAX + 1];
@@ -147,6 +152,10 @@ struct shm {
     atomic_int superseded;
     atomic_int in_accept_rest; /* of processes that found no free slot */
     struct in_accept in_accept[MAX_PROCS];
+    /* The first forked process that bound or listened on an address a
+     * listener of ours should have: its pid (set last) and that address. */
+    atomic_int child_pid;
+    char child_key[BATON_NAME_MAX + 1];
 };
 
 static struct {
@@ -156,6 +165,7 @@ static struct {
     char dir[PATH_MAX];
     int drain_ms, stop_sig, ready_ms;
     int ready_efd, upgrade_fd, ctl_fd;
+    int retire_efd; /* readable once the copy retires (drain_wait) */
     struct shm *shm;
     pthread_mutex_t mu;
     struct entry e[MAX_ENTRIES];
@@ -170,6 +180,8 @@ static struct {
     int ready_result;                /* 0 pending, 1 ready, -1 failed */
     _Atomic(atomic_int *) in_accept; /* ours; NULL until our first accept */
     int log_fd;
+    int err_fd;             /* the program's standard error as it started */
+    atomic_bool gave_up;    /* this copy does not serve, and said why */
     int lock_fd;            /* libbaton's lock file, held until ready */
     int fork_lock_fd;       /* lock_fd if held when the program forks */
     char **keep_env;        /* LD_PRELOAD and BATON_RUN_* as we started */
@@ -182,9 +194,11 @@ static struct {
     .ready_mu = PTHREAD_MUTEX_INITIALIZER,
     .ready_cv = PTHREAD_COND_INITIALIZER,
     .ready_efd = -1,
+    .retire_efd = -1,
     .upgrade_fd = -1,
     .ctl_fd = -1,
     .log_fd = -1,
+    .err_fd = -1,
     .lock_fd = -1,
     .fork_lock_fd = -1,
 };
@@ -285,6 +299,30 @@ __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
         n = (int)sizeof(buf) - 2;
     buf[n++] = '\n';
     if (write(S.log_fd, buf, (size_t)n) < 0) {
+        /* Nowhere else to say it. */
+    }
+    errno = e;
+}
+
+/* For the person who ran `baton run`: why this copy does not serve. To the
+ * program's standard error as it was at start (the program may have
+ * pointed fd 2 at a log file since), and to the log. Keeps errno. */
+__attribute__((format(printf, 1, 2))) static void complain(const char *fmt, ...)
+{
+    char buf[1024];
+    int e = errno, n;
+    va_list ap;
+
+    n = snprintf(buf, sizeof(buf), "baton run: %s[%d]: ", program_invocation_short_name,
+                 (int)getpid());
+    va_start(ap, fmt);
+    n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    say("%.*s", n, buf);
+    buf[n++] = '\n';
+    if (write(S.err_fd >= 0 ? S.err_fd : 2, buf, (size_t)n) < 0) {
         /* Nowhere else to say it. */
     }
     errno = e;
@@ -599,6 +637,37 @@ static int adopt(struct entry *en, int fd)
 }
 
 static void register_listener(int fd, int type);
+static _Noreturn void give_up(void);
+
+/* A forked process bound or listened on a TCP address (see
+ * check_child_listener): the first one is noted for the holder. */
+static void child_note(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    char key[BATON_NAME_MAX + 1];
+    int none = 0, e = errno;
+
+    if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) || sock_type(fd) != SOCK_STREAM ||
+        baton_run__key(sa, len, SOCK_STREAM, v6only(fd, sa->sa_family), key, sizeof(key)) < 0 ||
+        !atomic_compare_exchange_strong(&S.shm->child_pid, &none, -1)) {
+        errno = e;
+        return;
+    }
+    memcpy(S.shm->child_key, key, sizeof(key));
+    atomic_store(&S.shm->child_pid, (int)getpid());
+    errno = e;
+}
+
+/* In a forked process, a bind() that fails because the address is in use
+ * may be one to a listener this copy inherited (which only the process
+ * `baton run` started can take). */
+static int bind_in_child(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    int r = REAL(bind)(fd, sa, len);
+
+    if (r < 0 && errno == EADDRINUSE && sa && S.shm)
+        child_note(fd, sa, len);
+    return r;
+}
 
 SHIM_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
 {
@@ -606,6 +675,8 @@ SHIM_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
     struct entry *en;
     int type, e = errno, r = -1;
 
+    if (unlikely(S.active && atomic_load(&S.child)))
+        return bind_in_child(fd, sa, len);
     if (!is_holder() || !sa || fdmap_get(fd) || fd >= FDMAP)
         return REAL(bind)(fd, sa, len);
     type = sock_type(fd);
@@ -677,6 +748,13 @@ SHIM_EXPORT int listen(int fd, int backlog)
 {
     int r = REAL(listen)(fd, backlog), e = errno, type;
 
+    if (r == 0 && S.active && atomic_load(&S.child) && S.shm && !fdmap_get(fd)) {
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof(ss);
+        if (REAL(getsockname)(fd, (struct sockaddr *)&ss, &l) == 0)
+            child_note(fd, (struct sockaddr *)&ss, l);
+        errno = e;
+    }
     if (r < 0 || !is_holder() || fd >= FDMAP)
         return r;
     if (!fdmap_get(fd) && ((type = sock_type(fd)) == SOCK_STREAM || type == SOCK_DGRAM)) {
@@ -764,10 +842,12 @@ static int accept_live(atomic_int *cnt, struct entry *en, int fd, struct sockadd
     if (!en->herd_checked)
         herd_guard(en, fd);
     for (;;) {
-        struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = S.upgrade_fd, .events = POLLIN}};
-        if (REAL(poll)(p, 2, -1) < 0)
+        struct pollfd p[3] = {{.fd = fd, .events = POLLIN},
+                              {.fd = S.upgrade_fd, .events = POLLIN},
+                              {.fd = S.retire_efd, .events = POLLIN}};
+        if (REAL(poll)(p, 3, -1) < 0)
             return -1; /* EINTR: the program's signal handler runs */
-        if (p[1].revents & POLLIN) {
+        if ((p[1].revents | p[2].revents) & POLLIN) {
             pthread_mutex_lock(&S.mu);
             retire_local();
             pthread_mutex_unlock(&S.mu);
@@ -1415,9 +1495,37 @@ static int become_ready(void)
     return r;
 }
 
+/* A forked process bound or listened on an address of ours (child_note):
+ * such a listener is not passed on. If this process has no listener of its
+ * own, the program serves from children it made after `baton run` started
+ * it (a daemon, or a wrapper): give up rather than never become ready. If
+ * it has, say so once. S.mu held. */
+static void check_child_listener(bool *warned)
+{
+    int pid = atomic_load(&S.shm->child_pid), own = 0;
+
+    if (pid == 0 || *warned)
+        return;
+    for (int i = 0; i < S.ne; i++)
+        own += S.e[i].lib_fd >= 0 && S.e[i].nprog > 0;
+    if (own == 0) {
+        complain("pid %d, which it forked, binds %s: only listeners made by the process "
+                 "`baton run` started (pid %d) are passed on; run the program in the "
+                 "foreground, binding its listeners itself",
+                 pid, S.shm->child_key, (int)getpid());
+        pthread_mutex_unlock(&S.mu);
+        give_up();
+    }
+    complain("pid %d, which it forked, binds %s: a listener made in a forked process is not "
+             "passed on, and the next copy cannot take it over",
+             pid, S.shm->child_key);
+    *warned = true;
+}
+
 static void wait_ready(void)
 {
     uint64_t first_poke = 0, junk;
+    bool warned = false;
 
     for (;;) {
         struct pollfd p = {.fd = S.ready_efd, .events = POLLIN};
@@ -1427,6 +1535,7 @@ static void wait_ready(void)
             /* Nothing pending. */
         }
         pthread_mutex_lock(&S.mu);
+        check_child_listener(&warned);
         due = ready_due(now_ms(), &first_poke);
         pthread_mutex_unlock(&S.mu);
         if (due)
@@ -1723,12 +1832,19 @@ static void sleep_dispatching(int ms)
     }
 }
 
-static void drain(const char *why)
+/* Retire the listeners in every process of the copy and wait until its
+ * tree holds no connection, or the drain timeout. The connections left. */
+static int drain_wait(const char *why)
 {
     uint64_t deadline = now_ms() + (uint64_t)S.drain_ms;
     int n = -1;
 
     atomic_store(&S.shm->superseded, 1);
+    /* Wakes every blocking accept() of the copy, in every process (a
+     * successor's serving, which wakes them too, may never come). */
+    if (write(S.retire_efd, &(uint64_t){1}, sizeof(uint64_t)) < 0) {
+        /* Cannot fail: the counter is far from its maximum. */
+    }
     pthread_mutex_lock(&S.mu);
     retire_local();
     pthread_mutex_unlock(&S.mu);
@@ -1739,6 +1855,14 @@ static void drain(const char *why)
         if (n == 0)
             break;
     }
+    return n;
+}
+
+static void drain(const char *why)
+{
+    uint64_t deadline;
+    int n = drain_wait(why);
+
     say("%s; stopping with signal %d", n == 0 ? "no connections left" : "drain timeout",
         S.stop_sig);
     kill(getpid(), S.stop_sig);
@@ -1748,6 +1872,23 @@ static void drain(const char *why)
     say("still alive %d ms after the stop signal: SIGKILL", KILL_MS);
     kill_tree(getpid(), owner_pid(), SIGKILL, 0);
     kill(getpid(), SIGKILL);
+}
+
+/* This copy does not serve, and never will (complain() said why): the
+ * predecessor's pid file comes back, the listeners are let go, what the
+ * copy accepted meanwhile (usually nothing) is finished, and then its
+ * process tree ends with EXIT_NOT_SERVING. The program's own clean-up does
+ * not run: it would remove what belongs to the copy that serves (its pid
+ * file, its unix socket paths). Manager thread only. */
+static _Noreturn void give_up(void)
+{
+    atomic_store(&S.gave_up, true);
+    pthread_mutex_lock(&S.mu);
+    pidfile_restore();
+    pthread_mutex_unlock(&S.mu);
+    drain_wait("not serving");
+    kill_tree(getpid(), 0, SIGKILL, 0);
+    _exit(EXIT_NOT_SERVING);
 }
 
 static void *manager(void *arg)
@@ -1765,11 +1906,12 @@ static void *manager(void *arg)
     pthread_mutex_unlock(&S.ready_mu);
     if (r < 0) {
         /* Our predecessor serves on (or is gone): do not serve beside it. */
-        pthread_mutex_lock(&S.mu);
-        pidfile_restore();
-        pthread_mutex_unlock(&S.mu);
-        drain("takeover failed");
-        return NULL;
+        if (baton_inherited(S.b))
+            complain("could not take over from generation %d, which serves on: %s",
+                     baton_generation(S.b) - 1, baton_last_error(S.b));
+        else
+            complain("could not start serving: %s", baton_last_error(S.b));
+        give_up();
     }
     if (!S.force_ready || settle_parked())
         serve();
@@ -1920,6 +2062,65 @@ static void open_log(void)
         S.log_fd = open(v, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
+/* Does this process have children (live or zombie)? */
+static bool has_children(void)
+{
+    char path[64], buf[32];
+    struct dirent *d;
+    bool any = false;
+    DIR *dir = opendir("/proc/self/task");
+
+    while (dir && !any && (d = readdir(dir))) {
+        FILE *f;
+        if (d->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%.20s/children", d->d_name);
+        f = fopen(path, "re");
+        any = f && fgets(buf, sizeof(buf), f) && buf[0] >= '0' && buf[0] <= '9';
+        if (f)
+            fclose(f);
+    }
+    if (dir)
+        closedir(dir);
+    return any;
+}
+
+/* The holder exits before it served: the program failed, or it is one that
+ * daemonizes (the process `baton run` started exits, a child serves). The
+ * person who ran it must not take that for success: say so, put the pid
+ * file back, end the children, and exit non-zero. */
+static void at_holder_exit(int status, void *arg)
+{
+    bool kids;
+
+    if (!is_holder() || S.ready)
+        return;
+    if (!atomic_exchange(&S.gave_up, true)) {
+        kids = has_children();
+        complain("exited with status %d before it served%s; %s", status,
+                 kids ? ", leaving processes behind (ended now): the process `baton run` starts "
+                        "must be the one that serves (run it in the foreground, not daemonized)"
+                      : "",
+                 baton_inherited(S.b) ? "the running copy serves on" : "nothing serves");
+        pthread_mutex_lock(&S.mu);
+        pidfile_restore();
+        pthread_mutex_unlock(&S.mu);
+        if (kids)
+            kill_tree(getpid(), 0, SIGKILL, 0);
+    }
+    if (status == 0) {
+        fflush(NULL);
+        _exit(EXIT_NOT_SERVING);
+    }
+}
+
+/* Before the program runs, nothing has been done that needs undoing. */
+static _Noreturn void cannot_start(const char *fmt, const char *detail)
+{
+    complain(fmt, S.dir, detail);
+    _exit(EXIT_NOT_SERVING);
+}
+
 __attribute__((constructor)) static void shim_init(void)
 {
     const char *dir = getenv("BATON_RUN_DIR");
@@ -1932,6 +2133,7 @@ __attribute__((constructor)) static void shim_init(void)
     if (!dir || !*dir || strlen(dir) >= sizeof(S.dir) || !should_activate())
         return;
     open_log();
+    S.err_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
     snprintf(S.dir, sizeof(S.dir), "%s", dir);
     S.drain_ms = env_int("BATON_RUN_DRAIN_MS", DRAIN_MS);
     S.stop_sig = env_int("BATON_RUN_STOP_SIGNAL", SIGTERM);
@@ -1941,23 +2143,18 @@ __attribute__((constructor)) static void shim_init(void)
     keep_env();
     S.shm = mmap(NULL, sizeof(*S.shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     S.ready_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (S.shm == MAP_FAILED || S.ready_efd < 0) {
-        say("start-up: %m; running without baton");
-        S.shm = NULL;
-        return;
-    }
+    S.retire_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (S.shm == MAP_FAILED || S.ready_efd < 0 || S.retire_efd < 0)
+        cannot_start("%s: cannot start: %s", strerror(errno));
     o.dir = S.dir;
-    o.ready_timeout_ms = OWNER_TIMEOUT;
+    o.ready_timeout_ms = env_int("BATON_RUN_TAKEOVER_TIMEOUT_MS", OWNER_TIMEOUT);
     o.allowed_uid = (uid_t)-1;
     o.flags = BATON_NO_THREAD | BATON_WAIT_LOCK;
     o.log = lib_log;
     r = baton_open(&o, &S.b);
-    if (r < 0) {
-        say("baton_open(%s): %s; running without baton", S.dir, baton_strerror(r));
-        munmap(S.shm, sizeof(*S.shm));
-        S.shm = NULL;
-        return;
-    }
+    if (r < 0)
+        cannot_start("%s: %s",
+                     *baton_last_error(NULL) ? baton_last_error(NULL) : baton_strerror(r));
     if (baton_inherited(S.b))
         manifest_read();
     if (S.pidfile[0] && baton_inherited(S.b))
@@ -1972,12 +2169,9 @@ __attribute__((constructor)) static void shim_init(void)
     pthread_sigmask(SIG_BLOCK, &all, &old);
     r = pthread_create(&t, NULL, manager, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (r != 0) {
-        say("pthread_create: %s; running without baton", strerror(r));
-        S.active = false;
-        atomic_store(&S.shm->want_ready, 0);
-        return;
-    }
+    if (r != 0)
+        cannot_start("%s: pthread_create: %s", strerror(r));
     pthread_detach(t);
+    on_exit(at_holder_exit, NULL);
     say("generation %d in %s", baton_generation(S.b), S.dir);
 }
