@@ -163,7 +163,7 @@ static struct {
     atomic_bool child;
     baton *b;
     char dir[PATH_MAX];
-    int drain_ms, stop_sig, ready_ms;
+    int drain_ms, stop_sig, ready_ms, min_backlog;
     int ready_efd, upgrade_fd, ctl_fd;
     int retire_efd; /* readable once the copy retires (drain_wait) */
     struct shm *shm;
@@ -744,9 +744,26 @@ static void register_listener(int fd, int type)
     say("fd %d: %s (new)", fd, name);
 }
 
+/* The accept queue of a listener the shim passes on is at least this deep
+ * (BATON_RUN_MIN_BACKLOG; 0 leaves the program's). At a handover the old
+ * copy stops accepting while the new one, just started, is cold and shares
+ * the cores with it: a shallow queue overflows, and the kernel drops SYNs
+ * and final ACKs that come back only 1 s and 3 s later. Python's
+ * socketserver (http.server) asks for 5, which 20 clients overflow even
+ * without a restart; servers that care ask for 511 (nginx, Apache, Node)
+ * or SOMAXCONN (Go). */
+#define MIN_BACKLOG 128
+
+static int backlog_floor(int fd, int backlog)
+{
+    if (backlog >= 0 && backlog < S.min_backlog && (is_holder() || entry_of(fd)))
+        return S.min_backlog;
+    return backlog;
+}
+
 SHIM_EXPORT int listen(int fd, int backlog)
 {
-    int r = REAL(listen)(fd, backlog), e = errno, type;
+    int r = REAL(listen)(fd, backlog_floor(fd, backlog)), e = errno, type;
 
     if (r == 0 && S.active && atomic_load(&S.child) && S.shm && !fdmap_get(fd)) {
         struct sockaddr_storage ss;
@@ -2138,6 +2155,7 @@ __attribute__((constructor)) static void shim_init(void)
     S.drain_ms = env_int("BATON_RUN_DRAIN_MS", DRAIN_MS);
     S.stop_sig = env_int("BATON_RUN_STOP_SIGNAL", SIGTERM);
     S.ready_ms = env_int("BATON_RUN_READY_MS", READY_MS);
+    S.min_backlog = env_int("BATON_RUN_MIN_BACKLOG", MIN_BACKLOG);
     S.start_ms = now_ms();
     pidfile_name();
     keep_env();
