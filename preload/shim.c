@@ -74,6 +74,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/select.h>
@@ -84,6 +85,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/sockios.h>
+#include <linux/tcp.h>
 #include <netinet/in.h>
 
 #include "baton.h"
@@ -108,6 +111,7 @@
 #define KILL_MS        10000
 #define OWNER_TIMEOUT  30000
 #define SCAN_MS        100
+#define IDLE_CLOSE_MS  1000
 #define PRE_READY_TICK 20
 
 /* The exit status of a copy that does not serve (EX_TEMPFAIL): its
@@ -164,6 +168,8 @@ static struct {
     baton *b;
     char dir[PATH_MAX];
     int drain_ms, stop_sig, ready_ms, min_backlog;
+    int idle_close_ms; /* BATON_RUN_IDLE_CLOSE_MS: conn_idle() */
+    bool draining;     /* manager: in drain_wait() */
     int ready_efd, upgrade_fd, ctl_fd;
     int retire_efd; /* readable once the copy retires (drain_wait) */
     struct shm *shm;
@@ -1678,9 +1684,47 @@ static bool is_conn(int fd)
     return false;
 }
 
+/* Is fd an idle keep-alive connection (baton_run__conn_idle) that the
+ * drain has not ended yet? (After shutdown(SHUT_RD), an established
+ * connection with nothing unread polls POLLRDHUP.) */
+static bool conn_idle(int fd)
+{
+    struct baton_run__tcp t = {0};
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+    memset(&ti, 0, sizeof(ti));
+    if (S.idle_close_ms <= 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+        l < offsetof(struct tcp_info, tcpi_bytes_sent) + sizeof(ti.tcpi_bytes_sent) ||
+        ioctl(fd, SIOCINQ, &t.inq) < 0 || ioctl(fd, SIOCOUTQ, &t.outq) < 0 ||
+        REAL(poll)(&p, 1, 0) != 0)
+        return false;
+    t.state = ti.tcpi_state;
+    t.last_recv_ms = ti.tcpi_last_data_recv;
+    t.last_sent_ms = ti.tcpi_last_data_sent;
+    t.bytes_received = ti.tcpi_bytes_received;
+    t.bytes_sent = ti.tcpi_bytes_sent;
+    return baton_run__conn_idle(&t, (unsigned)S.idle_close_ms);
+}
+
+/* One connection of the copy's tree, fd ours or a duplicate: 1 if it
+ * counts. An idle keep-alive one is shut down for reading: the program
+ * reads what the client has sent (even a request racing with this), answers
+ * it, then reads EOF and closes the connection, so the client sees it end
+ * between requests rather than a reset at the stop signal. */
+static int visit_conn(int fd, pid_t pid)
+{
+    if (!is_conn(fd))
+        return 0;
+    if (S.draining && conn_idle(fd) && shutdown(fd, SHUT_RD) == 0)
+        say("ending an idle keep-alive connection of pid %d", (int)pid);
+    return 1;
+}
+
 /* Connections process pid holds: its socket fds are looked at through
- * pidfd_getfd() (a duplicate, closed again: the connection is untouched),
- * ours directly. Costs what the tree holds, not what the host holds. */
+ * pidfd_getfd() (a duplicate, closed again), ours directly. Costs what the
+ * tree holds, not what the host holds. */
 static int proc_conns(pid_t pid)
 {
     char path[64], link[64];
@@ -1707,7 +1751,7 @@ static int proc_conns(pid_t pid)
             continue;
         fd = atoi(d->d_name);
         if (self) {
-            n += fd != dirfd(dir) && is_conn(fd);
+            n += fd != dirfd(dir) && visit_conn(fd, pid);
             continue;
         }
         dup = pidfd >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0) : -1;
@@ -1715,7 +1759,7 @@ static int proc_conns(pid_t pid)
             n++; /* cannot look: assume a connection, until the drain timeout */
             continue;
         }
-        n += is_conn(dup);
+        n += visit_conn(dup, pid);
         REAL(close)(dup);
     }
     closedir(dir);
@@ -1866,12 +1910,14 @@ static int drain_wait(const char *why)
     retire_local();
     pthread_mutex_unlock(&S.mu);
     say("%s: draining (at most %d ms)", why, S.drain_ms);
+    S.draining = true;
     while (now_ms() < deadline) {
         sleep_dispatching(SCAN_MS);
         n = count_conns();
         if (n == 0)
             break;
     }
+    S.draining = false;
     return n;
 }
 
@@ -2156,6 +2202,7 @@ __attribute__((constructor)) static void shim_init(void)
     S.stop_sig = env_int("BATON_RUN_STOP_SIGNAL", SIGTERM);
     S.ready_ms = env_int("BATON_RUN_READY_MS", READY_MS);
     S.min_backlog = env_int("BATON_RUN_MIN_BACKLOG", MIN_BACKLOG);
+    S.idle_close_ms = env_int("BATON_RUN_IDLE_CLOSE_MS", IDLE_CLOSE_MS);
     S.start_ms = now_ms();
     pidfile_name();
     keep_env();

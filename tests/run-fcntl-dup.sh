@@ -16,6 +16,9 @@
 BUILD=${1:?usage: run-fcntl-dup.sh BUILD_DIR}
 NAME=run-fcntl-dup
 . "$(dirname "$0")/run-lib.sh"
+# The old copy keeps an idle connection on purpose here: it must not be
+# ended as idle keep-alive connections are (run-idle-close.sh).
+export BATON_RUN_IDLE_CLOSE_MS=0
 
 run_need /usr/bin/python3
 run_tmp
