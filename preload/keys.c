@@ -165,16 +165,3 @@ uint64_t baton_run__hash(const void *data, size_t len)
     }
     return h;
 }
-
-bool baton_run__conn_idle(const struct baton_run__tcp *t, unsigned idle_ms)
-{
-    if (t->state != 1 || t->inq != 0 || t->outq != 0 || idle_ms == 0 || t->last_recv_ms < idle_ms ||
-        t->last_sent_ms < idle_ms)
-        return false;
-    if (t->bytes_received == 0) /* never asked anything */
-        return true;
-    /* Asked, and answered since: the last data (a tick's worth of doubt
-     * aside) was ours. Asked and never answered is a request being worked
-     * on, however long it takes. */
-    return t->bytes_sent > 0 && t->last_recv_ms >= t->last_sent_ms;
-}

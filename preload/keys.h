@@ -8,7 +8,6 @@
 #ifndef BATON_RUN_KEYS_H
 #define BATON_RUN_KEYS_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -47,24 +46,6 @@ int baton_run__parse_tcp(const char *line, unsigned *ret_port, unsigned *ret_sta
  * replaced). 0, or -EINVAL. */
 int baton_run__parse_unix(char *line, int *ret_listening, unsigned long *ret_ino,
                           const char **ret_path);
-
-/* What the drain knows of a TCP connection (TCP_INFO, SIOCINQ, SIOCOUTQ). */
-struct baton_run__tcp {
-    unsigned state;          /* 1: established */
-    int inq, outq;           /* bytes unread by the program, unacknowledged */
-    unsigned last_recv_ms;   /* since data last came */
-    unsigned last_sent_ms;   /* since data last went */
-    uint64_t bytes_received; /* data bytes, each way */
-    uint64_t bytes_sent;
-};
-
-/* Is the connection an idle keep-alive one that the drain may end: state
- * established, nothing unread and nothing unacknowledged, quiet both ways
- * for idle_ms, and either never asked anything or answered after it was
- * last asked. The kernel stamps data in ticks (1 to 10 ms), so an answer
- * and the next request within one tick look answered: such a request is
- * taken for idle if it is worked on for longer than idle_ms. */
-bool baton_run__conn_idle(const struct baton_run__tcp *t, unsigned idle_ms);
 
 /* FNV-1a, 64 bits. */
 uint64_t baton_run__hash(const void *data, size_t len);

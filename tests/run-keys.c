@@ -3,8 +3,7 @@
  * The preload shim's pure parts (preload/keys.c), under the sanitizers:
  * names for bound addresses (IPv4, IPv6 with and without V6ONLY, UDP, unix
  * paths and abstract names, escapes, limits), the n-th listener on one
- * address, ports and paths back out of names, the /proc/net parsers, and
- * the drain's test of an idle keep-alive connection.
+ * address, ports and paths back out of names, and the /proc/net parsers.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -135,41 +134,6 @@ static void proc_net(void)
     T_EQ(baton_run__parse_unix(bad, &listening, &ino, &path), -EINVAL);
 }
 
-/* The drain's test of an idle keep-alive connection. */
-static void conn_idle(void)
-{
-    /* Asked, answered 1.5 s ago, quiet since. */
-    struct baton_run__tcp t = {.state = 1,
-                               .last_recv_ms = 1500,
-                               .last_sent_ms = 1500,
-                               .bytes_received = 40,
-                               .bytes_sent = 200};
-
-    T_ASSERT(baton_run__conn_idle(&t, 1000)); /* answer in the request's tick */
-    t.last_recv_ms = 1510;
-    T_ASSERT(baton_run__conn_idle(&t, 1000));
-    T_ASSERT(!baton_run__conn_idle(&t, 2000)); /* not quiet long enough */
-    T_ASSERT(!baton_run__conn_idle(&t, 0));    /* never */
-    t.last_recv_ms = 1490; /* asked again after the last answer: being worked on */
-    T_ASSERT(!baton_run__conn_idle(&t, 1000));
-    t.last_recv_ms = 1500;
-    t.inq = 1; /* a request the program has not read */
-    T_ASSERT(!baton_run__conn_idle(&t, 1000));
-    t.inq = 0;
-    t.outq = 10; /* an answer not yet acknowledged */
-    T_ASSERT(!baton_run__conn_idle(&t, 1000));
-    t.outq = 0;
-    t.state = 8; /* CLOSE_WAIT: the client is gone, the program will see it */
-    T_ASSERT(!baton_run__conn_idle(&t, 1000));
-    t.state = 1;
-    t.bytes_sent = 0; /* asked and never answered, however long ago */
-    T_ASSERT(!baton_run__conn_idle(&t, 1000));
-    t.bytes_received = 0; /* connected, never asked anything */
-    T_ASSERT(baton_run__conn_idle(&t, 1000));
-    t.last_sent_ms = 900;
-    T_ASSERT(!baton_run__conn_idle(&t, 1000));
-}
-
 int main(int argc, char **argv)
 {
     t_init(argc, argv);
@@ -178,7 +142,6 @@ int main(int argc, char **argv)
     unix_paths();
     variants();
     proc_net();
-    conn_idle();
     T_EQ(baton_run__hash("", 0), 0xcbf29ce484222325ull);
     T_NE(baton_run__hash("a\0b", 3), baton_run__hash("a\0c", 3));
     return t_done();
