@@ -1,8 +1,12 @@
 #!/bin/sh
 # Installs the real servers that the `baton run` tests drive (tests/run-*):
-# lighttpd, nginx-light and python3. Tests skip (77) when a server is
-# missing, so this is optional; .ci/run calls it on a fresh Debian 12.
+# lighttpd, nginx-light and python3 here; redis, memcached, Apache,
+# gunicorn and wrk through scripts/deps-compat.sh (which keeps their
+# services off). Tests skip (77) when a server is missing, so this is
+# optional; .ci/run calls it on a fresh Debian 12.
 set -e
+sh "$(dirname "$0")/deps-compat.sh" redis memcached apache gunicorn python-http ||
+    echo "deps-run: some servers could not be installed; their tests skip" >&2
 need=""
 command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || need="$need lighttpd"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need="$need nginx-light"
