@@ -52,8 +52,12 @@ a.sendall(b"PING\r\n")
 assert a.recv(100) == b"+PONG\r\n"
 b.sendall(b"BLPOP baton-nolist 3\r\n")
 open(ready, "w").close()
-while not os.path.exists(go):
+for _ in range(3000):  # the next copy serves: at most 30 s
+    if os.path.exists(go):
+        break
     time.sleep(0.01)
+else:
+    sys.exit("the next copy never served")
 
 def idle():
     until_eof(a, "A (idle)", 4)
