@@ -716,9 +716,20 @@ int main(int argc, char **argv)
          * reports its step-down at once; give that report a moment to
          * arrive (bounded; it comes only if the owner stepped down). */
         if (!owner_side && random && !stop && !hit_after_ready && !old.exited && !old.superseded) {
-            struct pollfd q = {.fd = old.p.chan, .events = POLLIN};
-            if (poll(&q, 1, 200) > 0)
+            /* Up to 200 ms; when clients were refused (nobody listened:
+             * the owner had stepped down and left), up to 3 s, since on a
+             * loaded machine its report can take longer than 200 ms, and
+             * an early kill never refuses anyone. */
+            bool failed = out[REFUSED] || out[RESET] || out[TIMEOUT];
+            uint64_t end = baton__now_ms() + (failed ? 3000 : 200);
+            while (!old.superseded && !old.exited && baton__now_ms() < end) {
+                struct pollfd q = {.fd = old.p.chan, .events = POLLIN};
+                if (poll(&q, 1, (int)(end - baton__now_ms())) <= 0)
+                    break;
                 proc_poll(&old);
+                if (q.revents & (POLLHUP | POLLERR))
+                    break; /* what it said is read; it says no more */
+            }
             hit_after_ready = old.superseded;
         }
         if (!owner_side)
