@@ -21,6 +21,9 @@ echo "hello from python" >"$T/www/index.html"
 CMD=(/usr/bin/python3 -m http.server --bind 127.0.0.1 --directory "$T/www" "$PORT")
 URLPATH=/index.html
 run_restarts
+# In the compatibility suite (tests/compat/) the run above is the whole
+# case: its hook has checked and stopped every copy by now.
+[[ -z ${COMPAT_CASE:-} ]] || exit 0
 
 backlog=$(ss -Hltn "sport = :$PORT" | awk '{print $3}')
 [[ -n $backlog ]] || fail "no listener on port $PORT"
