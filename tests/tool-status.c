@@ -44,6 +44,11 @@ int main(int argc, char **argv)
     char *status[] = {tool, "status", dir, NULL};
     char *json[] = {tool, "status", dir, "--json", NULL};
     char *bad[] = {tool, "status", dir, "--bogus", NULL};
+    /* Options may come first, as most tools allow; "--" ends them. */
+    char *json_first[] = {tool, "status", "--json", dir, NULL};
+    char *json_dashes[] = {tool, "status", "--json", "--", dir, NULL};
+    char *two_dirs[] = {tool, "status", dir, dir, NULL};
+    char *no_dir[] = {tool, "status", "--json", NULL};
 
     /* No directory at all, then an empty one. */
     T_EQ(t_run(status, T_TIMEOUT, out, sizeof(out)), 3);
@@ -52,6 +57,8 @@ int main(int argc, char **argv)
     T_EQ(t_run(json, T_TIMEOUT, out, sizeof(out)), 3);
     T_ASSERT(strstr(out, "\"serving\":false") != NULL);
     T_EQ(t_run(bad, T_TIMEOUT, NULL, 0), 2);
+    T_EQ(t_run(two_dirs, T_TIMEOUT, NULL, 0), 2);
+    T_EQ(t_run(no_dir, T_TIMEOUT, NULL, 0), 2);
 
     t_spawn(&owner, owner_main, NULL);
     port = (int)t_hear(owner.chan, T_TIMEOUT);
@@ -67,6 +74,10 @@ int main(int argc, char **argv)
         t_fail(__FILE__, __LINE__, "unexpected JSON:\n%s", out);
     snprintf(want, sizeof(want), "127.0.0.1:%d", port);
     T_ASSERT(strstr(out, want) != NULL);
+    T_EQ(t_run(json_first, T_TIMEOUT, out, sizeof(out)), 0);
+    T_ASSERT(out[0] == '{' && strstr(out, want) != NULL);
+    T_EQ(t_run(json_dashes, T_TIMEOUT, out, sizeof(out)), 0);
+    T_ASSERT(out[0] == '{' && strstr(out, want) != NULL);
 
     /* Killed: its record and control socket stay behind, stale. */
     t_proc_kill(&owner);

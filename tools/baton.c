@@ -696,9 +696,13 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[1];
-    dir = argv[2];
-    for (int i = 3; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") && !strcmp(cmd, "status"))
+    dir = NULL;
+    /* Options may come before or after DIR, as with most tools; "--" ends
+     * them, so a directory whose name starts with "-" can still be given. */
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--") && i + 1 < argc && !dir)
+            dir = argv[++i];
+        else if (!strcmp(argv[i], "--json") && !strcmp(cmd, "status"))
             json = true;
         else if (!strcmp(argv[i], "--generation") && i + 1 < argc &&
                  !parse_int(argv[i + 1], 1, &generation))
@@ -706,11 +710,18 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc &&
                  !parse_int(argv[i + 1], 0, &timeout))
             i++;
+        else if (!dir && argv[i][0] != '-')
+            dir = argv[i];
         else {
             fprintf(stderr, "%s %s: bad argument '%s'\n", prog, cmd, argv[i]);
             usage(stderr);
             return EXIT_USAGE;
         }
+    }
+    if (!dir) {
+        fprintf(stderr, "%s %s: DIR is missing\n", prog, cmd);
+        usage(stderr);
+        return EXIT_USAGE;
     }
     if (!strcmp(cmd, "status"))
         return cmd_status(dir, json);
