@@ -5,11 +5,9 @@
 # its program is (nodejs from elsewhere will do) or dpkg has it; those are
 # left alone, so a second run does nothing (no apt-get update either).
 #
-# The packages' own services are not wanted: policy-rc.d keeps them from
-# starting during the install, and each service this run installed is then
-# disabled (deb-systemd-helper, update-rc.d) and, where systemd runs,
-# stopped. Exit status: 0 when every package is there, 1 otherwise (a case
-# then skips with 77).
+# scripts/apt-install.sh installs them and leaves none of their services
+# running or enabled at boot. Exit status: 0 when every package is there, 1
+# otherwise (a case then skips with 77).
 set -u
 
 pkgs_of() {
@@ -31,17 +29,6 @@ pkgs_of() {
     esac
 }
 
-# The services that come with a package and must not stay enabled.
-services_of() {
-    case $1 in
-    redis-server) echo redis-server ;;
-    memcached) echo memcached ;;
-    apache2) echo "apache2 apache-htcacheclean" ;;
-    lighttpd) echo lighttpd ;;
-    nginx-light | nginx-common) echo nginx ;;
-    esac
-}
-
 installed() {
     dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
 }
@@ -57,48 +44,5 @@ for c in "$@"; do
     done
 done
 [ -n "$need" ] || exit 0
-if [ "$(id -u)" != 0 ]; then
-    echo "deps-compat: missing:$need (run as root, or install them)" >&2
-    exit 1
-fi
-echo "deps-compat: installing$need"
-export DEBIAN_FRONTEND=noninteractive
-apt="apt-get -q -o DPkg::Lock::Timeout=300"
-$apt update >/dev/null || true
-
-added=""
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    added=1
-fi
-# All at once; if that fails (one package missing from the mirror), one by
-# one, so that the other cases still run.
 # shellcheck disable=SC2086
-if ! $apt install -y --no-install-recommends $need >/dev/null; then
-    for p in $need; do
-        $apt install -y --no-install-recommends "$p" >/dev/null || echo "deps-compat: $p could not be installed" >&2
-    done
-fi
-[ -z "$added" ] || rm -f /usr/sbin/policy-rc.d
-
-st=0
-for p in $need; do
-    if ! installed "$p"; then
-        st=1
-        continue
-    fi
-    for s in $(services_of "$p"); do
-        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-            systemctl disable --now "$s" >/dev/null 2>&1 || true
-        elif [ -x "/etc/init.d/$s" ]; then
-            "/etc/init.d/$s" stop >/dev/null 2>&1 || true
-        fi
-        if command -v deb-systemd-helper >/dev/null 2>&1; then
-            deb-systemd-helper disable "$s.service" >/dev/null 2>&1 || true
-        fi
-        rm -f "/etc/systemd/system/multi-user.target.wants/$s.service"
-        [ ! -e "/etc/init.d/$s" ] || update-rc.d "$s" disable >/dev/null 2>&1 || true
-    done
-done
-exit $st
+exec sh "$(dirname "$0")/apt-install.sh" $need

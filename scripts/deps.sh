@@ -8,12 +8,9 @@ command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 # libbaton-session's HMAC-SHA-256 comes from OpenSSL's libcrypto (libbaton
 # itself needs libc alone).
 [ -f /usr/include/openssl/hmac.h ] || need="$need libssl-dev"
+# ip(8): the tests that build network namespaces (session-netns) and the
+# session benchmark.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need="$need iproute2"
 [ -n "$need" ] || exit 0
-if [ "$(id -u)" != 0 ]; then
-    echo "deps: missing:$need (run as root, or install them)" >&2
-    exit 1
-fi
-echo "deps: installing$need"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null
-apt-get install -y -q --no-install-recommends $need >/dev/null
+# shellcheck disable=SC2086
+exec sh "$(dirname "$0")/apt-install.sh" $need
