@@ -69,8 +69,9 @@ for p in $new; do
             if [ -n "$systemd_runs" ]; then
                 systemctl disable --now "$u" >/dev/null 2>&1 || true
             fi
+            # It runs only as if from the package's maintainer scripts.
             if command -v deb-systemd-helper >/dev/null 2>&1; then
-                deb-systemd-helper disable "$u" >/dev/null 2>&1 || true
+                DPKG_MAINTSCRIPT_PACKAGE=$p deb-systemd-helper disable "$u" >/dev/null 2>&1 || true
             fi
             rm -f /etc/systemd/system/*.wants/"$u"
         done
