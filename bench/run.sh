@@ -66,22 +66,14 @@ install_deps() {
         return 0
     fi
     log "installing: ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null || log "apt-get update failed"
-    # Packages such as nginx and haproxy start their system service when
-    # installed unless policy-rc.d says no; the benchmark wants no such
-    # server, so forbid service starts for the duration of the install.
-    local made_policy=
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
-    fi
+    # scripts/apt-install.sh leaves none of their services (nginx, haproxy)
+    # running or enabled at boot; the benchmark starts its own copies.
     local avail=()
     for p in "${need[@]}"; do
         if apt-cache show "$p" >/dev/null 2>&1; then avail+=("$p"); else log "no Debian package $p"; fi
     done
-    ((${#avail[@]})) && apt-get install -y -q --no-install-recommends "${avail[@]}" >/dev/null ||
-        log "apt-get install failed"
-    [[ -n $made_policy ]] && rm -f /usr/sbin/policy-rc.d
+    ((${#avail[@]})) || return 0
+    sh "$HERE/../scripts/apt-install.sh" "${avail[@]}" || log "apt-install failed; the candidates that need what is missing are skipped"
     return 0
 }
 
@@ -535,7 +527,19 @@ done
 RAW=$TOOLS/raw
 rm -rf "$RAW"
 mkdir -p "$RAW" "$BENCH_OUT" || die "cannot create output directories"
-rm -f "$BENCH_OUT/handover.txt"
+# The load tools and the analysis are not optional: without them every
+# phase would run without load and be reported as a failure of the server.
+missing=
+for load in $BENCH_LOADS; do
+    case $load in
+    wrk) command -v wrk >/dev/null || missing+=" wrk (Debian: wrk)" ;;
+    ab) command -v ab >/dev/null || missing+=" ab (Debian: apache2-utils)" ;;
+    noload) ;;
+    *) die "unknown load $load (known: wrk ab noload)" ;;
+    esac
+done
+command -v python3 >/dev/null || missing+=" python3"
+[[ -z $missing ]] || die "missing:$missing; install them (as root, make bench installs them itself) or set BENCH_LOADS"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 {
@@ -566,7 +570,9 @@ for cand in $BENCH_CANDIDATES; do
     fi
 done
 
-for ((run = 1; run <= BENCH_RUNS; run++)); do
+# phases RUN: prints "CANDIDATE LOAD UPGRADES" for each phase of a run.
+phases() {
+    local cand fn load control
     for cand in $BENCH_CANDIDATES; do
         fn=${cand//-/_}
         "${fn}_available" >/dev/null || continue
@@ -577,11 +583,35 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
             baton) [[ $cand == baton-second ]] && control=1 ;;
             default) [[ $load == wrk || $cand == baton-second ]] && control=1 ;;
             esac
-            if [[ -n $control && $load != noload ]]; then
-                run_phase "$run" "$cand" "$load-control" 0
-            fi
-            run_phase "$run" "$cand" "$load" "$BENCH_UPGRADES"
+            [[ -n $control && $load != noload ]] && echo "$cand $load-control 0"
+            echo "$cand $load $BENCH_UPGRADES"
         done
+    done
+}
+
+# Progress: phase K of N, and an estimate of what remains from the phases
+# done so far (before the first, from the load time plus about 5 s of
+# start, probe and stop per phase).
+mapfile -t PHASES < <(phases)
+total=$((${#PHASES[@]} * BENCH_RUNS))
+est=0
+for ph in "${PHASES[@]}"; do
+    secs=$BENCH_SECONDS
+    [[ $ph == *" noload "* ]] && ((secs > 8)) && secs=8
+    est=$((est + secs + 5))
+done
+log "$total phases ($BENCH_RUNS runs of ${#PHASES[@]}); about $((est * BENCH_RUNS / 60)) min"
+bench_t0=$(now_us)
+k=0
+for ((run = 1; run <= BENCH_RUNS; run++)); do
+    for ph in "${PHASES[@]}"; do
+        read -r cand load nup <<<"$ph"
+        if ((k > 0)); then
+            el=$((($(now_us) - bench_t0) / 1000000))
+            log "phase $((k + 1))/$total; $((el / 60)) min so far, about $((el * (total - k) / k / 60 + 1)) min to go"
+        fi
+        k=$((k + 1))
+        run_phase "$run" "$cand" "$load" "$nup"
     done
 done
 
@@ -591,9 +621,13 @@ done
 if [[ ${BENCH_HANDOVER:-1} != 0 && -x $BIN/baton-bench-handover ]]; then
     log "running baton-bench-handover"
     # Its first line names a temporary directory of this machine: leave it out.
-    timeout -k 5 300 "$BIN/baton-bench-handover" 2>&1 | grep -v 'coordination dir in' >"$RAW/handover.txt" ||
-        log "baton-bench-handover failed"
-    cp "$RAW/handover.txt" "$BENCH_OUT/handover.txt"
+    # The tracked copy is replaced only by a complete new report.
+    if timeout -k 5 300 "$BIN/baton-bench-handover" >"$RAW/handover.all" 2>&1; then
+        grep -v 'coordination dir in' "$RAW/handover.all" >"$RAW/handover.txt"
+        cp "$RAW/handover.txt" "$BENCH_OUT/handover.txt"
+    else
+        log "baton-bench-handover failed (see $RAW/handover.all); $BENCH_OUT/handover.txt is left as it was"
+    fi
 fi
 
 log "analysing"
