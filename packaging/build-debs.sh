@@ -8,13 +8,25 @@ set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:?usage: build-debs.sh BUILDDIR [VERSION]}
 version=${2:-}
-for t in dpkg-buildflags dpkg-shlibdeps fakeroot; do
-    command -v $t >/dev/null || {
-        echo "build-debs: installing dpkg-dev and fakeroot"
-        apt-get install -y -q --no-install-recommends dpkg-dev fakeroot >/dev/null
-        break
-    }
-done
+# What packaging needs beyond the build: dpkg-buildflags and dpkg-shlibdeps
+# (dpkg-dev), fakeroot, and file, which CPack's DEB generator runs on every
+# file to find the ones dpkg-shlibdeps must look at.
+need=
+command -v dpkg-buildflags >/dev/null 2>&1 && command -v dpkg-shlibdeps >/dev/null 2>&1 ||
+    need="$need dpkg-dev"
+command -v fakeroot >/dev/null 2>&1 || need="$need fakeroot"
+command -v file >/dev/null 2>&1 || need="$need file"
+if [ -n "$need" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "build-debs: missing:$need (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "build-debs: installing$need"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh system has no package lists yet.
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends $need >/dev/null
+fi
 export DEB_BUILD_MAINT_OPTIONS=hardening=+all
 cflags="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
 ldflags=$(dpkg-buildflags --get LDFLAGS)
