@@ -118,10 +118,14 @@ deb:
 check-systemd:
 	bash scripts/systemd-test.sh $(BUILD)
 
-# The library, header, pkg-config file, tool, examples and man pages. The
+# The libraries, headers, pkg-config files, tool, examples and man pages. The
 # packages' extra files (units, /etc/default) come with `make deb` only.
+# Into the real root (no DESTDIR), ldconfig then refreshes the linker's
+# cache, without which programs linked to libbaton.so.0 do not start; a
+# PREFIX whose lib directory the linker does not search is named.
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX) --component Unspecified
+	@if [ -z "$(DESTDIR)" ]; then sh scripts/install-ldconfig.sh $(BUILD); fi
 
 clean:
 	rm -rf $(BUILD)

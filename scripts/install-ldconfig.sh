@@ -1,0 +1,23 @@
+#!/bin/sh
+# install-ldconfig.sh BUILD - after `make install` into the real root:
+# refresh the dynamic linker's cache, so that programs linked to
+# libbaton.so.0 start, and say so when the library landed in a directory the
+# linker does not search (a PREFIX outside /usr and /usr/local).
+set -u
+manifest=${1:?usage: install-ldconfig.sh BUILD}/install_manifest.txt
+lib=$(grep '/libbaton\.so\.0$' "$manifest" 2>/dev/null | head -n 1)
+[ -n "$lib" ] || exit 0
+dir=${lib%/*}
+if [ "$(id -u)" != 0 ]; then
+    echo "install: run ldconfig as root, or programs linked to libbaton.so.0 will not find it"
+    exit 0
+fi
+ldconfig || {
+    echo "install: ldconfig failed; programs linked to libbaton.so.0 may not find it" >&2
+    exit 1
+}
+if ! ldconfig -p | grep -qF "=> $lib"; then
+    echo "install: $dir is not in the dynamic linker's search path: add it to a file in"
+    echo "install: /etc/ld.so.conf.d/ and run ldconfig (or set LD_LIBRARY_PATH=$dir)"
+fi
+exit 0
