@@ -4,10 +4,7 @@
 # libbaton.so.0 start, and say so when the library landed in a directory the
 # linker does not search (a PREFIX outside /usr and /usr/local).
 set -u
-manifest=${1:?usage: install-ldconfig.sh BUILD}/install_manifest.txt
-lib=$(grep '/libbaton\.so\.0$' "$manifest" 2>/dev/null | head -n 1)
-[ -n "$lib" ] || exit 0
-dir=${lib%/*}
+build=${1:?usage: install-ldconfig.sh BUILD}
 if [ "$(id -u)" != 0 ]; then
     echo "install: run ldconfig as root, or programs linked to libbaton.so.0 will not find it"
     exit 0
@@ -16,8 +13,10 @@ ldconfig || {
     echo "install: ldconfig failed; programs linked to libbaton.so.0 may not find it" >&2
     exit 1
 }
-if ! ldconfig -p | grep -qF "=> $lib"; then
-    echo "install: $dir is not in the dynamic linker's search path: add it to a file in"
-    echo "install: /etc/ld.so.conf.d/ and run ldconfig (or set LD_LIBRARY_PATH=$dir)"
+# cmake --install writes install_manifest_<component>.txt.
+lib=$(cat "$build"/install_manifest*.txt 2>/dev/null | grep '/libbaton\.so\.0$' | head -n 1)
+if [ -n "$lib" ] && ! ldconfig -p | grep -qF "=> $lib"; then
+    echo "install: ${lib%/*} is not in the dynamic linker's search path: add it to a file in"
+    echo "install: /etc/ld.so.conf.d/ and run ldconfig (or set LD_LIBRARY_PATH=${lib%/*})"
 fi
 exit 0
