@@ -23,28 +23,19 @@
 #include <netinet/in.h>
 
 #include "drain.h"
+#include "internal.h"
 #include "shim.h"
 
-/* The new owner's pid, read when the drain starts (DIR/owner): its subtree
- * is left out of ours, as when our copy started it (baton upgrade). A copy
- * that dropped its privileges cannot read it, and then has started no
- * successor either. 0 if none. */
+/* The new owner's pid, read when the drain starts (DIR/owner, through the
+ * handle's directory fd): its subtree is left out of ours, as when our
+ * copy started it (baton upgrade). A copy that dropped its privileges
+ * cannot read it, and then has started no successor either. 0 if none. */
 static pid_t skip_pid;
 
 static pid_t owner_pid(void)
 {
-    char path[PATH_MAX + 16], line[128];
-    FILE *f;
-    int pid = 0;
+    pid_t pid = S.b ? baton__record_pid(S.b) : 0;
 
-    snprintf(path, sizeof(path), "%s/owner", S.dir);
-    f = fopen(path, "re");
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "pid %d", &pid) == 1)
-            break;
-    fclose(f);
     return pid == getpid() ? 0 : pid;
 }
 

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -397,23 +398,75 @@ int baton__record_write(baton *b)
     return r;
 }
 
+int baton__record_read(int dirfd, struct baton__record *rec)
+{
+    struct baton__record r = {0};
+    char line[1024];
+    FILE *f;
+    int fd, err = 0;
+
+    fd = openat(dirfd, RECORD_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    f = fdopen(fd, "re");
+    if (!f) {
+        close(fd);
+        return -ENOMEM;
+    }
+    if (!fgets(line, sizeof(line), f) || strcmp(line, "baton-owner 1\n") != 0)
+        err = -EPROTO;
+    while (err == 0 && fgets(line, sizeof(line), f)) {
+        struct baton__record_fd *e;
+
+        if (sscanf(line, "pid %d", &r.pid) == 1 ||
+            sscanf(line, "generation %d", &r.generation) == 1 ||
+            sscanf(line, "since %llu", &r.since_ms) == 1)
+            continue;
+        if (strncmp(line, "fd ", 3) != 0 || r.nfds >= BATON__RECORD_MAX_FDS) {
+            err = -EPROTO;
+            break;
+        }
+        e = realloc(r.fds, (r.nfds + 1) * sizeof(*e));
+        if (!e) {
+            err = -ENOMEM;
+            break;
+        }
+        r.fds = e;
+        e = &r.fds[r.nfds];
+        if (sscanf(line, "fd %127s %7s %255s %95s", e->name, e->kind, e->addr, e->local) != 4) {
+            err = -EPROTO;
+            break;
+        }
+        r.nfds++;
+    }
+    fclose(f);
+    if (err == 0 && (r.pid <= 0 || r.generation <= 0))
+        err = -EPROTO;
+    if (err < 0) {
+        free(r.fds);
+        return err;
+    }
+    *rec = r;
+    return 0;
+}
+
+void baton__record_free(struct baton__record *rec)
+{
+    free(rec->fds);
+    rec->fds = NULL;
+    rec->nfds = 0;
+}
+
 pid_t baton__record_pid(baton *b)
 {
-    char buf[256];
-    int fd = openat(b->dirfd, RECORD_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), pid = 0;
-    ssize_t n;
+    struct baton__record rec;
+    pid_t pid;
 
-    if (fd < 0)
+    if (baton__record_read(b->dirfd, &rec) < 0)
         return 0;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    for (char *line = buf; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        if (sscanf(line, "pid %d", &pid) == 1)
-            return pid;
-    return 0;
+    pid = rec.pid;
+    baton__record_free(&rec);
+    return pid;
 }
 
 /* For the dispatcher, which holds b->mu already. */

@@ -227,6 +227,23 @@ int baton__ctl_create(baton *b, int *ret_fd, char *ret_tmp, size_t tmp_len);
 int baton__ctl_publish(baton *b, int fd, const char *tmp);
 int baton__record_write(baton *b);
 int baton__record_write_locked(baton *b);
+/* The owner record, DIR/owner (docs/control-protocol.md, "The coordination
+ * directory"). One reader for the library, the tool and the shim. */
+#define BATON__RECORD_MAX_FDS 4096 /* a record naming more is garbled */
+struct baton__record_fd {
+    char name[BATON_NAME_MAX + 1], kind[8], addr[BATON_ADDR_MAX + 1], local[96];
+};
+struct baton__record {
+    int pid, generation;
+    unsigned long long since_ms;
+    size_t nfds;
+    struct baton__record_fd *fds; /* baton__record_free() frees it */
+};
+/* Reads dirfd's record: 0, -ENOENT (none) or another open error, -EPROTO
+ * (garbled: a wrong first line, an unknown line, a pid or generation
+ * missing or < 1), -ENOMEM. *rec is untouched on error. */
+int baton__record_read(int dirfd, struct baton__record *rec);
+void baton__record_free(struct baton__record *rec);
 /* The pid the owner record names (0: none or unreadable). */
 pid_t baton__record_pid(baton *b);
 int baton__ctl_ensure(baton *b, int *ctl_fd);

@@ -33,19 +33,6 @@
 
 enum { EXIT_USAGE = 2, EXIT_NO_OWNER = 3 };
 
-#define MAX_FDS 4096
-
-struct record_fd {
-    char name[BATON_NAME_MAX + 1], kind[8], addr[BATON_ADDR_MAX + 1], local[96];
-};
-
-struct record {
-    int pid, generation;
-    unsigned long long since_ms;
-    size_t nfds;
-    struct record_fd *fds;
-};
-
 static const char *prog = "baton";
 
 static void usage(FILE *f)
@@ -117,52 +104,10 @@ static void cdir_close(struct cdir *d)
 }
 
 /* Parse DIR/owner; 0 ok, -ENOENT when there is none, -EPROTO if garbled. */
-static int record_read(const struct cdir *d, struct record *rec)
+static int record_read(const struct cdir *d, struct baton__record *rec)
 {
-    char line[1024];
-    FILE *f;
-    int fd, r = 0;
-
     memset(rec, 0, sizeof(*rec));
-    fd = openat(d->fd, "owner", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return -errno;
-    f = fdopen(fd, "re");
-    if (!f) {
-        close(fd);
-        return -ENOMEM;
-    }
-    if (!fgets(line, sizeof(line), f) || strcmp(line, "baton-owner 1\n") != 0)
-        r = -EPROTO;
-    while (r == 0 && fgets(line, sizeof(line), f)) {
-        struct record_fd *e;
-        if (sscanf(line, "pid %d", &rec->pid) == 1 ||
-            sscanf(line, "generation %d", &rec->generation) == 1 ||
-            sscanf(line, "since %llu", &rec->since_ms) == 1)
-            continue;
-        if (strncmp(line, "fd ", 3) != 0 || rec->nfds >= MAX_FDS) {
-            r = -EPROTO;
-            break;
-        }
-        e = realloc(rec->fds, (rec->nfds + 1) * sizeof(*e));
-        if (!e) {
-            r = -ENOMEM;
-            break;
-        }
-        rec->fds = e;
-        e = &rec->fds[rec->nfds];
-        if (sscanf(line, "fd %127s %7s %255s %95s", e->name, e->kind, e->addr, e->local) != 4) {
-            r = -EPROTO;
-            break;
-        }
-        rec->nfds++;
-    }
-    fclose(f);
-    if (r == 0 && (rec->pid <= 0 || rec->generation <= 0))
-        r = -EPROTO;
-    if (r < 0)
-        free(rec->fds);
-    return r;
+    return baton__record_read(d->fd, rec);
 }
 
 /* Connect to DIR's control socket. The process behind it must run as
@@ -198,7 +143,7 @@ static int ctl_connect(const struct cdir *d, int *ret_fd)
 
 /* Does the recorded owner still serve? Its pid lives and its control
  * socket accepts (a connect that is then closed costs the owner nothing). */
-static bool owner_alive(const struct cdir *d, const struct record *rec)
+static bool owner_alive(const struct cdir *d, const struct baton__record *rec)
 {
     int fd;
 
@@ -224,7 +169,7 @@ static void json_str(const char *s)
 static int cmd_status(const char *dir, bool json)
 {
     struct cdir d;
-    struct record rec;
+    struct baton__record rec;
     int r = cdir_open(dir, &d);
     bool alive;
 
@@ -243,7 +188,7 @@ static int cmd_status(const char *dir, bool json)
                     r == -EPROTO ? " (garbled owner record)" : "",
                     r == 0 ? " (stale owner record)" : "");
         if (r == 0)
-            free(rec.fds);
+            baton__record_free(&rec);
         return EXIT_NO_OWNER;
     }
     if (json) {
@@ -271,7 +216,7 @@ static int cmd_status(const char *dir, bool json)
                    strcmp(rec.fds[i].local, "-") ? "  bound " : "",
                    strcmp(rec.fds[i].local, "-") ? rec.fds[i].local : "");
     }
-    free(rec.fds);
+    baton__record_free(&rec);
     return 0;
 }
 
@@ -297,7 +242,7 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
     struct cdir d = {.fd = -1};
 
     for (;;) {
-        struct record rec;
+        struct baton__record rec;
         int r = d.fd >= 0 ? 0 : cdir_open(dir, &d);
 
         if (r == -EPERM)
@@ -312,7 +257,7 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
         if (r == 0 && record_read(&d, &rec) == 0) {
             bool ok = rec.generation >= generation && owner_alive(&d, &rec);
             last = rec.generation;
-            free(rec.fds);
+            baton__record_free(&rec);
             if (ok) {
                 printf("%s: generation %d serves\n", dir, last);
                 if (ino >= 0)

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The owner record, DIR/owner, has one reader (baton__record_read), used
+ * by the library, the tool and the shim: what a real owner writes reads
+ * back whole; a missing record is -ENOENT; a garbled one (wrong first
+ * line, an unknown line, no pid or generation, a bad fd line, too many fd
+ * lines) is -EPROTO and leaves the caller's record untouched; a symlink
+ * in its place is not followed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "internal.h"
+
+static char dir[PATH_MAX], path[PATH_MAX + 16];
+
+static void put(const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    T_ASSERT(f != NULL);
+    T_ASSERT(fputs(text, f) >= 0);
+    T_EQ(fclose(f), 0);
+}
+
+static int read_with(int dfd, const char *text)
+{
+    struct baton__record rec = {.pid = -7};
+    int r;
+
+    put(text);
+    r = baton__record_read(dfd, &rec);
+    if (r == 0)
+        baton__record_free(&rec);
+    else
+        T_EQ(rec.pid, -7);
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    struct baton_options o;
+    struct baton__record rec;
+    baton *b;
+    int dfd, port;
+
+    t_init(argc, argv);
+    t_path(dir, "run");
+    snprintf(path, sizeof(path), "%s/owner", dir);
+
+    /* What a real owner writes. */
+    o = t_opts(dir, 5000, 0);
+    T_OK(baton_open(&o, &b));
+    port = t_port(T_OK(baton_listen(b, "web", "tcp://127.0.0.1:0", 0)));
+    T_OK(baton_add_fd(b, "cfg", 0));
+    T_OK(baton_ready(b));
+    dfd = T_SYS(open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    T_OK(baton__record_read(dfd, &rec));
+    T_EQ(rec.pid, getpid());
+    T_EQ(rec.generation, 1);
+    T_GT(rec.since_ms, 0);
+    T_EQ(rec.nfds, 2);
+    {
+        char local[64];
+        bool web = false, cfg = false;
+        snprintf(local, sizeof(local), "127.0.0.1:%d", port);
+        for (size_t i = 0; i < rec.nfds; i++) {
+            web |= !strcmp(rec.fds[i].name, "web") && !strcmp(rec.fds[i].kind, "tcp") &&
+                   !strcmp(rec.fds[i].addr, "tcp://127.0.0.1:0") &&
+                   !strcmp(rec.fds[i].local, local);
+            cfg |= !strcmp(rec.fds[i].name, "cfg") && !strcmp(rec.fds[i].kind, "fd");
+        }
+        T_ASSERT(web && cfg);
+    }
+    baton__record_free(&rec);
+    T_EQ(baton__record_pid(b), getpid());
+    baton_free(b);
+
+    /* Hand-written ones. */
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nsince 5\n"), 0);
+    T_EQ(read_with(dfd, "baton-owner 2\npid 12\ngeneration 3\n"), -EPROTO);
+    T_EQ(read_with(dfd, ""), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\ngeneration 3\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid 0\ngeneration 3\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nuid 0\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nfd web tcp\n"), -EPROTO);
+    {
+        static char big[(BATON__RECORD_MAX_FDS + 2) * 24];
+        size_t n = (size_t)snprintf(big, sizeof(big), "baton-owner 1\npid 12\ngeneration 3\n");
+        for (int i = 0; i <= BATON__RECORD_MAX_FDS; i++)
+            n += (size_t)snprintf(big + n, sizeof(big) - n, "fd f%d fd - -\n", i);
+        T_EQ(read_with(dfd, big), -EPROTO);
+    }
+
+    /* Missing, then a symlink to a good record elsewhere. */
+    T_SYS(unlink(path));
+    T_EQ(baton__record_read(dfd, &rec), -ENOENT);
+    {
+        char other[PATH_MAX + 16];
+        FILE *f;
+        snprintf(other, sizeof(other), "%s/elsewhere", dir);
+        f = fopen(other, "w");
+        T_ASSERT(f != NULL);
+        fputs("baton-owner 1\npid 12\ngeneration 3\n", f);
+        T_EQ(fclose(f), 0);
+        T_SYS(symlink(other, path));
+        T_EQ(baton__record_read(dfd, &rec), -ELOOP);
+    }
+    close(dfd);
+    return t_done();
+}
