@@ -84,7 +84,9 @@ struct baton_options {
      * application; msg is valid only during the call. May be NULL. Failures
      * that a call returns come at BATON_LOG_DEBUG (the caller is told);
      * BATON_LOG_WARNING is for what no call returns, such as a successor
-     * that failed and was dropped while we serve on. */
+     * that failed and was dropped while we serve on. It may run while the
+     * library holds the handle's lock: it must not call baton_* functions
+     * on the handle. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;
     uint64_t resv[8]; /* must be zero */
