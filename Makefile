@@ -8,7 +8,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: check-compat deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-handover bench-session fuzz deb install clean deps
+.PHONY: check-compat deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-takeover bench-session fuzz deb install clean deps
 
 all: build
 
@@ -71,14 +71,14 @@ demo-move:
 	@JOBS=$(JOBS) PREFIX=$(PREFIX) sh scripts/build-quiet.sh $(BUILD)
 	@bash scripts/demo-move.sh $(BUILD)
 
-# The long fault runs: 1,000 chaos rounds, 10,000 handovers under load.
+# The long fault runs: 1,000 chaos rounds, 10,000 upgrades under load.
 chaos: check-asan
 	bash scripts/chaos.sh $(ASAN)
 
 soak: build
 	bash scripts/soak.sh $(BUILD)
 
-bench: build bench-handover bench-session
+bench: build bench-takeover bench-session
 	@bash bench/run.sh $(BUILD)
 
 # 1,000 sessions moved between network namespaces and back, the default
@@ -87,8 +87,8 @@ bench-session: build
 	@bash bench/session-move.sh $(BUILD) 1000 $${BENCH_SESSION_RUNS:-5}; r=$$?; \
 	  if [ $$r -eq 77 ]; then echo "bench-session: skipped (needs root)"; else exit $$r; fi
 
-bench-handover: build
-	$(BUILD)/bin/baton-bench-handover --runs $${BENCH_HANDOVER_RUNS:-200}
+bench-takeover: build
+	$(BUILD)/bin/baton-bench-takeover --runs $${BENCH_TAKEOVER_RUNS:-200}
 	$(BUILD)/bin/baton-bench-conn-handoff --runs $${BENCH_CONN_RUNS:-20}
 	@echo "echo client through 10 upgrades (largest client-visible pause):"
 	@bash examples/echo-upgrades.sh $(BUILD) 10 | tail -n 1

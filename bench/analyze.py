@@ -510,9 +510,9 @@ def write_md(path, table, meta, skipped, runs):
     if os.path.exists(os.path.join(os.path.dirname(path), "results-ab.png")):
         L.append("![ab completions/s and probe errors over time](results-ab.png)")
         L.append("")
-    hp = os.path.join(os.path.dirname(path), "handover.txt")
+    hp = os.path.join(os.path.dirname(path), "takeover.txt")
     if os.path.exists(hp):
-        L.append("## baton-bench-handover (bench/handover.c), same session")
+        L.append("## baton-bench-takeover (bench/takeover.c), same session")
         L.append("")
         L.append("```")
         L.extend(read_lines(hp))

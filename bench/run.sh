@@ -615,18 +615,18 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
     done
 done
 
-# HOOK: bench/handover.c (built by bench/CMakeLists.txt as
-# baton-bench-handover) times a successor's start-to-READY on its own; its
-# report goes beside the peers' results. BENCH_HANDOVER=0 skips it.
-if [[ ${BENCH_HANDOVER:-1} != 0 && -x $BIN/baton-bench-handover ]]; then
-    log "running baton-bench-handover"
+# HOOK: bench/takeover.c (built by bench/CMakeLists.txt as
+# baton-bench-takeover) times a successor's start-to-READY on its own; its
+# report goes beside the peers' results. BENCH_TAKEOVER=0 skips it.
+if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-takeover ]]; then
+    log "running baton-bench-takeover"
     # Its first line names a temporary directory of this machine: leave it out.
     # The tracked copy is replaced only by a complete new report.
-    if timeout -k 5 300 "$BIN/baton-bench-handover" >"$RAW/handover.all" 2>&1; then
-        grep -v 'coordination dir in' "$RAW/handover.all" >"$RAW/handover.txt"
-        cp "$RAW/handover.txt" "$BENCH_OUT/handover.txt"
+    if timeout -k 5 300 "$BIN/baton-bench-takeover" >"$RAW/takeover.all" 2>&1; then
+        grep -v 'coordination dir in' "$RAW/takeover.all" >"$RAW/takeover.txt"
+        cp "$RAW/takeover.txt" "$BENCH_OUT/takeover.txt"
     else
-        log "baton-bench-handover failed (see $RAW/handover.all); $BENCH_OUT/handover.txt is left as it was"
+        log "baton-bench-takeover failed (see $RAW/takeover.all); $BENCH_OUT/takeover.txt is left as it was"
     fi
 fi
 

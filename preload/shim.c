@@ -31,7 +31,7 @@
  * readied 10 s after start (BATON_RUN_READY_MS), if it has a listener by
  * then. A holder that gives up root's uid is readied just before.
  *
- * Handover (listeners.c). Once a successor serves, the holder (and each
+ * Takeover (listeners.c). Once a successor serves, the holder (and each
  * child, at its next accept) retires its listener fds: for every epoll
  * registration of such an fd the shim saw (epoll_ctl), it first deletes
  * the registration, then dup3()s a socket that never becomes readable (a

@@ -84,7 +84,7 @@ SHIM_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
 }
 
 /* The accept queue of a listener the shim passes on is at least this deep
- * (BATON_RUN_MIN_BACKLOG; 0 leaves the program's). At a handover the old
+ * (BATON_RUN_MIN_BACKLOG; 0 leaves the program's). At a takeover the old
  * copy stops accepting while the new one, just started, is cold and shares
  * the cores with it: a shallow queue overflows, and the kernel drops SYNs
  * and final ACKs that come back only 1 s and 3 s later. Python's
@@ -124,7 +124,7 @@ SHIM_EXPORT int listen(int fd, int backlog)
 
 /* A blocking accept() that found no connection after the listener polled
  * readable (another process took it) gives up after this long, so that it
- * goes back to watching for the handover too. Set on the listening socket
+ * goes back to watching for the takeover too. Set on the listening socket
  * (shared with every copy, all of which go through this wrapper) only when
  * the program set no receive timeout of its own. */
 #define HERD_TIMEOUT_MS 100
@@ -191,7 +191,7 @@ static int accept_live(atomic_int *cnt, struct entry *en, int fd, struct sockadd
     if (S.upgrade_fd < 0 || nonblocking(fd))
         return four ? REAL(accept4)(fd, a, l, flags) : REAL(accept)(fd, a, l);
     /* A blocking accept must wake when a successor takes over, or this
-     * process would take one more connection after the handover. */
+     * process would take one more connection after the takeover. */
     if (!en->herd_checked)
         herd_guard(en, fd);
     for (;;) {
@@ -405,7 +405,7 @@ SHIM_EXPORT int dup3(int oldfd, int newfd, int flags)
  * calls, CPython among them; the same function on 64-bit) copy an fd with
  * F_DUPFD and F_DUPFD_CLOEXEC. CPython's socket.dup(), socket.fromfd() and
  * os.dup() copy that way: an untracked copy of a listener would go on
- * accepting in the old copy after the handover. Every other command passes
+ * accepting in the old copy after the takeover. Every other command passes
  * straight through. The third argument is an int or a pointer, by command,
  * or absent; like glibc's own fcntl(), this reads it as a pointer-sized word
  * and passes it on as one, and the callee reads back what was passed. */

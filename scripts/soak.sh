@@ -1,16 +1,16 @@
 #!/bin/sh
-# soak.sh BUILD_DIR [HANDOVERS] - many consecutive handovers under load, and
+# soak.sh BUILD_DIR [UPGRADES] - many consecutive upgrades under load, and
 # whether anything grows.
 #
 # Starts baton-httpd (copied, with the tool and baton-load, into a private
 # directory so that a rebuild meanwhile cannot change what runs), puts it
 # under baton-load (20 keep-alive connections and 50 fresh connections a
-# second), and runs HANDOVERS (default 10000) `baton upgrade DIR` one after
-# the other. Every SAMPLE_EVERY (100) handovers it samples the serving
+# second), and runs UPGRADES (default 10000) `baton upgrade DIR` one after
+# the other. Every SAMPLE_EVERY (100) upgrades it samples the serving
 # process: its open fds (/proc/PID/fd), its RSS (VmRSS), how many
 # baton-httpd processes are alive, and how many files the coordination
 # directory holds. Prints the series, baton-load's summary, and fails when:
-#   - a handover failed, or baton-load counted an error;
+#   - an upgrade failed, or baton-load counted an error;
 #   - the serving process's fd count, less its TCP connections (the load's,
 #     which come and go), is not the same in every sample (each sample is a
 #     new generation: an fd leaked along the chain of successors shows up as
@@ -27,7 +27,7 @@
 # shellcheck disable=SC2317 # cleanup runs from a trap
 
 BUILD=${1:-build}
-HANDOVERS=${2:-10000}
+UPGRADES=${2:-10000}
 SAMPLE_EVERY=${SOAK_SAMPLE_EVERY:-100}
 WARMUP=${SOAK_WARMUP:-3}
 RSS_BAND_KB=${SOAK_RSS_BAND_KB:-2048}
@@ -109,14 +109,14 @@ until grep -q '^ready pid=' "$T/httpd.out" 2>/dev/null; do
     i=$((i + 1))
 done
 ADDR=$(owner_local)
-log "baton-httpd pid $FIRST_PID serves $ADDR; $HANDOVERS handovers, a sample every $SAMPLE_EVERY"
+log "baton-httpd pid $FIRST_PID serves $ADDR; $UPGRADES upgrades, a sample every $SAMPLE_EVERY"
 
 # The load runs until we stop it (SIGTERM makes it print its summary).
 "$BIN/baton-load" --connect "$ADDR" -c 20 --rate 50 -d 86400 -t 5000 >"$T/load.out" 2>&1 &
 LOAD_PID=$!
 
 SERIES=$T/series
-echo "handovers generation pid fds rss_kb alive dir_files seconds tcp_conns" >"$SERIES"
+echo "upgrades generation pid fds rss_kb alive dir_files seconds tcp_conns" >"$SERIES"
 start=$(date +%s)
 sample() {
     pid=$(status_field pid)
@@ -155,14 +155,14 @@ tcp_conns() {
 failed=0
 sample 0
 n=1
-while [ "$n" -le "$HANDOVERS" ]; do
+while [ "$n" -le "$UPGRADES" ]; do
     if ! kill -0 "$LOAD_PID" 2>/dev/null; then
         log "baton-load ended early"
         failed=$((failed + 1))
         break
     fi
     if ! "$BIN/baton" upgrade "$DIR" --timeout 10 >/dev/null 2>"$T/upgrade.err"; then
-        log "handover $n failed: $(cat "$T/upgrade.err")"
+        log "upgrade $n failed: $(cat "$T/upgrade.err")"
         failed=$((failed + 1))
         [ "$failed" -ge 5 ] && break
     fi
@@ -192,7 +192,7 @@ if [ "${errors:-x}" != 0 ]; then
     verdict=1
 fi
 if [ "$failed" -ne 0 ]; then
-    log "FAIL: $failed handovers failed"
+    log "FAIL: $failed upgrades failed"
     verdict=1
 fi
 # The flatness checks over the samples (header skipped).
@@ -207,7 +207,7 @@ awk -v warm="$WARMUP" -v band="$RSS_BAND_KB" -v maxalive="$MAX_ALIVE" '
         # drains): the baseline is the first sample after a takeover.
         if (k == 1) { files = $7; first = own; next }
         if (k == 2) fds = own
-        if (own != fds) { print "soak: FAIL: " own " fds besides connections at " $1 " handovers, " fds " at first"; bad = 1 }
+        if (own != fds) { print "soak: FAIL: " own " fds besides connections at " $1 " upgrades, " fds " at first"; bad = 1 }
         if ($7 > files) { print "soak: FAIL: " $7 " files in the directory at " $1 ", " files " at first"; bad = 1 }
         if ($6 > maxalive) { print "soak: FAIL: " $6 " baton-httpd alive at " $1; bad = 1 }
         if (k <= warm) { if ($5 > rssmax) rssmax = $5; next }
@@ -219,5 +219,5 @@ awk -v warm="$WARMUP" -v band="$RSS_BAND_KB" -v maxalive="$MAX_ALIVE" '
         printf "soak: %s fds besides TCP connections in every sample after the first (%s, a fresh start); RSS warm-up max %d KiB, later max %d KiB (band %d)\n", fds, first, rssmax, last, band
         exit bad
     }' "$SERIES" || verdict=1
-[ "$verdict" -eq 0 ] && log "PASS: $((n - 1)) handovers, flat"
+[ "$verdict" -eq 0 ] && log "PASS: $((n - 1)) upgrades, flat"
 exit "$verdict"

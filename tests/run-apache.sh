@@ -4,7 +4,7 @@
 # that drop to User www-data, and a PidFile it checks at start-up ("httpd
 # (pid N) already running"). Unmodified, under `baton run --pidfile` as
 # root, stopped with WINCH (graceful-stop): 10 restarts under baton-load
-# with 0 errors, every old copy gone, and at each handover the old copy
+# with 0 errors, every old copy gone, and at each takeover the old copy
 # stops accepting (its children, running as www-data, retire the
 # listener): once it has, no request is served by its children (the access
 # log says which process served each request). Afterwards the pid file
@@ -57,7 +57,7 @@ STOP_SIGNAL=WINCH
 URLPATH=/index.html
 run_restarts
 
-# One more handover, watched.
+# One more takeover, watched.
 retired() { grep -q "^baton-preload\[$1\]: listeners retired" "$T/shim.log" 2>/dev/null; }
 old=${SERVERS[-1]}
 children=$(pgrep -P "$old" | tr '\n' ' ')
@@ -68,7 +68,7 @@ for ((i = 0; i < 200; i++)); do
     sleep 0.05
 done
 retired "$old" || fail "the old copy $old never retired its listener"
-/usr/bin/python3 - "$PORT" <<'PY' || fail "requests after the handover failed"
+/usr/bin/python3 - "$PORT" <<'PY' || fail "requests after the takeover failed"
 import http.client, sys
 for i in range(50):
     c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
@@ -84,9 +84,9 @@ done
 served=$(grep "?after=" "$T/logs/access.log" | awk '{print $1}' | sort | uniq -c | tr -s ' \n' ' ')
 for pid in $children; do
     grep -q "^$pid .*?after=" "$T/logs/access.log" &&
-        fail "after the handover the old copy's child $pid served requests (by pid: $served)"
+        fail "after the takeover the old copy's child $pid served requests (by pid: $served)"
 done
-say "PASS: after the handover no child of the old copy served a request (by pid: $served)"
+say "PASS: after the takeover no child of the old copy served a request (by pid: $served)"
 for ((i = 0; i < 100; i++)); do
     [[ $(cat "$T/run/apache.pid" 2>/dev/null) == "${SERVERS[-1]}" ]] && break
     sleep 0.05

@@ -2,7 +2,7 @@
 # run-fcntl-dup.sh BUILD_DIR - a server that serves from a copy of its
 # listener made with fcntl(F_DUPFD_CLOEXEC) (CPython's socket.fromfd() and
 # socket.dup()), unmodified, under `baton run`. The shim must retire that
-# copy at the handover as it retires a dup() copy. Two servers:
+# copy at the takeover as it retires a dup() copy. Two servers:
 #  - fromfd: socket.fromfd(), the original closed, a blocking accept() and a
 #    thread per connection;
 #  - dup: sock.dup(), the original kept open but unused, a non-blocking copy
@@ -146,7 +146,7 @@ within() {
 retired() { grep -q "^baton-preload\[$1\]: listeners retired" "$T/shim.log" 2>/dev/null; }
 gone() { ! alive "$1"; }
 
-handover() {
+takeover() {
     local mode=$1 pid1 pid2 line held out answers st t0=$SECONDS
     DIR=$T/coord-$mode
     run_port
@@ -170,10 +170,10 @@ handover() {
     # The old copy retires when it hears that the new one serves, a moment
     # after `baton wait` returns; from then on it must take nothing new.
     within retired "$pid1" || fail "$mode: the old copy $pid1 never retired its listeners"
-    out=$(ask 50) || fail "$mode: a connection after the handover failed"
+    out=$(ask 50) || fail "$mode: a connection after the takeover failed"
     answers=$(echo "$out" | tr '\n' ' ')
     [[ $out == "pid_$pid2 50" ]] ||
-        fail "$mode: after the handover, 50 connections were answered by: $answers(old $pid1, new $pid2)"
+        fail "$mode: after the takeover, 50 connections were answered by: $answers(old $pid1, new $pid2)"
     alive "$pid1" || fail "$mode: the old copy exited with a connection open"
     echo again >&"$held"
     read -r -t 5 line <&"$held"
@@ -187,10 +187,10 @@ handover() {
     cat "$T/load-$mode.log"
     [[ $st == 0 ]] || fail "$mode: the client loop failed (above)"
     grep -q "^pid $pid2: " "$T/load-$mode.log" || fail "$mode: the client loop never reached the new copy"
-    say "PASS $mode ($((SECONDS - t0)) s): 50 of 50 to the new copy after the handover, no failed connection"
+    say "PASS $mode ($((SECONDS - t0)) s): 50 of 50 to the new copy after the takeover, no failed connection"
 }
 
 for mode in ${MODES:-fromfd dup}; do
-    handover "$mode"
+    takeover "$mode"
 done
-say "PASS: copies made with fcntl(F_DUPFD_CLOEXEC) are retired at the handover"
+say "PASS: copies made with fcntl(F_DUPFD_CLOEXEC) are retired at the takeover"

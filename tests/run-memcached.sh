@@ -3,7 +3,7 @@
 # drops to the memcache user before its event loop), unmodified, under
 # `baton run` as root: 10 restarts under a bounded load of set/get clients
 # (20 requests per connection) with 0 errors, every old copy gone; and at
-# each handover the old copy stops accepting: once it has retired its
+# each takeover the old copy stops accepting: once it has retired its
 # listener, every new connection is answered by the new copy ("stats"
 # gives the pid). Whatever the shim needs privileges for must be done
 # before the program drops them.
@@ -93,7 +93,7 @@ retired() { grep -q "^baton-preload\[$1\]: listeners retired" "$T/shim.log" 2>/d
 
 run_restarts
 
-# One more handover, watched: once the old copy has retired its listener,
+# One more takeover, watched: once the old copy has retired its listener,
 # it answers no new connection.
 old=${SERVERS[-1]}
 start_copy $((RESTARTS + 2))
@@ -104,5 +104,5 @@ for ((i = 0; i < 200; i++)); do
 done
 retired "$old" || fail "the old copy $old never retired its listener"
 got=$(pids 50 | sort | uniq -c | tr -s ' \n' ' ')
-[[ $got == " 50 $new " ]] || fail "after the handover, 50 connections were answered by: $got(old $old, new $new)"
-say "PASS: after the handover the old copy accepts nothing: 50 of 50 to the new copy"
+[[ $got == " 50 $new " ]] || fail "after the takeover, 50 connections were answered by: $got(old $old, new $new)"
+say "PASS: after the takeover the old copy accepts nothing: 50 of 50 to the new copy"

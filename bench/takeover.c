@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench/handover: how long a successor takes from being started to READY,
+ * bench/takeover: how long a successor takes from being started to READY,
  * beside a bare fork+exec of the same binary measured in the same run.
  *
- *   baton-bench-handover [--runs N] [--fds N]
+ *   baton-bench-takeover [--runs N] [--fds N]
  *
  * Each run starts this binary again (posix_spawn) in one of three ways:
  *   bare      it writes one byte to a pipe first thing in main() and exits;
  *   1 fd      it takes over 1 listener from the current owner and readies;
  *   N fds     the same with 1 listener and N-1 more named fds.
  * The time is measured from posix_spawn() to the byte the child writes
- * (after baton_ready() returned, for the handoffs). The kinds alternate
+ * (after baton_ready() returned, for the takeovers). The kinds alternate
  * so that machine noise hits them alike. The owner of the chain is always
  * the previous successor, which exits once superseded.
  */
@@ -60,7 +60,7 @@ static int child(const char *dir, int nfds, int report_fd)
 
     r = baton_open(&o, &b);
     if (r < 0) {
-        fprintf(stderr, "handover: baton_open: %s\n", baton_strerror(r));
+        fprintf(stderr, "takeover: baton_open: %s\n", baton_strerror(r));
         return 1;
     }
     if (baton_listen(b, "l0", "tcp://127.0.0.1:0", 0) < 0)
@@ -79,7 +79,7 @@ static int child(const char *dir, int nfds, int report_fd)
     baton_free(b);
     return r == 1 ? 0 : 1;
 fail:
-    fprintf(stderr, "handover: %s\n", baton_last_error(b));
+    fprintf(stderr, "takeover: %s\n", baton_last_error(b));
     baton_free(b);
     return 1;
 }
@@ -157,7 +157,7 @@ int main(int argc, char **argv)
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     if (!mkdtemp(tmpl))
         return 1;
-    printf("handover: coordination dir in %s\n", tmpl);
+    printf("takeover: coordination dir in %s\n", tmpl);
     snprintf(dir, sizeof(dir), "%s/coord", tmpl);
     snprintf(nbuf, sizeof(nbuf), "%d", 1);
     snprintf(mbuf, sizeof(mbuf), "%d", many);
@@ -186,7 +186,7 @@ int main(int argc, char **argv)
         one[r] = spawn_timed("/proc/self/exe", o_args, &pid);
         waitpid(last, NULL, 0);
         last = pid;
-        /* Set up the many-fds owner (not measured), then measure a handoff
+        /* Set up the many-fds owner (not measured), then measure a takeover
          * of every one of its fds. */
         if (spawn_timed("/proc/self/exe", m_args, &pid) < 0)
             return 1;
@@ -196,7 +196,7 @@ int main(int argc, char **argv)
         waitpid(last, NULL, 0);
         last = pid;
         if (bare[r] < 0 || one[r] < 0 || lots[r] < 0) {
-            fprintf(stderr, "handover: run %d failed\n", r);
+            fprintf(stderr, "takeover: run %d failed\n", r);
             return 1;
         }
     }
@@ -205,7 +205,7 @@ int main(int argc, char **argv)
     cleanup(tmpl, dir);
 
     double mb = median(bare, runs), m1 = median(one, runs), mm = median(lots, runs);
-    printf("handover: %d runs each, medians (microseconds)\n", runs);
+    printf("takeover: %d runs each, medians (microseconds)\n", runs);
     printf("  bare fork+exec to main():          %8.0f\n", mb);
     printf("  successor start to READY, 1 fd:    %8.0f  (%.2fx bare, +%.0f us)\n", m1, m1 / mb,
            m1 - mb);
