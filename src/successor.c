@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The successor's side of the handoff: ask the owner for its fds and state
+ * The successor's side of a takeover: ask the owner for its fds and state
  * in baton_open(), and tell it we serve in baton_ready().
  *
  * READY is answered with COMMIT before we publish our control socket: the
