@@ -64,8 +64,10 @@ int main(int argc, char **argv)
 {
     struct t_proc cur, next;
     char resp[64], want[64];
-    long long ino, fds1 = 0;
-    int port;
+    /* Set by generation 1 and checked against by the later ones; the
+     * compiler cannot see that the loop starts at 1, so start them at 0. */
+    long long ino = 0, fds1 = 0;
+    int port = 0;
 
     t_init(argc, argv);
     t_path(dir, "run");
