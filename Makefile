@@ -8,7 +8,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: check-compat deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-takeover bench-session fuzz deb install clean deps
+.PHONY: check-fresh check-compat deps-run demo-move chaos soak all build check check-asan check-tsan check-systemd lint format demo bench bench-takeover bench-session fuzz deb install clean deps
 
 all: build
 
@@ -117,6 +117,13 @@ deb:
 # upgrades them under load, and crashes the service with the fd store.
 check-systemd:
 	bash scripts/systemd-test.sh $(BUILD)
+
+# A new user's first hour on a fresh Debian 12 minbase root of its own
+# (debootstrap + chroot; root): clones HEAD, make demo, make install, the
+# README's quick start built with pkg-config and taken over, make deb,
+# dpkg -i, the packaged baton-httpd and baton run. A line per step.
+check-fresh:
+	bash scripts/check-fresh.sh $(BUILD)
 
 # The libraries, headers, pkg-config files, tool, examples and man pages. The
 # packages' extra files (units, /etc/default) come with `make deb` only.
