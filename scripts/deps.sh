@@ -5,6 +5,8 @@ set -e
 need=""
 command -v clang-format >/dev/null 2>&1 || need="$need clang-format"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+# groff checks the man pages for warnings (tests/man-pages.sh).
+command -v groff >/dev/null 2>&1 || need="$need groff-base"
 # libbaton-session's HMAC-SHA-256 comes from OpenSSL's libcrypto (libbaton
 # itself needs libc alone).
 [ -f /usr/include/openssl/hmac.h ] || need="$need libssl-dev"
