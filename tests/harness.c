@@ -7,12 +7,14 @@
 #include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -919,4 +921,29 @@ int t_fds_with_ino(long long ino, int *ret_fd)
     }
     closedir(d);
     return n;
+}
+
+/* mount(2) gives EINVAL for a propagation change on anything but the root
+ * of a mount, which / is not in a plain chroot; statx tells that case apart
+ * from the others, which are real failures. */
+void t_private_mounts(void)
+{
+    struct statx stx;
+    int err;
+
+    if (unshare(CLONE_NEWNS) < 0)
+        t_skip("unshare(CLONE_NEWNS): %s (a mount namespace needs CAP_SYS_ADMIN)", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+        return;
+    err = errno;
+#ifdef STATX_ATTR_MOUNT_ROOT
+    if (err == EINVAL && statx(AT_FDCWD, "/", 0, 0, &stx) == 0 &&
+        (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+        !(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
+        t_skip("/ is not a mount point (a chroot?), so no mount can be made private here; "
+               "bind-mount the root onto itself or use a container");
+#else
+    (void)stx;
+#endif
+    t_fail(__FILE__, __LINE__, "making / private in a new mount namespace: %s", strerror(err));
 }

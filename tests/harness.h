@@ -28,6 +28,11 @@ void t_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 /* Skip the test (exit 77) with the reason; never returns. */
 void t_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Move the test into a mount namespace of its own whose mounts stay there
+ * (unshare(CLONE_NEWNS), then / made recursively private). Skips (77)
+ * without the privilege, and in a chroot whose / is not a mount point (its
+ * mounts cannot be made private); any other failure fails the test. */
+void t_private_mounts(void);
 /* Print a progress line (to stderr, with the pid). */
 void t_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "-22 (EINVAL)" for negative errno values, else the number. */

@@ -2,8 +2,9 @@
 /*
  * A full file system under the coordination directory gives a clear error
  * and costs the owner nothing. The directory lives on a tiny tmpfs (16 KiB,
- * 16 inodes) mounted in a private mount namespace (skipped when
- * unshare(CLONE_NEWNS) is not allowed). An owner serves there; then:
+ * 16 inodes) mounted in a private mount namespace (skipped without the
+ * privilege, or in a chroot whose / is not a mount point: see
+ * t_private_mounts()). An owner serves there; then:
  *
  *  1. no inode and no block left: a successor takes everything over in
  *     baton_open() (no file is created there), but baton_ready() cannot
@@ -18,7 +19,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,10 +155,7 @@ int main(int argc, char **argv)
     int port, r, rec, owner_pid, succ_pid;
 
     t_init(argc, argv);
-    if (unshare(CLONE_NEWNS) < 0)
-        t_skip("unshare(CLONE_NEWNS): %s", strerror(errno));
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        t_skip("making mounts private: %s", strerror(errno));
+    t_private_mounts();
     t_path(mnt, "mnt");
     T_SYS(mkdir(mnt, 0700));
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=16k,nr_inodes=16,mode=0700") < 0) {

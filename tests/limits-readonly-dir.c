@@ -2,8 +2,8 @@
 /*
  * A read-only coordination directory gives a clear error and costs the
  * owner nothing. The directory lives on a tmpfs mounted in a private mount
- * namespace (unshare(CLONE_NEWNS); skipped when that is not allowed, e.g.
- * without root), which the test remounts read-only and back:
+ * namespace (t_private_mounts(); skipped without root, or in a chroot whose
+ * / is not a mount point), which the test remounts read-only and back:
  *
  *  1. a fresh start on a read-only file system: baton_open() fails with
  *     -EROFS, and its message names the path;
@@ -13,7 +13,6 @@
  *  3. back to read-write, a successor takes over the same listener.
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,10 +98,7 @@ int main(int argc, char **argv)
     int port;
 
     t_init(argc, argv);
-    if (unshare(CLONE_NEWNS) < 0)
-        t_skip("unshare(CLONE_NEWNS): %s", strerror(errno));
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        t_skip("making mounts private: %s", strerror(errno));
+    t_private_mounts();
     t_path(mnt, "mnt");
     T_SYS(mkdir(mnt, 0700));
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m,mode=0700") < 0) {
