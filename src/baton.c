@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -391,9 +392,15 @@ BATON_EXPORT void baton_free(baton *b)
     baton__table_close(&b->own);
     if (b->state_map)
         munmap(b->state_map, b->state_map_len);
-    int fds[] = {b->dirfd,     b->lockfd,  b->pred_fd,  b->own_state_fd, b->ctl_fd,
-                 b->epfd,      b->timerfd, b->wakefd,   b->upgradefd,    b->jobfd,
-                 b->job.pidfd, b->connfd,  b->inotifyfd};
+    /* A successor giving up (freed before baton_ready()) frees the lock and
+     * ends its link to the owner for good: a child it forked in between
+     * shares both open files, and a close() alone would leave the lock held
+     * and the owner waiting on the link until that child exits. */
+    baton__unlock(b);
+    if (!b->ready && b->pred_fd >= 0)
+        shutdown(b->pred_fd, SHUT_RDWR);
+    int fds[] = {b->dirfd,  b->pred_fd,   b->own_state_fd, b->ctl_fd,    b->epfd,   b->timerfd,
+                 b->wakefd, b->upgradefd, b->jobfd,        b->job.pidfd, b->connfd, b->inotifyfd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);
