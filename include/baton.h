@@ -99,8 +99,10 @@ struct baton_options {
  * successor at a time can take over.
  *
  * Returns 0 and a handle in *ret. -EBUSY when another successor holds the
- * lock (unless BATON_WAIT_LOCK), -EACCES/-EPERM when the directory is owned
- * by another user or writable by group or others, -EPROTO when the owner
+ * lock (unless BATON_WAIT_LOCK), -EPERM when the directory is owned by
+ * another user or writable by group or others, or the owner runs as a uid
+ * we do not accept, -EACCES when the directory cannot be created or opened
+ * or the owner refuses our uid, -EPROTO when the owner
  * speaks another protocol version or sends malformed data, -ETIMEDOUT when
  * the owner does not answer within ready_timeout_ms, -EINVAL on bad options.
  * On failure *ret is untouched and nothing stays open. The owner, if any,

@@ -373,7 +373,8 @@ int baton__squeue_push(struct baton__squeue *q, const void *data, uint32_t len)
     m.data = malloc(len ? len : 1);
     if (!m.data)
         return -ENOMEM;
-    memcpy(m.data, data, len);
+    if (len) /* data may be NULL then, and memcpy() must not see it */
+        memcpy(m.data, data, len);
     q->m[(q->head + q->count) % q->cap] = m;
     q->count++;
     q->bytes += len;
