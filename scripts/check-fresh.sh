@@ -237,7 +237,7 @@ step httpd 60 '
 step dev 60 '
     cd /tmp && sh /root/baton/scripts/readme-quickstart.sh /root/baton/README.md >q.c
     cc -o q q.c $(pkg-config --cflags --libs baton) && ldd ./q | grep -E "libbaton\.so\.0 => (/usr)?/lib/"
-    cc -static -o qs q.c $(pkg-config --static --cflags --libs baton)
+    cc -static -o q-static q.c $(pkg-config --static --cflags --libs baton)
     printf "#include <baton-session.h>\nint main(void) { return !baton_session_strerror(-22); }\n" >s.c
     cc -o s s.c $(pkg-config --cflags --libs baton-session) && ./s
     ldd ./s | grep -E "libbaton-session\.so\.0 => (/usr)?/lib/"
