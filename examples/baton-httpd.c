@@ -8,7 +8,7 @@
  * Start the same command again (or send SIGHUP, or run `baton upgrade DIR`)
  * and the new process takes over the listening sockets; this one stops
  * accepting, hands its keep-alive connections to the new process, each as
- * soon as it is between requests (see hand_over_idle() and conn_pass()),
+ * soon as it is between requests (see http_movable()),
  * and exits. A keep-alive client notices nothing: its next request is
  * answered by the new process on the same connection. Every answer is
  * "pid P generation G", so a client can see who served it.
@@ -17,162 +17,40 @@
  * the connections are drained instead: each next answer says "Connection:
  * close", and idle ones are closed after the drain timeout.
  *
- * One thread serves everything through epoll with non-blocking sockets. A
- * second, short-lived thread exists only while a SIGHUP upgrade runs,
- * because baton_upgrade() blocks until the successor is ready.
+ * The loop, the connections' buffers, the upgrade, the handoff and the
+ * drain are the examples' shared skeleton (server.c); the request parser
+ * is http-parse.c. This file answers requests.
  */
-#include <baton.h>
+#include "http-parse.h"
+#include "server.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <getopt.h>
-#include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#define PROG          "baton-httpd"
-#define MAX_LISTENERS 16
 /* The request line and headers must fit here; the body is skipped. */
 #define REQ_MAX 8192
 /* A client that pipelines without reading its answers is not read from
  * while this much output waits for it. */
 #define OUT_HIGH (64 * 1024)
-/* After our last response we half-close and read (and drop) whatever the
- * client still sends, for at most this long: closing with unread data makes
- * the kernel send a reset, which can destroy the response in flight. */
-#define LINGER_MS    2000
-#define TICK_MS      50
-#define PAUSE_MS     100
-#define ACCEPT_BATCH 64
-#define MAX_EVENTS   64
 
-struct config {
-    const char *dir;
-    const char *listen[MAX_LISTENERS];
-    int nlisten;
-    int drain_timeout_ms;
-    int ready_delay_ms;
-    bool verbose;
-};
+_Static_assert(REQ_MAX <= BATON_CONN_STATE_MAX, "a connection's state must fit in a handoff");
 
-/* Everything in the epoll set starts with a watch; epoll data points to it. */
-enum watch_kind { W_LISTENER, W_CONN, W_SIGNAL, W_UPGRADE, W_UPGRADE_DONE, W_INBOUND };
-
-struct watch {
-    enum watch_kind kind;
-    int fd;
-};
-
-enum conn_state {
-    C_OPEN,    /* reading and answering requests */
-    C_CLOSING, /* the last response is queued; close once it is written */
-    C_LINGER,  /* written and half-closed; dropping input until EOF */
-};
-
-struct conn {
-    struct watch w; /* first: epoll data points here */
-    struct conn *prev, *next;
-    enum conn_state state;
-    bool peer_eof;   /* the client will send nothing more */
-    bool failed;     /* out of memory: close without answering */
-    uint32_t events; /* what the epoll set watches for now */
-    int64_t linger_until;
+struct http_conn {
+    struct conn c;      /* first: the skeleton's part */
     uint64_t body_left; /* request body bytes still to skip */
-    char *out;
-    size_t out_len, out_off, out_cap;
-    size_t in_len;
-    char in[REQ_MAX];
 };
 
-struct server {
-    const struct config *cfg;
-    baton *b;
-    int epfd;
-    struct watch listeners[MAX_LISTENERS];
-    int nlisteners;
-    bool accepting;        /* the listeners are in the epoll set */
-    int64_t accept_resume; /* nonzero: accepting paused (EMFILE) until then */
-    struct watch sig;      /* signalfd: SIGHUP, SIGTERM, SIGINT */
-    struct watch upgrade;  /* baton_upgrade_fd(): a successor took over */
-    struct watch up_done;  /* eventfd: the upgrade thread has finished */
-    struct watch inbound;  /* baton_conn_fd(): connections from our predecessor */
-    bool inbound_open;     /* inbound is watched: more may come */
-    bool superseded;       /* a successor took over */
-    bool handing;          /* ... and takes our connections */
-    bool handoff_ended;    /* baton_handoff_done() was called */
-    bool upgrade_fired;    /* in this epoll batch: acted on after it */
-    bool inbound_ready;    /* likewise */
-    bool up_running;
-    pthread_t up_thread;
-    int up_result; /* written by the upgrade thread, read after join */
-    struct conn *conns;
-    size_t nconns, nlinger;
-    bool draining;
-    int64_t drain_deadline; /* idle connections still ours are closed then */
-    char body[64];          /* "pid P generation G\n" */
-    size_t body_len;
-    char date[40]; /* "Date: ...\r\n", refreshed once a second */
-    time_t date_time;
-};
-
-static bool verbose;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* One write(2) per line, so that lines from the library's thread, the
- * upgrade thread and a successor sharing our stderr do not interleave. */
-static void log_msg(const char *fmt, ...)
-{
-    char buf[1024];
-    int n = snprintf(buf, sizeof buf, PROG "[%d]: ", (int)getpid());
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf + n, sizeof buf - n - 1, fmt, ap);
-    va_end(ap);
-    n = strlen(buf);
-    buf[n++] = '\n';
-    if (write(STDERR_FILENO, buf, n) < 0) {
-        /* Nowhere left to report it. */
-    }
-}
-
-/* The library's log callback; it may run on the library's own thread. */
-static void on_baton_log(void *ctx, int level, const char *msg)
-{
-    if (level >= BATON_LOG_DEBUG && !verbose)
-        return;
-    log_msg("baton: %s%s",
-            level <= BATON_LOG_ERR       ? "error: "
-            : level == BATON_LOG_WARNING ? "warning: "
-                                         : "",
-            msg);
-}
+static char body[64]; /* "pid P generation G\n", set once we serve */
+static size_t body_len;
+static char date[40]; /* "Date: ...\r\n", refreshed once a second */
+static time_t date_time;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: " PROG " --dir DIR [--listen ADDR]... [--drain-timeout MS]\n"
+    fprintf(f, "usage: baton-httpd --dir DIR [--listen ADDR]... [--drain-timeout MS]\n"
                "                   [--ready-delay MS] [--verbose]\n"
                "\n"
                "  --dir DIR           coordination directory shared by every copy (required)\n"
@@ -187,428 +65,6 @@ static void usage(FILE *f)
                "\n"
                "SIGHUP starts a new copy of this program that takes over; SIGTERM and\n"
                "SIGINT stop accepting, finish the open connections and exit.\n");
-}
-
-static int parse_ms(const char *s, int *ret)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 0 || v > INT_MAX)
-        return -1;
-    *ret = (int)v;
-    return 0;
-}
-
-static int parse_option(int opt, const char *arg, struct config *cfg)
-{
-    switch (opt) {
-    case 'd':
-        cfg->dir = arg;
-        return 0;
-    case 'l':
-        if (cfg->nlisten == MAX_LISTENERS) {
-            fprintf(stderr, PROG ": at most %d --listen\n", MAX_LISTENERS);
-            return -1;
-        }
-        cfg->listen[cfg->nlisten++] = arg;
-        return 0;
-    case 't':
-    case 'r':
-        if (parse_ms(arg, opt == 't' ? &cfg->drain_timeout_ms : &cfg->ready_delay_ms) < 0) {
-            fprintf(stderr, PROG ": bad number of milliseconds: %s\n", arg);
-            return -1;
-        }
-        return 0;
-    case 'v':
-        cfg->verbose = true;
-        return 0;
-    default:
-        return -1;
-    }
-}
-
-/* Returns 0 to run, 1 when --help was printed, -1 on a usage error. */
-static int parse_args(int argc, char **argv, struct config *cfg)
-{
-    static const struct option opts[] = {
-        {"dir", required_argument, NULL, 'd'},
-        {"listen", required_argument, NULL, 'l'},
-        {"drain-timeout", required_argument, NULL, 't'},
-        {"ready-delay", required_argument, NULL, 'r'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int opt;
-
-    *cfg = (struct config){.drain_timeout_ms = 5000};
-    while ((opt = getopt_long(argc, argv, "d:l:t:r:vh", opts, NULL)) != -1) {
-        if (opt == 'h') {
-            usage(stdout);
-            return 1;
-        }
-        if (parse_option(opt, optarg, cfg) < 0) {
-            usage(stderr);
-            return -1;
-        }
-    }
-    if (!cfg->dir || optind != argc) {
-        usage(stderr);
-        return -1;
-    }
-    if (cfg->nlisten == 0)
-        cfg->listen[cfg->nlisten++] = "tcp://127.0.0.1:8080";
-    return 0;
-}
-
-static int watch_ctl(struct server *s, int op, struct watch *w, uint32_t events)
-{
-    struct epoll_event ev = {.events = events, .data.ptr = w};
-
-    if (epoll_ctl(s->epfd, op, w->fd, &ev) < 0) {
-        log_msg("epoll_ctl(%d, fd %d): %s", op, w->fd, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-static void start_accepting(struct server *s)
-{
-    for (int i = 0; i < s->nlisteners; i++)
-        watch_ctl(s, EPOLL_CTL_ADD, &s->listeners[i], EPOLLIN);
-    s->accepting = true;
-}
-
-/* Only the epoll registration goes: the listener fds belong to the baton
- * handle, and a successor accepts from the very same sockets. */
-static void stop_accepting(struct server *s)
-{
-    if (!s->accepting)
-        return;
-    for (int i = 0; i < s->nlisteners; i++)
-        watch_ctl(s, EPOLL_CTL_DEL, &s->listeners[i], 0);
-    s->accepting = false;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Connections */
-
-static size_t out_pending(const struct conn *c)
-{
-    return c->out_len - c->out_off;
-}
-
-static void out_append(struct conn *c, const char *data, size_t len)
-{
-    if (c->out_len + len > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 1024;
-        char *p;
-
-        while (cap < c->out_len + len)
-            cap *= 2;
-        p = realloc(c->out, cap);
-        if (!p) {
-            c->failed = true;
-            return;
-        }
-        c->out = p;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, data, len);
-    c->out_len += len;
-}
-
-/* Takes fd (closed on failure). NULL when out of resources. */
-static struct conn *conn_new(struct server *s, int fd)
-{
-    struct conn *c = malloc(sizeof *c);
-    int one = 1;
-
-    if (!c) {
-        log_msg("out of memory: dropping a connection");
-        close(fd);
-        return NULL;
-    }
-    *c = (struct conn){.w = {W_CONN, fd}, .state = C_OPEN, .events = EPOLLIN};
-    /* A pipelined burst of answers should not wait for Nagle; fails
-     * harmlessly on unix sockets. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0) {
-        close(fd);
-        free(c);
-        return NULL;
-    }
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->nconns++;
-    return c;
-}
-
-static void conn_close(struct server *s, struct conn *c)
-{
-    if (c->state == C_LINGER)
-        s->nlinger--;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nconns--;
-    /* Explicitly: closing the fd alone does not leave the epoll set while a
-     * copy of it is open elsewhere, as during a handoff that failed, or
-     * after one that succeeded. Not registered any more is fine too. */
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
-    close(c->w.fd);
-    free(c->out);
-    free(c);
-}
-
-/* Level-triggered epoll: watch for input only while we can take some, and
- * for output only while some waits. */
-static void conn_update(struct server *s, struct conn *c)
-{
-    bool room = c->state != C_OPEN || (out_pending(c) < OUT_HIGH && c->in_len < REQ_MAX);
-    uint32_t want = 0;
-
-    if (!c->peer_eof && room)
-        want |= EPOLLIN;
-    if (out_pending(c))
-        want |= EPOLLOUT;
-    if (want != c->events && watch_ctl(s, EPOLL_CTL_MOD, &c->w, want) == 0)
-        c->events = want;
-}
-
-static void conn_linger(struct server *s, struct conn *c)
-{
-    shutdown(c->w.fd, SHUT_WR);
-    c->state = C_LINGER;
-    c->linger_until = now_ms() + LINGER_MS;
-    s->nlinger++;
-}
-
-/* Writes what it can. -1: the connection is dead. */
-static int conn_flush(struct server *s, struct conn *c)
-{
-    while (out_pending(c)) {
-        ssize_t n = send(c->w.fd, c->out + c->out_off, out_pending(c), MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno == EAGAIN ? 0 : -1;
-        c->out_off += n;
-    }
-    c->out_off = c->out_len = 0;
-    if (c->state == C_CLOSING && !c->peer_eof)
-        conn_linger(s, c);
-    return 0;
-}
-
-/* Reads what is there. -1: the connection is dead or its lingering is over.
- * Once the last response is queued, input is read only to be dropped. */
-static int conn_read(struct conn *c)
-{
-    char scratch[4096];
-    bool drop = c->state != C_OPEN;
-    char *buf = drop ? scratch : c->in + c->in_len;
-    size_t cap = drop ? sizeof scratch : REQ_MAX - c->in_len;
-    ssize_t n;
-
-    if (cap == 0)
-        return 0;
-    n = recv(c->w.fd, buf, cap, 0);
-    if (n > 0) {
-        if (!drop)
-            c->in_len += n;
-        return 0;
-    }
-    if (n < 0)
-        return errno == EAGAIN || errno == EINTR ? 0 : -1;
-    if (c->state == C_LINGER)
-        return -1;
-    c->peer_eof = true;
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* HTTP */
-
-struct request {
-    size_t head_len;   /* request line and headers, blank line included */
-    uint64_t body_len; /* Content-Length */
-    int status;        /* 0, or the error to answer before closing */
-    bool http11;
-    bool conn_close;      /* Connection: close */
-    bool conn_keep_alive; /* Connection: keep-alive (matters for HTTP/1.0) */
-    bool has_length;
-    bool head_only; /* HEAD */
-    bool method_ok; /* GET or HEAD */
-};
-
-static bool is_tchar(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static bool all_tchars(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!is_tchar(p[i]))
-            return false;
-    return n > 0;
-}
-
-/* Lines end in CRLF; a bare LF is accepted as RFC 9112 allows. Returns the
- * start of the next line, or NULL if the line is not complete yet. */
-static const char *next_line(const char *p, const char *end, size_t *ret_len)
-{
-    const char *nl = memchr(p, '\n', end - p);
-    size_t n;
-
-    if (!nl)
-        return NULL;
-    n = nl - p;
-    if (n > 0 && p[n - 1] == '\r')
-        n--;
-    *ret_len = n;
-    return nl + 1;
-}
-
-static bool token_is(const char *p, size_t n, const char *word)
-{
-    return n == strlen(word) && strncasecmp(p, word, n) == 0;
-}
-
-static int parse_request_line(const char *line, size_t n, struct request *req)
-{
-    const char *end = line + n;
-    const char *sp1 = memchr(line, ' ', n);
-    const char *target, *sp2, *ver;
-
-    if (!sp1 || !all_tchars(line, sp1 - line))
-        return -1;
-    target = sp1 + 1;
-    sp2 = memchr(target, ' ', end - target);
-    if (!sp2 || sp2 == target)
-        return -1;
-    for (const char *q = target; q < sp2; q++)
-        if ((unsigned char)*q <= 0x20 || *q == 0x7f)
-            return -1;
-    ver = sp2 + 1;
-    if (end - ver != 8 || memcmp(ver, "HTTP/1.", 7) != 0 || (ver[7] != '0' && ver[7] != '1'))
-        return -1;
-    req->http11 = ver[7] == '1';
-    req->head_only = sp1 - line == 4 && memcmp(line, "HEAD", 4) == 0;
-    req->method_ok = req->head_only || (sp1 - line == 3 && memcmp(line, "GET", 3) == 0);
-    return 0;
-}
-
-static void parse_connection(const char *v, size_t n, struct request *req)
-{
-    const char *end = v + n;
-
-    while (v < end) {
-        const char *comma = memchr(v, ',', end - v);
-        const char *stop = comma ? comma : end;
-        const char *a = v, *b = stop;
-
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        if (token_is(a, b - a, "close"))
-            req->conn_close = true;
-        else if (token_is(a, b - a, "keep-alive"))
-            req->conn_keep_alive = true;
-        v = comma ? comma + 1 : end;
-    }
-}
-
-static int parse_content_length(const char *v, size_t n, struct request *req)
-{
-    uint64_t len = 0;
-
-    if (n == 0 || n > 15)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return -1;
-        len = len * 10 + (v[i] - '0');
-    }
-    /* Two different lengths would let a proxy and us disagree on where
-     * the next request starts. */
-    if (req->has_length && req->body_len != len)
-        return -1;
-    req->has_length = true;
-    req->body_len = len;
-    return 0;
-}
-
-static int parse_header(const char *line, size_t n, struct request *req)
-{
-    const char *colon = memchr(line, ':', n);
-    const char *v, *end = line + n;
-
-    /* A line starting with white space is the obsolete line folding. */
-    if (!colon || !all_tchars(line, colon - line))
-        return -1;
-    v = colon + 1;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    if (token_is(line, colon - line, "Connection"))
-        parse_connection(v, end - v, req);
-    else if (token_is(line, colon - line, "Content-Length"))
-        return parse_content_length(v, end - v, req);
-    else if (token_is(line, colon - line, "Transfer-Encoding"))
-        req->status = 501; /* we cannot find the end of a chunked body */
-    return 0;
-}
-
-/*
- * Parses one request head at buf. Returns 0 when it is not complete yet, 1
- * when it is (req->status is then 0 or the error to answer; on an error,
- * req->head_len is meaningless since the connection is closed after it).
- */
-static int parse_request(const char *buf, size_t len, struct request *req)
-{
-    const char *p = buf, *end = buf + len, *line;
-    size_t n;
-
-    *req = (struct request){0};
-    /* Empty lines before a request line are ignored (RFC 9112, 2.2). */
-    do {
-        line = p;
-        p = next_line(p, end, &n);
-        if (!p)
-            return 0;
-    } while (n == 0);
-    if (parse_request_line(line, n, req) < 0) {
-        req->status = 400;
-        return 1;
-    }
-    for (;;) {
-        line = p;
-        p = next_line(p, end, &n);
-        if (!p)
-            return 0;
-        if (n == 0)
-            break;
-        if (parse_header(line, n, req) < 0) {
-            req->status = 400;
-            return 1;
-        }
-    }
-    req->head_len = p - buf;
-    return 1;
 }
 
 static const char *reason(int status)
@@ -629,39 +85,39 @@ static const char *reason(int status)
     }
 }
 
-static const char *date_header(struct server *s)
+static const char *date_header(void)
 {
     time_t t = time(NULL);
     struct tm tm;
 
-    if (t != s->date_time) {
+    if (t != date_time) {
         gmtime_r(&t, &tm);
-        strftime(s->date, sizeof s->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-        s->date_time = t;
+        strftime(date, sizeof date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        date_time = t;
     }
-    return s->date;
+    return date;
 }
 
 /* Queues a response. Without keep_alive, it is the connection's last. */
-static void respond(struct server *s, struct conn *c, int status, bool keep_alive, bool head_only)
+static void respond(struct conn *c, int status, bool keep_alive, bool head_only)
 {
     char head[512], errbody[64];
-    const char *body = s->body;
-    size_t body_len = s->body_len;
+    const char *b = body;
+    size_t blen = body_len;
     int n;
 
     if (status != 200) {
-        body_len = snprintf(errbody, sizeof errbody, "%s\n", reason(status));
-        body = errbody;
+        blen = snprintf(errbody, sizeof errbody, "%s\n", reason(status));
+        b = errbody;
     }
     n = snprintf(head, sizeof head,
                  "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\nContent-Length: %zu\r\n"
                  "%sConnection: %s\r\n\r\n",
-                 status, reason(status), date_header(s), body_len,
+                 status, reason(status), date_header(), blen,
                  status == 405 ? "Allow: GET, HEAD\r\n" : "", keep_alive ? "keep-alive" : "close");
-    out_append(c, head, n);
+    conn_out_append(c, head, n);
     if (!head_only)
-        out_append(c, body, body_len);
+        conn_out_append(c, b, blen);
     if (!keep_alive)
         c->state = C_CLOSING;
 }
@@ -669,68 +125,50 @@ static void respond(struct server *s, struct conn *c, int status, bool keep_aliv
 /* Once we are being replaced and cannot hand the connection over, every
  * answer is the connection's last: the client then knows to go elsewhere,
  * and never loses a request to us closing under it. */
-static void answer(struct server *s, struct conn *c, const struct request *req)
+static void answer(struct server *s, struct conn *c, const struct http_request *req)
 {
-    bool keep_alive = !req->conn_close && (req->http11 || req->conn_keep_alive);
+    bool keep_alive = http_keep_alive(req);
 
     if (req->status) {
-        respond(s, c, req->status, false, false);
+        respond(c, req->status, false, false);
         return;
     }
     if (s->draining && !s->handing)
         keep_alive = false;
-    respond(s, c, req->method_ok ? 200 : 405, keep_alive, req->head_only);
+    respond(c, req->method_ok ? 200 : 405, keep_alive, req->head_only);
 }
 
 /* Answers every complete request in the input buffer (pipelining), until
  * the connection is closing or too much output waits. */
-static void conn_process(struct server *s, struct conn *c)
+static void http_process(struct server *s, struct conn *c)
 {
+    struct http_conn *h = (struct http_conn *)c;
     size_t off = 0;
-    struct request req;
+    struct http_request req;
 
-    while (c->state == C_OPEN && out_pending(c) < OUT_HIGH && !c->failed) {
-        if (c->body_left > 0) {
-            size_t skip = c->in_len - off < c->body_left ? c->in_len - off : c->body_left;
+    while (c->state == C_OPEN && conn_out_pending(c) < OUT_HIGH && !c->failed) {
+        if (h->body_left > 0) {
+            size_t skip = c->in_len - off < h->body_left ? c->in_len - off : h->body_left;
 
             off += skip;
-            c->body_left -= skip;
-            if (c->body_left > 0)
+            h->body_left -= skip;
+            if (h->body_left > 0)
                 break;
             continue;
         }
         if (off == c->in_len)
             break;
-        if (parse_request(c->in + off, c->in_len - off, &req) == 0) {
+        if (http_parse_request(c->in + off, c->in_len - off, &req) == 0) {
             if (off == 0 && c->in_len == REQ_MAX)
-                respond(s, c, 431, false, false);
+                respond(c, 431, false, false);
             break;
         }
         answer(s, c, &req);
         off += req.head_len;
-        c->body_left = req.body_len;
+        h->body_left = req.body_len;
     }
     memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Handing connections over */
-
-/* Why a handoff failed. Not baton_last_error(): the library sets it only
- * for some of the failures, so it may be stale. */
-static const char *handoff_error(int err)
-{
-    switch (err) {
-    case -EOPNOTSUPP:
-        return "the successor takes no connections";
-    case -ETIMEDOUT:
-        return "the successor did not confirm in time";
-    case -ENOMEM:
-        return "out of memory";
-    default:
-        return baton_strerror(err);
-    }
 }
 
 /*
@@ -740,591 +178,56 @@ static const char *handoff_error(int err)
  * successor parses them as the start of its input). An end of stream
  * cannot travel, and a closing connection is better finished here.
  */
-static bool conn_idle(const struct conn *c)
+static bool http_movable(const struct conn *c)
 {
-    return c->state == C_OPEN && !c->peer_eof && !c->failed && !out_pending(c) && c->body_left == 0;
+    return c->state == C_OPEN && !c->peer_eof && !c->failed && !conn_out_pending(c) &&
+           ((const struct http_conn *)c)->body_left == 0;
 }
 
-/* Hands one idle connection to the successor, for those that became idle
- * after the burst of hand_over_idle(). We stop reading it first. When the
- * successor does not take it, it stays ours, and so do all later ones:
- * we drain them instead. */
-static void conn_pass(struct server *s, struct conn *c)
+static size_t http_state(const struct conn *c, char *dst)
 {
-    int r;
-
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
-    r = baton_handoff(s->b, c->w.fd, c->in, c->in_len);
-    if (r == 0) {
-        conn_close(s, c); /* never shutdown(): it is the successor's now */
-        return;
-    }
-    log_msg("handoff: %s; draining the %zu connection(s) left", handoff_error(r), s->nconns);
-    s->handing = false;
-    if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0)
-        conn_close(s, c);
+    if (dst)
+        memcpy(dst, c->in, c->in_len);
+    return c->in_len;
 }
 
-/* After input or a state arrived: write what we can, close what is over,
- * and once superseded pass on what is between requests. */
-static void conn_settle(struct server *s, struct conn *c)
+/* A connection taken from our predecessor: its state is the start of its
+ * next request. */
+static void http_feed(struct server *s, struct conn *c, const char *state, size_t len)
 {
-    if (c->failed || conn_flush(s, c) < 0 || (c->peer_eof && !out_pending(c))) {
-        conn_close(s, c);
-        return;
-    }
-    conn_update(s, c);
-    if (s->handing && conn_idle(c))
-        conn_pass(s, c);
-}
-
-static void conn_event(struct server *s, struct conn *c, uint32_t events)
-{
-    /* A hang-up here means both directions are gone (or a reset): nobody
-     * is left to read an answer. */
-    if (events & (EPOLLERR | EPOLLHUP)) {
-        conn_close(s, c);
-        return;
-    }
-    if ((events & EPOLLIN) && conn_read(c) < 0) {
-        conn_close(s, c);
-        return;
-    }
-    if (c->state == C_OPEN)
-        conn_process(s, c);
-    conn_settle(s, c);
-}
-
-/* EMFILE and friends leave the connection in the queue, so the listener
- * stays readable: pause instead of spinning, and let other fds close. */
-static void accept_pause(struct server *s, int err)
-{
-    log_msg("accept: %s; pausing for %d ms", strerror(err), PAUSE_MS);
-    stop_accepting(s);
-    s->accept_resume = now_ms() + PAUSE_MS;
-}
-
-static void accept_all(struct server *s, struct watch *w)
-{
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-        if (fd >= 0) {
-            conn_new(s, fd);
-            continue;
-        }
-        /* EAGAIN is normal: the successor may have taken the connection. */
-        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-            return;
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-            accept_pause(s, errno);
-        else
-            log_msg("accept: %s", strerror(errno));
-        return;
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Superseded: the burst; connections from our predecessor */
-
-/* The burst at the upgrade: every connection between requests goes to the
- * successor at once. The others follow one by one as they finish their
- * request (conn_settle()). */
-struct handover {
-    struct baton_conn *v;
-    struct conn **who;
-    size_t n;
-};
-
-/* Takes the idle connections out of the epoll set: from now on we must
- * not read from them. A state points into its connection's own buffer. On
- * failure (out of memory) nothing is taken out and h->n is 0. */
-static int handover_collect(struct server *s, struct handover *h)
-{
-    size_t i = 0;
-    struct conn *c, *next;
-
-    for (c = s->conns; c; c = next) {
-        next = c->next;
-        if (c->state == C_OPEN && conn_flush(s, c) < 0)
-            conn_close(s, c);
-        else if (conn_idle(c))
-            h->n++;
-    }
-    h->v = calloc(h->n + 1, sizeof *h->v);
-    h->who = calloc(h->n + 1, sizeof *h->who);
-    if (!h->v || !h->who) {
-        h->n = 0;
-        return -1;
-    }
-    for (c = s->conns; c; c = c->next) {
-        if (!conn_idle(c))
-            continue;
-        h->v[i] =
-            (struct baton_conn){.fd = c->w.fd, .state = c->in, .len = c->in_len, .result = -1};
-        h->who[i++] = c;
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
-    }
-    return 0;
-}
-
-/* Closes what the successor took and serves on what it did not. Returns
- * how many it took. */
-static size_t handover_settle(struct server *s, struct handover *h)
-{
-    size_t taken = 0;
-
-    for (size_t i = 0; i < h->n; i++) {
-        struct conn *c = h->who[i];
-
-        if (h->v[i].result == 0) {
-            conn_close(s, c);
-            taken++;
-        } else if (watch_ctl(s, EPOLL_CTL_ADD, &c->w, c->events) < 0) {
-            conn_close(s, c);
-        } else {
-            conn_update(s, c);
-        }
-    }
-    return taken;
-}
-
-/* Superseded: the idle connections go in one burst. If the successor does
- * not take them all (it takes no connections, died, or did not confirm in
- * time), we drain what is left instead of handing more. */
-static void hand_over_idle(struct server *s)
-{
-    struct handover h = {0};
-    int64_t start = now_ms();
-    size_t taken;
-    int r = -ENOMEM;
-
-    if (handover_collect(s, &h) == 0)
-        r = baton_handoff_batch(s->b, h.v, h.n);
-    taken = handover_settle(s, &h);
-    s->handing = r >= 0 && taken == h.n;
-    if (r < 0)
-        log_msg("handoff: %s; draining %zu connection(s)", handoff_error(r), s->nconns);
-    else
-        log_msg("handed %zu of %zu idle connection(s) to the successor in %d ms; %zu busy", taken,
-                h.n, (int)(now_ms() - start), s->nconns);
-    free(h.v);
-    free(h.who);
-}
-
-/* Tell our successor that no connection will come from us any more: once
- * superseded, none comes from our predecessor either, and we hand no more
- * (all gone, or the successor failed to take one). Checked on every turn
- * of the loop. */
-static void end_handoff(struct server *s)
-{
-    int r;
-
-    if (!s->superseded || s->inbound_open || s->handoff_ended || (s->handing && s->nconns > 0))
-        return;
-    s->handoff_ended = true;
-    r = baton_handoff_done(s->b);
-    if (r < 0 && r != -ENOTCONN)
-        log_msg("baton_handoff_done: %s (%s)", baton_strerror(r), baton_last_error(s->b));
-}
-
-static void inbound_close(struct server *s)
-{
-    if (!s->inbound_open)
-        return;
-    watch_ctl(s, EPOLL_CTL_DEL, &s->inbound, 0);
-    s->inbound_open = false;
-}
-
-/* A connection our predecessor handed us; fd is ours, and state the start
- * of its next request. If we are being replaced ourselves, conn_settle()
- * passes it straight on. */
-static void conn_adopt(struct server *s, int fd, const char *state, size_t len)
-{
-    int fl = fcntl(fd, F_GETFL);
-    struct conn *c;
-
-    if (fl >= 0 && !(fl & O_NONBLOCK))
-        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    c = conn_new(s, fd);
-    if (!c)
-        return;
     if (len <= REQ_MAX) {
         memcpy(c->in, state, len);
         c->in_len = len;
-        conn_process(s, c);
+        http_process(s, c);
     } else {
         /* Not from a copy of this program: no request head is that long. */
-        respond(s, c, 431, false, false);
-    }
-    conn_settle(s, c);
-}
-
-/* Takes one handed connection into *ret_state: buf, or for a state larger
- * than buf a fresh allocation the caller frees. Returns its fd or -errno. */
-static int inbound_take(struct server *s, char *buf, size_t cap, char **ret_state, size_t *ret_len)
-{
-    int fd = baton_conn_accept(s->b, buf, cap, ret_len);
-    char *big;
-
-    *ret_state = buf;
-    if (fd != -EMSGSIZE)
-        return fd;
-    big = malloc(*ret_len);
-    if (!big)
-        return -ENOMEM;
-    fd = baton_conn_accept(s->b, big, *ret_len, ret_len);
-    if (fd < 0)
-        free(big);
-    else
-        *ret_state = big;
-    return fd;
-}
-
-/* Connections from our predecessor wait: take every one now (one
- * confirmation covers all those queued). -ENOTCONN: no more will come. */
-static void inbound_event(struct server *s)
-{
-    char buf[REQ_MAX];
-    char *state;
-    size_t len;
-    int fd;
-
-    while ((fd = inbound_take(s, buf, sizeof buf, &state, &len)) >= 0) {
-        conn_adopt(s, fd, state, len);
-        if (state != buf)
-            free(state);
-    }
-    if (fd == -EAGAIN)
-        return;
-    if (fd != -ENOTCONN)
-        log_msg("baton_conn_accept: %s (%s)", baton_strerror(fd), baton_last_error(s->b));
-    inbound_close(s);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Upgrades and stopping */
-
-/* Stop accepting and let the connections finish (or hand them over).
- * Called when a successor took over, or on SIGTERM/SIGINT. Once draining,
- * only a further signal changes anything (it cuts the drain short). */
-static void begin_drain(struct server *s, const char *why, bool by_signal)
-{
-    if (s->draining && !by_signal)
-        return;
-    if (s->draining) {
-        log_msg("%s: closing the remaining %zu connection(s) now", why, s->nconns);
-        s->drain_deadline = now_ms();
-        return;
-    }
-    log_msg("%s: no longer accepting; %zu connection(s) open", why, s->nconns);
-    s->draining = true;
-    s->drain_deadline = now_ms() + s->cfg->drain_timeout_ms;
-    stop_accepting(s);
-    s->accept_resume = 0;
-    /* Level-triggered and readable for good from now on. */
-    watch_ctl(s, EPOLL_CTL_DEL, &s->upgrade, 0);
-}
-
-/* The upgrade fd fired: hand our connections over, unless a signal told
- * us to stop already (then this event was in the same batch). */
-static void on_superseded(struct server *s)
-{
-    if (s->draining)
-        return;
-    begin_drain(s, "a successor took over", false);
-    s->superseded = true;
-    hand_over_idle(s);
-}
-
-static void *upgrade_main(void *arg)
-{
-    struct server *s = arg;
-
-    s->up_result = baton_upgrade(s->b, NULL);
-    eventfd_write(s->up_done.fd, 1);
-    return NULL;
-}
-
-static void start_upgrade(struct server *s)
-{
-    int err;
-
-    if (s->up_running || s->draining) {
-        log_msg("SIGHUP: %s; ignored",
-                s->up_running ? "an upgrade is already running" : "already draining");
-        return;
-    }
-    log_msg("SIGHUP: starting a successor");
-    /* baton_upgrade() blocks until the successor is ready: run it aside so
-     * that this thread goes on serving meanwhile. */
-    err = pthread_create(&s->up_thread, NULL, upgrade_main, s);
-    if (err) {
-        log_msg("pthread_create: %s", strerror(err));
-        return;
-    }
-    s->up_running = true;
-}
-
-static void join_upgrade(struct server *s)
-{
-    pthread_join(s->up_thread, NULL);
-    s->up_running = false;
-    if (s->up_result == 0)
-        log_msg("upgrade: the successor is ready");
-    else
-        log_msg("upgrade failed: %s (%s)%s", baton_strerror(s->up_result), baton_last_error(s->b),
-                s->draining ? "" : "; still serving");
-}
-
-static void finish_upgrade(struct server *s)
-{
-    eventfd_t v;
-
-    if (eventfd_read(s->up_done.fd, &v) == 0 && s->up_running)
-        join_upgrade(s);
-}
-
-static void on_signal(struct server *s)
-{
-    struct signalfd_siginfo si;
-
-    while (read(s->sig.fd, &si, sizeof si) == (ssize_t)sizeof si) {
-        if (si.ssi_signo == SIGHUP)
-            start_upgrade(s);
-        else
-            begin_drain(s, si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM", true);
+        respond(c, 431, false, false);
     }
 }
 
-/* Timers, checked every tick while any is pending: resuming accept after
- * EMFILE, the end of lingering, the end of the drain (which also ends our
- * wait for connections from a predecessor that does not finish). */
-static void sweep(struct server *s)
+static void http_ready(struct server *s)
 {
-    int64_t now = now_ms();
-    bool expired = s->draining && now >= s->drain_deadline;
-    bool hard = s->draining && now >= s->drain_deadline + LINGER_MS;
-    struct conn *c, *next;
-
-    if (s->accept_resume && now >= s->accept_resume) {
-        s->accept_resume = 0;
-        start_accepting(s);
-    }
-    if (hard)
-        inbound_close(s);
-    if (!expired && s->nlinger == 0)
-        return;
-    for (c = s->conns; c; c = next) {
-        next = c->next;
-        if (hard || (c->state == C_LINGER && now >= c->linger_until)) {
-            conn_close(s, c);
-        } else if (expired && c->state == C_OPEN) {
-            /* Idle past the drain timeout (or a request never completed). */
-            c->state = C_CLOSING;
-            if (conn_flush(s, c) < 0 || (c->peer_eof && !out_pending(c)))
-                conn_close(s, c);
-            else
-                conn_update(s, c);
-        }
-    }
-}
-
-static bool timers_pending(const struct server *s)
-{
-    return s->draining || s->nlinger > 0 || s->accept_resume;
-}
-
-static void dispatch(struct server *s, struct watch *w, uint32_t events)
-{
-    switch (w->kind) {
-    case W_LISTENER:
-        if (s->accepting)
-            accept_all(s, w);
-        break;
-    case W_CONN:
-        conn_event(s, (struct conn *)w, events);
-        break;
-    case W_SIGNAL:
-        on_signal(s);
-        break;
-    case W_UPGRADE:
-        s->upgrade_fired = true;
-        break;
-    case W_UPGRADE_DONE:
-        finish_upgrade(s);
-        break;
-    case W_INBOUND:
-        s->inbound_ready = true;
-        break;
-    }
-}
-
-static void server_run(struct server *s)
-{
-    struct epoll_event evs[MAX_EVENTS];
-
-    /* Our predecessor may still hand us connections while we drain. */
-    while (!(s->draining && s->nconns == 0 && !s->inbound_open)) {
-        int n = epoll_wait(s->epfd, evs, MAX_EVENTS, timers_pending(s) ? TICK_MS : -1);
-
-        if (n < 0 && errno != EINTR) {
-            log_msg("epoll_wait: %s", strerror(errno));
-            return;
-        }
-        /* Within the batch, a connection is only ever closed by its own
-         * event, so no later event points to a freed one. Handing over
-         * closes many: it waits until the batch is done. */
-        for (int i = 0; i < n; i++)
-            dispatch(s, evs[i].data.ptr, evs[i].events);
-        if (s->upgrade_fired)
-            on_superseded(s);
-        if (s->inbound_ready)
-            inbound_event(s);
-        s->upgrade_fired = s->inbound_ready = false;
-        end_handoff(s);
-        if (timers_pending(s))
-            sweep(s);
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Start and stop */
-
-/* Signals are blocked before any thread exists (baton_open() may start
- * one), so that all of them arrive through the signalfd. */
-static int setup_signals(struct server *s)
-{
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        return -1;
-    s->sig = (struct watch){W_SIGNAL, signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)};
-    s->up_done = (struct watch){W_UPGRADE_DONE, eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
-    s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->sig.fd < 0 || s->up_done.fd < 0 || s->epfd < 0) {
-        log_msg("setting up the event loop: %s", strerror(errno));
-        return -1;
-    }
-    if (watch_ctl(s, EPOLL_CTL_ADD, &s->sig, EPOLLIN) < 0 ||
-        watch_ctl(s, EPOLL_CTL_ADD, &s->up_done, EPOLLIN) < 0)
-        return -1;
-    return 0;
-}
-
-static int open_listeners(struct server *s)
-{
-    const struct config *cfg = s->cfg;
-
-    for (int i = 0; i < cfg->nlisten; i++) {
-        char name[16];
-        int fd, fl;
-
-        snprintf(name, sizeof name, "http%d", i);
-        fd = baton_listen(s->b, name, cfg->listen[i], 0);
-        if (fd < 0) {
-            log_msg("listen on %s: %s (%s)", cfg->listen[i], baton_strerror(fd),
-                    baton_last_error(s->b));
-            return -1;
-        }
-        /* The file status flags are shared with our predecessor and our
-         * successor, which all use non-blocking accept too. */
-        fl = fcntl(fd, F_GETFL);
-        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-            log_msg("fcntl(%s): %s", name, strerror(errno));
-            return -1;
-        }
-        s->listeners[s->nlisteners++] = (struct watch){W_LISTENER, fd};
-    }
-    return 0;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
-
-static int server_start(struct server *s)
-{
-    struct baton_options opts = {.dir = s->cfg->dir,
-                                 .allowed_uid = (uid_t)-1,
-                                 .flags = BATON_TAKE_CONNS,
-                                 .log = on_baton_log};
-    int r;
-
-    if (setup_signals(s) < 0)
-        return -1;
-    r = baton_open(&opts, &s->b);
-    if (r < 0) {
-        log_msg("baton_open(%s): %s", s->cfg->dir, baton_strerror(r));
-        return -1;
-    }
-    /* Our predecessor hands us its connections once we are ready. */
-    if (baton_inherited(s->b)) {
-        s->inbound = (struct watch){W_INBOUND, baton_conn_fd(s->b)};
-        s->inbound_open = watch_ctl(s, EPOLL_CTL_ADD, &s->inbound, EPOLLIN) == 0;
-    }
-    if (open_listeners(s) < 0)
-        return -1;
-    start_accepting(s);
-    if (s->cfg->ready_delay_ms > 0)
-        sleep_ms(s->cfg->ready_delay_ms);
-    r = baton_ready(s->b);
-    if (r < 0) {
-        log_msg("baton_ready: %s (%s)", baton_strerror(r), baton_last_error(s->b));
-        return -1;
-    }
-    s->upgrade = (struct watch){W_UPGRADE, baton_upgrade_fd(s->b)};
-    if (watch_ctl(s, EPOLL_CTL_ADD, &s->upgrade, EPOLLIN) < 0)
-        return -1;
-    s->body_len = snprintf(s->body, sizeof s->body, "pid %d generation %d\n", (int)getpid(),
-                           baton_generation(s->b));
-    printf("ready pid=%d generation=%d\n", (int)getpid(), baton_generation(s->b));
-    fflush(stdout);
-    return 0;
-}
-
-/* Safe after a partial server_start(). */
-static void server_stop(struct server *s)
-{
-    if (s->up_running) {
-        log_msg("waiting for the running upgrade to finish");
-        join_upgrade(s);
-    }
-    while (s->conns)
-        conn_close(s, s->conns);
-    /* Closes the listeners; a unix socket's path stays for the successor. */
-    baton_free(s->b);
-    if (s->epfd >= 0)
-        close(s->epfd);
-    if (s->sig.fd >= 0)
-        close(s->sig.fd);
-    if (s->up_done.fd >= 0)
-        close(s->up_done.fd);
+    body_len = snprintf(body, sizeof body, "pid %d generation %d\n", (int)getpid(),
+                        baton_generation(s->b));
 }
 
 int main(int argc, char **argv)
 {
-    struct config cfg;
-    struct server s = {.cfg = &cfg, .epfd = -1, .sig.fd = -1, .up_done.fd = -1};
-    int r = parse_args(argc, argv, &cfg);
+    static const struct server_ops ops = {
+        .prog = "baton-httpd",
+        .fd_name = "http",
+        .default_listen = "tcp://127.0.0.1:8080",
+        .usage = usage,
+        .conn_size = sizeof(struct http_conn),
+        .in_cap = REQ_MAX,
+        .out_high = OUT_HIGH,
+        .nodelay = true,
+        .process = http_process,
+        .movable = http_movable,
+        .state = http_state,
+        .feed = http_feed,
+        .hand_later = true,
+    };
 
-    if (r != 0)
-        return r > 0 ? 0 : 2;
-    verbose = cfg.verbose;
-    if (server_start(&s) < 0) {
-        server_stop(&s);
-        return 1;
-    }
-    server_run(&s);
-    server_stop(&s);
-    log_msg("exiting");
-    return 0;
+    return server_main(argc, argv, &ops, http_ready);
 }
