@@ -130,7 +130,11 @@ check-fresh:
 # Into the real root (no DESTDIR), ldconfig then refreshes the linker's
 # cache, without which programs linked to libbaton.so.0 do not start; a
 # PREFIX whose lib directory the linker does not search is named.
+# The prefix is also compiled into baton.pc and the tool (where `baton run`
+# finds the shim), so a PREFIX other than the build's reconfigures first.
 install: build
+	@grep -qxF 'CMAKE_INSTALL_PREFIX:PATH=$(PREFIX)' $(BUILD)/CMakeCache.txt || \
+	  { cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null && cmake --build $(BUILD) -j $(JOBS); }
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX) --component Unspecified
 	@if [ -z "$(DESTDIR)" ]; then sh scripts/install-ldconfig.sh $(BUILD); fi
 
