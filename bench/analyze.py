@@ -476,7 +476,8 @@ def write_md(path, table, meta, skipped, runs):
                        and not (a.get("err_connect") or a.get("err_read") or a.get("err_exceptions") or a.get("non2xx"))]
         if only_length:
             L.append(f"In the {', '.join(only_length)} row(s) every ab failure is of the Length kind: baton-httpd's body "
-                     "(`pid P generation G`) changes length with the generation or pid, and ab counts every response "
+                     "(`pid P generation G`) changed length with the generation or pid before it was zero-padded to a fixed "
+                     "34 bytes, and ab counts every response "
                      "whose length differs from the first one's as failed. Those requests were answered with 200; "
                      "see \"ab's Length failures\" below.")
             L.append("")

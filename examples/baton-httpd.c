@@ -11,7 +11,8 @@
  * soon as it is between requests (see http_movable()),
  * and exits. A keep-alive client notices nothing: its next request is
  * answered by the new process on the same connection. Every answer is
- * "pid P generation G", so a client can see who served it.
+ * "pid PPPPPPP generation GGGGGGGGGG" (see BODY_LEN), so a client can see
+ * who served it.
  *
  * When the successor takes no connections (an older version) or fails to,
  * the connections are drained instead: each next answer says "Connection:
@@ -26,6 +27,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,9 +45,14 @@ struct http_conn {
     uint64_t body_left; /* request body bytes still to skip */
 };
 
-static char body[64]; /* "pid P generation G\n", set once we serve */
-static size_t body_len;
-static char date[40]; /* "Date: ...\r\n", refreshed once a second */
+/* The answer's body, "pid %07d generation %010d\n": zero-padded so that its
+ * length never changes (a kernel pid has at most 7 digits, an int 10). A
+ * client that compares lengths across answers, as ab does, then sees every
+ * generation's answer alike. The man page and the README name this length. */
+#define BODY_LEN 34
+
+static char body[BODY_LEN + 1]; /* set once we serve */
+static char date[40];           /* "Date: ...\r\n", refreshed once a second */
 static time_t date_time;
 
 static void usage(FILE *f)
@@ -103,7 +110,7 @@ static void respond(struct conn *c, int status, bool keep_alive, bool head_only)
 {
     char head[512], errbody[64];
     const char *b = body;
-    size_t blen = body_len;
+    size_t blen = BODY_LEN;
     int n;
 
     if (status != 200) {
@@ -207,8 +214,13 @@ static void http_feed(struct server *s, struct conn *c, const char *state, size_
 
 static void http_ready(struct server *s)
 {
-    body_len = snprintf(body, sizeof body, "pid %d generation %d\n", (int)getpid(),
-                        baton_generation(s->b));
+    int n = snprintf(body, sizeof body, "pid %07d generation %010d\n", (int)getpid(),
+                     baton_generation(s->b));
+
+    if (n != BODY_LEN) {
+        server_log("the answer's body is %d bytes, not %d", n, BODY_LEN);
+        abort();
+    }
 }
 
 int main(int argc, char **argv)

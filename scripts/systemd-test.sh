@@ -160,7 +160,9 @@ wait_for() {
     done
     return 1
 }
-# The answer of the server inside: "pid P generation G".
+# The answer of the server inside: "pid P generation G", both zero-padded
+# to a fixed length (man baton-httpd); answer PID GEN prints the expected one.
+answer() { printf 'pid %07d generation %010d' "$1" "$2"; }
 http_get() {
     ct timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 &&
         printf "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" >&3 && cat <&3' |
@@ -190,7 +192,7 @@ ct systemctl is-active --quiet baton-httpd@1.service || fail "baton-httpd@1 is n
 ct systemctl is-enabled --quiet baton-httpd@1.service || fail "baton-httpd@1 is not enabled"
 pid1=$(main_pid baton-httpd@1.service)
 body=$(http_get)
-[ "$body" = "pid $pid1 generation 1" ] || fail "version 1 answers '$body', expected 'pid $pid1 generation 1'"
+[ "$body" = "$(answer "$pid1" 1)" ] || fail "version 1 answers '$body', expected '$(answer "$pid1" 1)'"
 say "ok: $version serves: $body"
 
 # --- 3: upgrade to version 2 under load ------------------------------------
@@ -216,7 +218,7 @@ ct systemctl is-active --quiet baton-httpd@2.service || fail "baton-httpd@2 is n
 ct systemctl is-enabled --quiet baton-httpd@2.service || fail "baton-httpd@2 is not enabled"
 pid2=$(main_pid baton-httpd@2.service)
 body=$(http_get)
-[ "$body" = "pid $pid2 generation 2" ] || fail "after the upgrade: '$body', expected 'pid $pid2 generation 2'"
+[ "$body" = "$(answer "$pid2" 2)" ] || fail "after the upgrade: '$body', expected '$(answer "$pid2" 2)'"
 wait_for 30 bash -c "! nsenter -t $leader -a systemctl is-active --quiet baton-httpd@1.service" ||
     fail "baton-httpd@1 still active 30 s after the upgrade"
 ! ct sh -c "kill -0 $pid1" 2>/dev/null || fail "the version 1 process $pid1 still runs"
@@ -256,7 +258,7 @@ ct journalctl -q -u baton-httpd@2.service | grep -q "took 1 fds from systemd" ||
 say "ok: crash and restart: $ok requests served, 0 connects refused" \
     "($other lost with the killed process: $(json "$work/load-crash.json" 'd["errors"]'))"
 body=$(http_get)
-case $body in "pid $(main_pid baton-httpd@2.service) generation "*) ;; *) fail "after the restart: '$body'" ;; esac
+case $body in "$(printf 'pid %07d generation ' "$(main_pid baton-httpd@2.service)")"*) ;; *) fail "after the restart: '$body'" ;; esac
 
 # --- 5: the same without the fd store, for contrast ------------------------
 ct mkdir -p /run/systemd/system/baton-httpd@2.service.d
@@ -288,7 +290,7 @@ grep -q "baton-httpd@3.service (the new version) failed to take over; baton-http
 [ "$(json "$work/load-failed.json" 'd["errors"]["total"]')" = 0 ] ||
     fail "requests failed during the failed upgrade: $(json "$work/load-failed.json" 'd["errors"]')"
 [ "$(main_pid baton-httpd@2.service)" = "$pid" ] || fail "baton-httpd@2 changed its process"
-[ "$(http_get)" = "pid $pid generation 1" ] || fail "the old instance does not serve: '$(http_get)'"
+[ "$(http_get)" = "$(answer "$pid" 1)" ] || fail "the old instance does not serve: '$(http_get)'"
 ! ct systemctl is-enabled --quiet baton-httpd@3.service || fail "the broken baton-httpd@3 is enabled"
 ct systemctl is-enabled --quiet baton-httpd@2.service || fail "baton-httpd@2 is no longer enabled"
 say "ok: failed upgrade: dpkg failed loudly, baton-httpd@2 (pid $pid) served on with 0 errors"
@@ -299,7 +301,7 @@ ct systemctl stop 'baton-httpd@*.service'
 ct systemctl start baton-httpd.socket || fail "start baton-httpd.socket"
 body=$(http_get)
 pid=$(main_pid baton-httpd.service)
-[ "$body" = "pid $pid generation 1" ] || fail "socket activation: '$body', expected 'pid $pid generation 1'"
+[ "$body" = "$(answer "$pid" 1)" ] || fail "socket activation: '$body', expected '$(answer "$pid" 1)'"
 ct journalctl -q -u baton-httpd.service | grep -q "took 1 fds from systemd" ||
     fail "baton-httpd.service did not take its listener from the socket unit"
 load "$work/load-reload.json" -c 20 -r 200 -d 4 &
@@ -310,7 +312,7 @@ wait "$load_pid"
 [ "$(json "$work/load-reload.json" 'd["errors"]["total"]')" = 0 ] ||
     fail "requests failed during the reload: $(json "$work/load-reload.json" 'd["errors"]')"
 new=$(main_pid baton-httpd.service)
-[ "$new" != "$pid" ] && [ "$(http_get)" = "pid $new generation 2" ] ||
+[ "$new" != "$pid" ] && [ "$(http_get)" = "$(answer "$new" 2)" ] ||
     fail "after reload: MainPID $new, answer '$(http_get)'"
 wait_for 30 bash -c "! nsenter -t $leader -a sh -c 'kill -0 $pid'" || fail "old process $pid still runs"
 say "ok: socket activation, then reload under load: 0 errors, systemd follows pid $pid -> $new"
