@@ -231,7 +231,7 @@ step httpd 60 '
     exec 3<>/dev/tcp/127.0.0.1/8091
     printf "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" >&3
     a=$(tail -n 1 <&3 | tr -d "\r"); echo "baton-httpd: $a"
-    [ "$a" = "pid $p generation 1" ]
+    [ "$a" = "$(printf "pid %07d generation %010d" $p 1)" ]
     kill $p' || stop
 
 step dev 60 '
