@@ -401,6 +401,7 @@ int baton__record_write(baton *b)
 int baton__record_read(int dirfd, struct baton__record *rec)
 {
     struct baton__record r = {0};
+    size_t cap = 0;
     char line[1024];
     FILE *f;
     int fd, err = 0;
@@ -426,12 +427,15 @@ int baton__record_read(int dirfd, struct baton__record *rec)
             err = -EPROTO;
             break;
         }
-        e = realloc(r.fds, (r.nfds + 1) * sizeof(*e));
-        if (!e) {
-            err = -ENOMEM;
-            break;
+        if (r.nfds == cap) {
+            cap = cap ? 2 * cap : 8;
+            e = realloc(r.fds, cap * sizeof(*e));
+            if (!e) {
+                err = -ENOMEM;
+                break;
+            }
+            r.fds = e;
         }
-        r.fds = e;
         e = &r.fds[r.nfds];
         if (sscanf(line, "fd %127s %7s %255s %95s", e->name, e->kind, e->addr, e->local) != 4) {
             err = -EPROTO;
