@@ -25,7 +25,7 @@ trap 'rm -rf "$root"' EXIT INT TERM
 mkdir -p "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/share/man/man1"
 cp -a "$sysunits/." "$root/lib/systemd/system/"
 cp "$bindir/baton" "$bindir/baton-httpd" "$root/usr/bin/"
-cp "$here/../man/baton.1" "$here/baton-httpd.1" "$root/usr/share/man/man1/"
+cp "$here/../man/baton.1" "$here/../man/baton-httpd.1" "$root/usr/share/man/man1/"
 fail=0
 for f in "$here"/units/*; do
     u=$(basename "$f")
