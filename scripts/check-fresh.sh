@@ -258,11 +258,11 @@ step run 60 '
     ask() { exec 3<>/dev/tcp/127.0.0.1/8092 || return 1; head -n 1 <&3; }
     baton run --dir /tmp/run -- perl -e "$srv" >/tmp/run1.log 2>&1 & p1=$!
     for _ in $(seq 100); do a=$(ask 2>/dev/null) && [ -n "$a" ] && break; sleep 0.1; done
-    echo "first: $a"; [ "$a" = "perl pid $p1" ]
+    echo "first: $a"; [ "$a" = "perl pid $p1" ] || { cat /tmp/run1.log; exit 1; }
     baton run --dir /tmp/run -- perl -e "$srv" >/tmp/run2.log 2>&1 & p2=$!
     for _ in $(seq 150); do kill -0 $p1 2>/dev/null || break; sleep 0.1; done
     ! kill -0 $p1 2>/dev/null || { echo "the first copy $p1 still runs"; cat /tmp/run1.log; exit 1; }
-    a=$(ask); echo "second: $a"; [ "$a" = "perl pid $p2" ]
+    a=$(ask); echo "second: $a"; [ "$a" = "perl pid $p2" ] || { cat /tmp/run2.log; exit 1; }
     baton status /tmp/run
     cat /tmp/run1.log /tmp/run2.log
     kill $p2' || stop
