@@ -369,7 +369,7 @@ static const char *handoff_error(int err)
 }
 
 /* Hands one connection to the successor, for those that became movable
- * after the burst of hand_over(). We stop reading it first. When the
+ * after the burst of hand_off(). We stop reading it first. When the
  * successor does not take it, it stays ours, and so do all later ones: we
  * drain them instead. */
 static void conn_pass(struct server *s, struct conn *c)
@@ -454,15 +454,15 @@ static void accept_all(struct server *s, struct watch *w)
 /* ------------------------------------------------------------------------ */
 /* Handing connections to a successor, and taking them from a predecessor */
 
-/* One burst of connections handed over together. */
-struct handover {
+/* One burst of connections handed off together. */
+struct handoff_burst {
     struct baton_conn *v;
     struct conn **who;
     char *states;
     size_t n;
 };
 
-static void handover_free(struct handover *h)
+static void burst_free(struct handoff_burst *h)
 {
     free(h->v);
     free(h->who);
@@ -473,7 +473,7 @@ static void handover_free(struct handover *h)
  * epoll set: from now on we must not read from it. Writes what it can
  * first, so that more connections are movable and states are small. On
  * failure (out of memory) nothing is taken out and h->n is 0. */
-static int handover_collect(struct server *s, struct handover *h)
+static int burst_collect(struct server *s, struct handoff_burst *h)
 {
     size_t total = 0, off = 0, i = 0;
     struct conn *c, *next;
@@ -506,7 +506,7 @@ static int handover_collect(struct server *s, struct handover *h)
 
 /* Closes what the successor took (never shutdown(): the connection is its
  * own now) and serves on what it did not. Returns how many it took. */
-static size_t handover_settle(struct server *s, struct handover *h)
+static size_t burst_settle(struct server *s, struct handoff_burst *h)
 {
     size_t taken = 0;
 
@@ -529,16 +529,16 @@ static size_t handover_settle(struct server *s, struct handover *h)
  * If the successor does not take them all (it takes no connections, died,
  * or did not confirm in time), we drain what is left instead of handing
  * more. */
-static void hand_over(struct server *s)
+static void hand_off(struct server *s)
 {
-    struct handover h = {0};
+    struct handoff_burst h = {0};
     int64_t start = now_ms();
     size_t taken;
     int r = -ENOMEM;
 
-    if (handover_collect(s, &h) == 0)
+    if (burst_collect(s, &h) == 0)
         r = baton_handoff_batch(s->b, h.v, h.n);
-    taken = handover_settle(s, &h);
+    taken = burst_settle(s, &h);
     s->handing = r >= 0 && taken == h.n;
     if (r < 0)
         server_log("handoff: %s; draining %zu connection(s)", handoff_error(r), s->nconns);
@@ -548,7 +548,7 @@ static void hand_over(struct server *s)
     else
         server_log("handed %zu of %zu connection(s) to the successor in %d ms", taken, h.n,
                    (int)(now_ms() - start));
-    handover_free(&h);
+    burst_free(&h);
 }
 
 /* Tell our successor that no connection will come from us any more: once
@@ -675,7 +675,7 @@ static void on_superseded(struct server *s)
         return;
     begin_drain(s, "a successor took over", false);
     s->superseded = true;
-    hand_over(s);
+    hand_off(s);
 }
 
 static void *upgrade_main(void *arg)

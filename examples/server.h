@@ -8,9 +8,9 @@
  * what is particular to it (what a connection does with its input, when it
  * can move and what travels with it) and calls server_main().
  *
- * Words: a superseded process hands its connections over; its successor
+ * Words: a superseded process hands its connections off; its successor
  * takes them; the whole exchange is the handoff. Draining is the fallback
- * for what was not handed over.
+ * for what was not handed off.
  */
 #ifndef BATON_EXAMPLES_SERVER_H
 #define BATON_EXAMPLES_SERVER_H

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * No fd leaks over 100 handovers in a chain: each generation takes over
+ * No fd leaks over 100 takeovers in a chain: each generation takes over
  * from the last (listener, a named fd, state), serves one request and
  * steps down. Each generation counts its fds when it is told to step
  * down (its predecessor long gone, its successor ready): the last has as
