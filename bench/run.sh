@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh BUILD_DIR — baton and its peers under load while they upgrade.
-# (`sh bench/run.sh` works too: the line below hands over to bash.)
+# (`sh bench/run.sh` works too: the line below re-executes it with bash.)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 #
 # Every candidate serves GET / on 127.0.0.1 and is upgraded the same number of

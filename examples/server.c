@@ -816,7 +816,7 @@ static void server_run(struct server *s)
             return;
         }
         /* Within the batch, a connection is only ever closed by its own
-         * event, so no later event points to a freed one. Handing over
+         * event, so no later event points to a freed one. Handing off
          * closes many: it waits until the batch is done. */
         for (int i = 0; i < n; i++)
             dispatch(s, evs[i].data.ptr, evs[i].events);

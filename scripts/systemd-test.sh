@@ -19,7 +19,7 @@
 #      failed request, and the broken instance is left disabled;
 #   7. the single-unit flavour, socket-activated: the first connection
 #      starts baton-httpd.service with systemd's socket (http0), and
-#      `systemctl reload` under load hands over with no failed request while
+#      `systemctl reload` under load takes over with no failed request while
 #      systemd follows the new main pid.
 # Exit 0 pass, 1 fail, 77 skip (not root, or no way to boot the container).
 set -uo pipefail

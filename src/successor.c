@@ -201,7 +201,7 @@ static int peer_check(baton *b, int fd)
     if (cr.uid != geteuid() && cr.uid != 0 && cr.uid != b->opts.allowed_uid)
         return baton__fail(b, EPERM,
                            "the owner of %s (pid %d) runs as uid %u, not as us (uid %u), root "
-                           "or the allowed uid; refusing what it would hand over",
+                           "or the allowed uid; refusing what it would pass on",
                            b->dir, (int)cr.pid, (unsigned)cr.uid, (unsigned)geteuid());
     return 0;
 }

@@ -45,7 +45,7 @@
  *           o-commit, o-stepdown, o-mid-conns, a random kill after
  *           OPENED): the successor holds the same listening socket, so the
  *           accept queue survives: no connect is refused. Connections the
- *           owner had accepted and not handed over die with it (resets
+ *           owner had accepted and not handed off die with it (resets
  *           allowed). The successor must serve (README: "a predecessor that
  *           is gone after handing everything over (before READY) makes the
  *           successor take over anyway").
@@ -171,7 +171,7 @@ static bool conn_read(struct gen *g, struct conn *c)
     return conn_answer(g, c);
 }
 
-/* Take what the predecessor handed over; false once none will come. */
+/* Take what the predecessor handed off; false once none will come. */
 static bool take_conns(struct gen *g)
 {
     for (;;) {

@@ -28,7 +28,7 @@
 
 static char dir[PATH_MAX];
 
-/* An owner with one accepted connection, which it tries to hand over once
+/* An owner with one accepted connection, which it tries to hand off once
  * the successor is ready; expect is the result it must get. */
 static int owner_main(int chan, void *arg)
 {

@@ -273,7 +273,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < n; i++)
             if (who[i] == succ_pid)
                 who[i] = 0;
-    t_log("mode %s: %lld of %d connections handed over", argv[1], taken, n);
+    t_log("mode %s: %lld of %d connections handed off", argv[1], taken, n);
     switch (mode) {
     case ALL:
     case MID:

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Every kind of listener is handed over: argv[1] is tcp4, tcp6, udp or
+ * Every kind of listener is taken over: argv[1] is tcp4, tcp6, udp or
  * unix. The successor's socket is the owner's (the same inode), what was
  * queued on it before the takeover (a connection, a datagram) reaches the
  * successor, and new traffic does too. A unix socket's path survives the

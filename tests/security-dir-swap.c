@@ -7,7 +7,7 @@
  * its own, 0700. Its successor checks that directory and is stopped right
  * there (fault point s-connect). The attacker then swaps in a directory of
  * its own (renameat2 RENAME_EXCHANGE), with a fake owner behind
- * control.sock that would hand over generation 41, a TCP listener of the
+ * control.sock that would pass on generation 41, a TCP listener of the
  * attacker's and a state blob. The successor is continued.
  *
  * It must take over from its real owner (generation 2, the victim's

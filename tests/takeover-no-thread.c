@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * BATON_NO_THREAD: an owner that polls baton_control_fd() in its own loop
- * and calls baton_dispatch() hands over correctly (listener, named fd,
+ * and calls baton_dispatch() is taken over from correctly (listener, named fd,
  * state); and a NO_THREAD owner blocked in baton_wait_upgrade() dispatches
- * by itself and hands over to the next generation.
+ * by itself and is taken over by the next generation.
  */
 #include <errno.h>
 #include <fcntl.h>
