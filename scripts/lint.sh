@@ -12,3 +12,12 @@ if [ -n "$bad" ]; then
     exit 1
 fi
 echo "lint: $(echo $files | wc -w) files formatted"
+
+# One word per idea (docs/glossary.md): listeners, fds and state are taken
+# over, live connections handed off; "handover" and "hand over" are not used.
+words=$(git grep -n -i -E 'handover|hand(s|ed|ing)? over' -- . ':!docs/glossary.md' ':!scripts/lint.sh' 2>/dev/null || true)
+if [ -n "$words" ]; then
+    echo "lint: words the glossary retires (docs/glossary.md):" >&2
+    echo "$words" >&2
+    exit 1
+fi
