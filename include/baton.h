@@ -134,7 +134,9 @@ int baton_inherited(const baton *b);
  * The fd is close-on-exec, blocking unless inherited non-blocking (the file
  * status flags are shared with the predecessor), and owned by the handle.
  * Returns the fd, -EEXIST if the name is taken in this process, -EINVAL on
- * a malformed address, or the bind/listen error.
+ * a malformed address or name, -ENAMETOOLONG (a name over BATON_NAME_MAX,
+ * or a unix path too long), -EADDRNOTAVAIL (the host does not resolve), or
+ * the socket/bind/listen error.
  */
 int baton_listen(baton *b, const char *name, const char *address, int backlog);
 
@@ -193,15 +195,16 @@ int baton_upgrade(baton *b, char *const argv[]);
  * the same open file, so the registration would outlive your fd).
  */
 
-/* Owner: hand one connection over. Blocks the calling thread until the
+/* Owner: hand off one connection. Blocks the calling thread until the
  * successor's application confirms it (at most ready_timeout_ms). Returns 0
  * once confirmed: then close(fd) (never shutdown(): that would end the
  * connection for the successor too). On -errno the connection is still ours
  * to serve: -EOPNOTSUPP (the successor does not take connections),
  * -ENOTCONN (no successor link), -EPIPE (after baton_handoff_done()),
- * -ENOTSOCK, -EMSGSIZE (state too large), -ETIMEDOUT or -ECONNRESET (the
- * successor did not confirm). The caller keeps ownership of fd in every
- * case. */
+ * -EBUSY (another thread's handoff is in progress), -ENOTSOCK, -EBADF (fd
+ * is not open), -EINVAL (state NULL with len > 0), -EMSGSIZE (state too
+ * large), -ETIMEDOUT or -ECONNRESET (the successor did not confirm),
+ * -ENOMEM. The caller keeps ownership of fd in every case. */
 int baton_handoff(baton *b, int fd, const void *state, size_t len);
 
 struct baton_conn {
@@ -212,13 +215,20 @@ struct baton_conn {
     unsigned resv[3]; /* must be zero (room for later fields): else -EINVAL */
 };
 
-/* Owner: hand n connections over in one pipelined burst (fd batches of up
- * to 253, one confirmation per batch). Returns how many the successor took,
- * or -errno if none could be tried; each conns[i].result says which. */
+/* Owner: hand off n connections in one pipelined burst (fd batches of up
+ * to 253, one confirmation per batch). Each conns[i] is first checked on
+ * its own (its result is then -ENOTSOCK, -EBADF, -EINVAL or -EMSGSIZE as
+ * for baton_handoff()); if none passes, returns 0. Otherwise returns how
+ * many the successor took, or the link's -errno (-ENOTCONN, -EOPNOTSUPP,
+ * -EBUSY, -EPIPE, as for baton_handoff()) when none could be sent; each
+ * conns[i].result says what became of it. */
 int baton_handoff_batch(baton *b, struct baton_conn *conns, size_t n);
 
 /* Owner: no more connections will come; the successor's baton_conn_accept()
- * returns -ENOTCONN once its queue is empty. */
+ * returns -ENOTCONN once its queue is empty. Returns 0, also when the
+ * successor takes no connections (nothing to end); -ENOTCONN (no successor
+ * link), -EBUSY (a handoff is in progress), -EPIPE (called before), or the
+ * send's -errno (-EAGAIN: the link stayed full for ready_timeout_ms). */
 int baton_handoff_done(baton *b);
 
 /* Successor (BATON_TAKE_CONNS): readable while handed connections wait, or
