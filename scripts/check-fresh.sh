@@ -147,10 +147,9 @@ rm -f "$root/.check-fresh-base"
 mount_api "$root" "$src" || skip "cannot mount /proc, /sys, /dev, /tmp in a chroot here"
 
 # --- steps -------------------------------------------------------------------
-failed=0
 # step NAME TIMEOUT SCRIPT: SCRIPT runs with bash in the chroot, in the clone,
-# as root with a login's plain environment. Later steps run after a failure
-# only if they do not depend on it (the caller decides with `|| stop`).
+# as root with a login's plain environment. Each step needs the ones before
+# it, so the first failure ends the run (`|| stop`).
 step() {
     local name=$1 limit=$2 script=$3 t0 rc
     t0=$(date +%s)
@@ -166,7 +165,6 @@ step() {
     fi
     [ $rc = 124 ] && echo "(timed out after $limit s)" >>"$log"
     say "FAIL $name (exit $rc, $(($(date +%s) - t0)) s)"
-    failed=1
     return 1
 }
 stop() {
