@@ -90,8 +90,11 @@ for v in v1 v2; do
 done
 rm -rf "$work/mnt"
 mkdir -p "$work/mnt/v1" "$work/mnt/v2"
-cp "$work"/build-v1/deb/*.deb "$work/mnt/v1/"
-cp "$work"/build-v2/deb/*.deb "$work/mnt/v2/"
+# The packages the service needs; the -dev ones would want libssl-dev and
+# the session library is not used here.
+for v in v1 v2; do
+    cp "$work"/build-$v/deb/{libbaton0,baton,baton-httpd}_*.deb "$work/mnt/$v/"
+done
 cp "$work/build-v1/bin/baton-load" "$work/mnt/"
 
 # --- boot -----------------------------------------------------------------
