@@ -24,6 +24,11 @@
 # Nothing but gcc, make, cmake and git is installed beforehand: whatever else
 # a step needs, our own make targets must install.
 #
+# What it caught on the tree of 6f96a1b: quickstart (no ldconfig after make
+# install), deb (build-debs.sh did not install file), dpkg (the postinst ran
+# systemctl, which a root without systemd lacks), dev (no
+# libbaton-session packages), run (no package held libbaton-preload.so).
+#
 # One line per step; the whole output goes to BUILD/check-fresh/check-fresh.log,
 # whose last 40 lines are printed on a failure. Exit 0 pass, 1 fail, 77 skip
 # (not root, or debootstrap cannot run here).
