@@ -6,7 +6,8 @@
 # and every run starts from a pristine copy of that), clones the committed
 # HEAD of this repository in it and, in a chroot, does what the README tells
 # a new user to do:
-#   demo         make demo
+#   demo         make demo: at most 60 lines (the build's output goes to a
+#                log), ending in 0 errors
 #   install      make install
 #   quickstart   build the README's quick start (scripts/readme-quickstart.sh)
 #                against the installed library with pkg-config
@@ -21,6 +22,8 @@
 #   run          the packaged `baton run` restarts a server that does not link
 #                libbaton (perl, which minbase has), answering before and after
 #   purge        dpkg --purge baton-httpd, still without systemctl
+#   services     make check's servers installed (scripts/deps-run.sh): not one
+#                of their services is left enabled at boot
 # Nothing but gcc, make, cmake and git is installed beforehand: whatever else
 # a step needs, our own make targets must install.
 #
@@ -187,7 +190,11 @@ step clone 300 "git -c safe.directory='*' clone -q --no-local /mnt/src /root/bat
     cd /root/baton && git -c advice.detachedHead=false checkout -q $head &&
     echo \"cloned \$(git rev-parse HEAD)\"" || stop
 
-step demo 600 "make demo" || stop
+# The demo's summary is what the user sees: the build says one line (its
+# output goes to build/build.log), and not one request fails.
+step demo 600 "make demo >/root/demo.out 2>&1; st=\$?; cat /root/demo.out; [ \$st = 0 ] &&
+    [ \$(wc -l </root/demo.out) -le 60 ] && ! grep -q 'Entering directory' /root/demo.out &&
+    grep -q ', 0 errors' /root/demo.out" || stop
 
 step install 300 "make install" || stop
 
@@ -273,5 +280,17 @@ step run 60 '
 # Removal without systemd: the link the postinst made goes with it.
 step purge 60 "dpkg --purge baton-httpd &&
     ! test -e /etc/systemd/system/multi-user.target.wants/baton-httpd@1.service" || stop
+
+# The servers that make check's tests drive (nginx, lighttpd, Apache,
+# redis, memcached) come from Debian with their services enabled at boot;
+# our install leaves every one it added disabled (scripts/apt-install.sh).
+step services 600 '
+    sh scripts/deps-run.sh
+    for u in nginx lighttpd apache2 apache-htcacheclean redis-server memcached; do
+        for l in /etc/systemd/system/*.wants/$u.service /etc/rc[2-5].d/S[0-9][0-9]$u; do
+            if [ -e "$l" ] || [ -L "$l" ]; then echo "enabled at boot: $l"; exit 1; fi
+        done
+    done
+    ls /etc/systemd/system/*.wants/ /etc/rc2.d/' || stop
 
 say "PASS: a fresh Debian 12 builds, installs, links and packages baton ($(($(date +%s) - started)) s)"
