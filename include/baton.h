@@ -111,7 +111,10 @@ struct baton_options {
 int baton_open(const struct baton_options *opts, baton **ret);
 
 /* Close every fd the handle owns, stop its thread and free it. Accepts NULL.
- * Does not unlink unix socket paths: they belong to the service. */
+ * Does not unlink unix socket paths: they belong to the service. In a
+ * process forked from the one that opened the handle (a prefork server's
+ * worker), it frees only that process's copies and tells nobody: the
+ * parent owns on. A forked child calls no other baton_* function on it. */
 void baton_free(baton *b);
 
 /* 1 for a fresh start, the predecessor's generation + 1 after a takeover. */

@@ -307,6 +307,7 @@ static baton *handle_new(const struct baton_options *opts)
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         b->peers[i].fd = b->peers[i].state_fd = -1;
     b->generation = 1;
+    b->pid = getpid();
     pthread_mutex_init(&b->mu, NULL);
     return b;
 }
@@ -383,10 +384,21 @@ BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
 
 BATON_EXPORT void baton_free(baton *b)
 {
+    /* In a process forked from the handle's (a prefork server's worker
+     * at exit), only this process's copies go: the thread, the lock, the
+     * control socket, the owner record and the links are the parent's,
+     * which serves on with them. */
+    bool forked;
+
     if (!b)
         return;
-    baton__owner_stop(b);
-    baton__ctl_retire(b);
+    forked = getpid() != b->pid;
+    if (forked) {
+        baton__owner_forget(b);
+    } else {
+        baton__owner_stop(b);
+        baton__ctl_retire(b);
+    }
     baton__conn_free(b);
     baton__table_close(&b->inh);
     baton__table_close(&b->own);
@@ -396,9 +408,13 @@ BATON_EXPORT void baton_free(baton *b)
      * ends its link to the owner for good: a child it forked in between
      * shares both open files, and a close() alone would leave the lock held
      * and the owner waiting on the link until that child exits. */
-    baton__unlock(b);
-    if (!b->ready && b->pred_fd >= 0)
-        shutdown(b->pred_fd, SHUT_RDWR);
+    if (!forked) {
+        baton__unlock(b);
+        if (!b->ready && b->pred_fd >= 0)
+            shutdown(b->pred_fd, SHUT_RDWR);
+    } else if (b->lockfd >= 0) {
+        close(b->lockfd);
+    }
     int fds[] = {b->dirfd,  b->pred_fd,   b->own_state_fd, b->ctl_fd,    b->epfd,   b->timerfd,
                  b->wakefd, b->upgradefd, b->jobfd,        b->job.pidfd, b->connfd, b->inotifyfd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)

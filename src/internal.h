@@ -119,6 +119,7 @@ struct baton__doomed {
 
 struct baton {
     struct baton_options opts;
+    pid_t pid; /* the process that opened it (a forked child frees only its copies) */
     char dir[4096];
     int dirfd;
     bool dir_by_fd; /* its entries named as /proc/self/fd/DIRFD/LEAF */
@@ -275,6 +276,9 @@ int baton__state_map(baton *b, int fd, uint64_t len);
 int baton__owner_init(baton *b);
 int baton__owner_start(baton *b, int ctl_fd);
 void baton__owner_stop(baton *b);
+/* In a process forked from the handle's: close this process's copies of the
+ * owner's fds without telling anyone anything (the parent still uses them). */
+void baton__owner_forget(baton *b);
 int baton__owner_dispatch(baton *b);
 int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local);
 void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why);

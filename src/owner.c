@@ -861,6 +861,25 @@ void baton__owner_stop(baton *b)
     b->txbuf = NULL;
 }
 
+void baton__owner_forget(baton *b)
+{
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        if (p->fd >= 0)
+            close(p->fd);
+        if (p->state_fd >= 0)
+            close(p->state_fd);
+        p->fd = p->state_fd = -1;
+    }
+    for (int i = 0; i < BATON__DOOMED_MAX; i++)
+        if (b->doomed[i].pid)
+            close(b->doomed[i].pidfd);
+    memset(b->doomed, 0, sizeof(b->doomed));
+    b->thread_running = false;
+    free(b->txbuf);
+    b->txbuf = NULL;
+}
+
 /* Start a successor unless one we started is still on its way (then
  * join it). Called with b->mu held. */
 static int job_spawn(baton *b, char *const argv[], int timeout_ms)
