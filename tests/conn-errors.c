@@ -88,6 +88,9 @@ static int owner_main(int chan, void *arg)
         close(sv[0]);
         close(sv[1]);
     }
+    /* Before the successor is told to stop: its exit ends the link, and a
+     * DONE after that would fail with -ENOTCONN. */
+    t_tell(chan, T_MSG_DONE);
     T_HEAR_EQ(chan, T_MSG_STOP);
     baton_free(b);
     return 0;
@@ -147,6 +150,7 @@ static void run(bool takes)
     T_OK(t_ask(fd, "hello", line, sizeof(line), T_TIMEOUT));
     T_STREQ(line, takes ? "successor" : "owner");
     close(fd);
+    T_HEAR_EQ(owner.chan, T_MSG_DONE);
     t_tell(owner.chan, T_MSG_STOP);
     t_tell(succ.chan, T_MSG_STOP);
     T_EQ(t_proc_wait(&owner, T_TIMEOUT), 0);
