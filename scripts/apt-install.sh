@@ -37,16 +37,24 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt="apt-get -q -o DPkg::Lock::Timeout=300"
 before=$(mktemp "${TMPDIR:-/tmp}/apt-install.XXXXXX") || exit 1
-trap 'rm -f "$before"' EXIT
+added=""
+# policy-rc.d, if we put it there, goes whatever ends this script: left
+# behind, it would keep every service of every later install from starting.
+trap 'rm -f "$before" "$before.units"; [ -z "$added" ] || rm -f /usr/sbin/policy-rc.d' EXIT
+trap 'exit 1' INT TERM HUP
 dpkg-query -W -f '${Package} ${Status}\n' | awk '$NF == "installed" {print $1}' | sort >"$before"
+# Units enabled before (by the user, or by packages we leave alone): never
+# ours to disable, whichever package ships a unit of that name.
+for l in /etc/systemd/system/*.wants/*; do
+    [ -e "$l" ] || [ -L "$l" ] && echo "${l##*/}"
+done | sort -u >"$before.units"
 
 echo "apt-install: installing$need"
 $apt update >/dev/null || echo "apt-install: apt-get update failed; trying the cached lists" >&2
-added=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
+    added=1
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
-    added=1
 fi
 # All at once; if that fails (one package missing from the mirror), one by
 # one, so that what can be installed is.
@@ -58,6 +66,7 @@ if ! $apt install -y --no-install-recommends $need >/dev/null; then
     done
 fi
 [ -z "$added" ] || rm -f /usr/sbin/policy-rc.d
+added=""
 
 systemd_runs=""
 [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && systemd_runs=1
@@ -66,6 +75,9 @@ for p in $new; do
     dpkg -L "$p" 2>/dev/null | grep -E '^(/usr)?/lib/systemd/system/[^/@]+\.(service|socket|timer)$' |
         while read -r f; do
             u=${f##*/}
+            # The user's own unit of that name, or one enabled before.
+            [ ! -f "/etc/systemd/system/$u" ] || continue
+            ! grep -qx "$u" "$before.units" || continue
             if [ -n "$systemd_runs" ]; then
                 systemctl disable --now "$u" >/dev/null 2>&1 || true
             fi
