@@ -246,6 +246,9 @@ static int drain_until_stop(const char *why, struct baton_run__drain *d)
     do {
         sleep_dispatching(SCAN_MS);
         n = count_conns();
+        /* For `baton status`: what this draining copy still holds. */
+        if (S.b)
+            baton__gen_conns(S.b, n);
     } while (baton_run__drain_next(d, now_ms(), n) == BATON_RUN_DRAIN_WAIT);
     S.draining = false;
     return n;

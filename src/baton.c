@@ -307,6 +307,7 @@ static baton *handle_new(const struct baton_options *opts)
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         b->peers[i].fd = b->peers[i].state_fd = -1;
     b->generation = 1;
+    b->conns = -1;
     b->pid = getpid();
     pthread_mutex_init(&b->mu, NULL);
     return b;
@@ -398,6 +399,8 @@ BATON_EXPORT void baton_free(baton *b)
     } else {
         baton__owner_stop(b);
         baton__ctl_retire(b);
+        if (b->ready)
+            baton__gen_remove(b);
     }
     baton__conn_free(b);
     baton__table_close(&b->inh);
@@ -648,6 +651,7 @@ BATON_EXPORT int baton_ready(baton *b)
     pthread_mutex_unlock(&b->mu);
     baton__unlock(b);
     baton__dir_sweep(b);
+    baton__gen_write(b);
     return baton__owner_start(b, ctl);
 }
 

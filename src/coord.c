@@ -5,6 +5,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -398,51 +399,117 @@ int baton__record_write(baton *b)
     return r;
 }
 
+/* "KEY N\n" with N a plain decimal in [1, max]: 1, else 0. */
+static bool record_num(const char *line, const char *key, unsigned long long max,
+                       unsigned long long *ret)
+{
+    size_t k = strlen(key);
+    unsigned long long v = 0;
+    const char *p = line + k + 1;
+
+    if (strncmp(line, key, k) != 0 || line[k] != ' ' || *p < '0' || *p > '9')
+        return false;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (max - (unsigned)(*p - '0')) / 10)
+            return false;
+        v = v * 10 + (unsigned)(*p - '0');
+    }
+    if (*p != '\n' || v == 0)
+        return false;
+    *ret = v;
+    return true;
+}
+
+/* "fd NAME KIND ADDRESS LOCAL\n": exactly four fields, each within its
+ * bound, KIND one of ours. */
+static bool record_fd(char *line, struct baton__record_fd *e)
+{
+    static const char *const kinds[] = {"fd", "tcp", "udp", "unix"};
+    char *field[4], *save = NULL, *nl = strchr(line, '\n');
+    size_t max[4] = {sizeof(e->name), sizeof(e->kind), sizeof(e->addr), sizeof(e->local)};
+    bool kind_ok = false;
+    int n = 0;
+
+    if (strncmp(line, "fd ", 3) != 0 || !nl)
+        return false;
+    *nl = 0;
+    for (char *t = strtok_r(line + 3, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        if (n == 4 || strlen(t) >= max[n])
+            return false;
+        field[n++] = t;
+    }
+    if (n != 4)
+        return false;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        kind_ok |= strcmp(field[1], kinds[i]) == 0;
+    if (!kind_ok)
+        return false;
+    snprintf(e->name, sizeof(e->name), "%s", field[0]);
+    snprintf(e->kind, sizeof(e->kind), "%s", field[1]);
+    snprintf(e->addr, sizeof(e->addr), "%s", field[2]);
+    snprintf(e->local, sizeof(e->local), "%s", field[3]);
+    return true;
+}
+
 int baton__record_read(int dirfd, struct baton__record *rec)
 {
     struct baton__record r = {0};
-    size_t cap = 0;
-    char line[1024];
+    unsigned long long v;
+    size_t cap = 0, linecap = 0;
+    char *line = NULL;
+    struct stat st;
+    ssize_t len;
     FILE *f;
     int fd, err = 0;
 
-    fd = openat(dirfd, RECORD_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* Non-blocking, and only a regular file of a sane size: a FIFO or a
+     * device put there must not hang whoever reads (the owner's thread
+     * among them). */
+    fd = openat(dirfd, RECORD_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > BATON__RECORD_MAX_BYTES) {
+        close(fd);
+        return -EPROTO;
+    }
     f = fdopen(fd, "re");
     if (!f) {
         close(fd);
         return -ENOMEM;
     }
-    if (!fgets(line, sizeof(line), f) || strcmp(line, "baton-owner 1\n") != 0)
+    len = getline(&line, &linecap, f);
+    if (len < 0 || strcmp(line, "baton-owner 1\n") != 0)
         err = -EPROTO;
-    while (err == 0 && fgets(line, sizeof(line), f)) {
+    while (err == 0 && (len = getline(&line, &linecap, f)) >= 0) {
         struct baton__record_fd *e;
 
-        if (sscanf(line, "pid %d", &r.pid) == 1 ||
-            sscanf(line, "generation %d", &r.generation) == 1 ||
-            sscanf(line, "since %llu", &r.since_ms) == 1)
-            continue;
-        if (strncmp(line, "fd ", 3) != 0 || r.nfds >= BATON__RECORD_MAX_FDS) {
+        if ((size_t)len != strlen(line)) { /* a NUL inside */
             err = -EPROTO;
-            break;
-        }
-        if (r.nfds == cap) {
-            cap = cap ? 2 * cap : 8;
-            e = realloc(r.fds, cap * sizeof(*e));
-            if (!e) {
-                err = -ENOMEM;
-                break;
+        } else if (record_num(line, "pid", INT_MAX, &v)) {
+            r.pid = (int)v;
+        } else if (record_num(line, "generation", INT_MAX, &v)) {
+            r.generation = (int)v;
+        } else if (record_num(line, "since", ULLONG_MAX, &v)) {
+            r.since_ms = v;
+        } else if (r.nfds >= BATON__RECORD_MAX_FDS) {
+            err = -EPROTO;
+        } else {
+            if (r.nfds == cap) {
+                cap = cap ? 2 * cap : 8;
+                e = realloc(r.fds, cap * sizeof(*e));
+                if (!e) {
+                    err = -ENOMEM;
+                    break;
+                }
+                r.fds = e;
             }
-            r.fds = e;
+            if (record_fd(line, &r.fds[r.nfds]))
+                r.nfds++;
+            else
+                err = -EPROTO;
         }
-        e = &r.fds[r.nfds];
-        if (sscanf(line, "fd %127s %7s %255s %95s", e->name, e->kind, e->addr, e->local) != 4) {
-            err = -EPROTO;
-            break;
-        }
-        r.nfds++;
     }
+    free(line);
     fclose(f);
     if (err == 0 && (r.pid <= 0 || r.generation <= 0))
         err = -EPROTO;
@@ -509,7 +576,7 @@ int baton__ctl_ensure(baton *b, int *ctl_fd)
  * and ".owner.PID.tmp" of processes that are gone. */
 void baton__dir_sweep(baton *b)
 {
-    int fd = dup(b->dirfd);
+    int fd = fcntl(b->dirfd, F_DUPFD_CLOEXEC, 3);
     struct dirent *e;
     DIR *d;
 
@@ -524,7 +591,10 @@ void baton__dir_sweep(baton *b)
     while ((e = readdir(d))) {
         int pid = 0, n = 0;
         if ((sscanf(e->d_name, ".control.%d.sock%n", &pid, &n) == 1 ||
-             sscanf(e->d_name, ".owner.%d.tmp%n", &pid, &n) == 1) &&
+             sscanf(e->d_name, ".owner.%d.tmp%n", &pid, &n) == 1 ||
+             sscanf(e->d_name, ".gen.%d.%d.tmp%n", &pid, &pid, &n) == 2 ||
+             sscanf(e->d_name, ".last-upgrade.%d.tmp%n", &pid, &n) == 1 ||
+             sscanf(e->d_name, "gen.%d%n", &pid, &n) == 1) &&
             e->d_name[n] == 0 && pid > 0 && pid != getpid() && kill(pid, 0) < 0 && errno == ESRCH)
             unlinkat(b->dirfd, e->d_name, 0);
     }
@@ -544,4 +614,239 @@ void baton__ctl_retire(baton *b)
         unlinkat(b->dirfd, CTL_NAME, 0);
         unlinkat(b->dirfd, RECORD_NAME, 0);
     }
+}
+
+/* ---- generations and the last upgrade ----------------------------------- */
+
+unsigned long long baton__proc_start(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long start = 0;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    /* The command may hold spaces and parentheses: count from the last ')'.
+     * Field 22, starttime, is the 20th after it. */
+    p = strrchr(buf, ')');
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (p)
+        start = strtoull(p + 1, NULL, 10);
+    return start;
+}
+
+/* Write text to DIR/name through a temporary file and a rename. */
+static int file_replace(baton *b, const char *name, const char *text)
+{
+    char tmp[64];
+    size_t len = strlen(text);
+    int fd, e = 0;
+
+    snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid());
+    fd = openat(b->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -errno;
+    if (write(fd, text, len) != (ssize_t)len)
+        e = errno ? errno : EIO;
+    if (close(fd) < 0 && !e)
+        e = errno;
+    if (!e && renameat(b->dirfd, tmp, b->dirfd, name) < 0)
+        e = errno;
+    if (e)
+        unlinkat(b->dirfd, tmp, 0);
+    return -e;
+}
+
+int baton__gen_write(baton *b)
+{
+    char name[32], text[512];
+    int r;
+
+    snprintf(name, sizeof(name), "gen.%d", (int)getpid());
+    snprintf(text, sizeof(text),
+             "baton-gen 1\npid %d\nstart %llu\ngeneration %d\nstate %s\nsince %llu\n"
+             "draining_since %llu\nconns %d\n",
+             (int)getpid(), baton__proc_start(getpid()), b->generation,
+             b->superseded ? "draining" : "serving", (unsigned long long)b->since_ms,
+             (unsigned long long)b->draining_since_ms, b->conns);
+    r = file_replace(b, name, text);
+    if (r < 0)
+        baton__log(b, BATON_LOG_DEBUG, "%s/%s: %s", b->dir, name, baton_strerror(r));
+    return r;
+}
+
+void baton__gen_remove(baton *b)
+{
+    char name[32];
+
+    snprintf(name, sizeof(name), "gen.%d", (int)getpid());
+    unlinkat(b->dirfd, name, 0);
+}
+
+void baton__gen_conns(baton *b, int n)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->ready && n != b->conns) {
+        b->conns = n;
+        baton__gen_write(b);
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+static int gen_parse(int dirfd, const char *name, struct baton__gen *g)
+{
+    char buf[512], state[16] = "";
+    ssize_t n;
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+
+    if (fd < 0)
+        return -errno;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -EPROTO;
+    buf[n] = 0;
+    memset(g, 0, sizeof(*g));
+    if (sscanf(buf,
+               "baton-gen 1\npid %d\nstart %llu\ngeneration %d\nstate %15s\nsince %llu\n"
+               "draining_since %llu\nconns %d\n",
+               &g->pid, &g->start, &g->generation, state, &g->since_ms, &g->draining_since_ms,
+               &g->conns) != 7 ||
+        g->pid <= 0 || g->generation <= 0 ||
+        (strcmp(state, "serving") != 0 && strcmp(state, "draining") != 0))
+        return -EPROTO;
+    g->draining = strcmp(state, "draining") == 0;
+    return 0;
+}
+
+static int gen_cmp(const void *a, const void *b)
+{
+    const struct baton__gen *x = a, *y = b;
+
+    return y->generation - x->generation;
+}
+
+int baton__gens_read(int dirfd, struct baton__gen **ret)
+{
+    struct baton__gen *v = NULL, g;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+    DIR *d;
+
+    if (fd < 0)
+        return -errno;
+    d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    rewinddir(d);
+    while ((e = readdir(d))) {
+        int pid, len = 0;
+
+        if (sscanf(e->d_name, "gen.%d%n", &pid, &len) != 1 || e->d_name[len] || pid <= 0 ||
+            gen_parse(dirfd, e->d_name, &g) < 0 || g.pid != pid ||
+            baton__proc_start(pid) != g.start)
+            continue;
+        if (n == cap) {
+            struct baton__gen *nv = realloc(v, (cap ? 2 * cap : 8) * sizeof(*v));
+            if (!nv)
+                break;
+            v = nv;
+            cap = cap ? 2 * cap : 8;
+        }
+        v[n++] = g;
+    }
+    closedir(d);
+    if (n)
+        qsort(v, n, sizeof(*v), gen_cmp);
+    *ret = v;
+    return (int)n;
+}
+
+uint64_t baton__now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void baton__upgrade_write(baton *b, const struct baton__peer *p, int result, const char *text)
+{
+    struct baton__times t = p ? p->t : (struct baton__times){0};
+    bool job = b->job.token &&
+               (!p || (p->job && p->job == b->job.token) || (b->job.pid && p->pid == b->job.pid));
+    uint64_t v[6], base = 0;
+    char buf[1024], clean[256];
+    size_t i, len;
+
+    if (job) {
+        t.spawned = b->job.spawned_us;
+        b->job.recorded = true;
+    }
+    v[0] = t.spawned, v[1] = t.connected, v[2] = t.fds_sent;
+    v[3] = t.ready, v[4] = t.committed, v[5] = t.serving;
+    for (i = 0; i < 6 && !base; i++)
+        base = v[i];
+    /* One line of printable text. */
+    snprintf(clean, sizeof(clean), "%s", text ? text : "");
+    for (i = 0; clean[i]; i++)
+        if ((unsigned char)clean[i] < 0x20 || clean[i] == 0x7f)
+            clean[i] = ' ';
+    len = (size_t)snprintf(buf, sizeof(buf),
+                           "baton-upgrade 1\nresult %d\nfrom %d %d\nto %d %d\nkind %s\nat %llu\n"
+                           "times",
+                           result, (int)getpid(), b->generation, p ? (int)p->pid : (int)b->job.pid,
+                           b->generation + 1, job ? "upgrade" : "takeover",
+                           (unsigned long long)baton__realtime_ms());
+    for (i = 0; i < 6; i++)
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, " %lld",
+                                v[i] && v[i] >= base ? (long long)(v[i] - base) : -1LL);
+    snprintf(buf + len, sizeof(buf) - len, "\ntext %s\n", clean);
+    if (file_replace(b, "last-upgrade", buf) < 0)
+        baton__log(b, BATON_LOG_DEBUG, "%s/last-upgrade: cannot write it", b->dir);
+}
+
+int baton__upgrade_read(int dirfd, struct baton__upgrade *u)
+{
+    char buf[1024], kind[16] = "", *text;
+    ssize_t n;
+    int fd = openat(dirfd, "last-upgrade", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+
+    if (fd < 0)
+        return -errno;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -EPROTO;
+    buf[n] = 0;
+    memset(u, 0, sizeof(*u));
+    if (sscanf(buf,
+               "baton-upgrade 1\nresult %d\nfrom %d %d\nto %d %d\nkind %15s\nat %llu\n"
+               "times %lld %lld %lld %lld %lld %lld\n",
+               &u->result, &u->from_pid, &u->from_gen, &u->to_pid, &u->to_gen, kind, &u->at_ms,
+               &u->us[0], &u->us[1], &u->us[2], &u->us[3], &u->us[4], &u->us[5]) != 13 ||
+        (strcmp(kind, "upgrade") != 0 && strcmp(kind, "takeover") != 0))
+        return -EPROTO;
+    u->job = strcmp(kind, "upgrade") == 0;
+    text = strstr(buf, "\ntext ");
+    if (text) {
+        char *end;
+        snprintf(u->text, sizeof(u->text), "%s", text + 6);
+        end = strchr(u->text, '\n');
+        if (end)
+            *end = 0;
+    }
+    return 0;
 }

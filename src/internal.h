@@ -49,6 +49,12 @@ struct baton__table {
 };
 
 /* A process talking to us on the control socket: a successor, or the tool. */
+/* When each step of a takeover happened, in monotonic microseconds (0: not
+ * reached), for DIR/last-upgrade. */
+struct baton__times {
+    uint64_t spawned, connected, fds_sent, ready, committed, serving;
+};
+
 struct baton__peer {
     int fd;
     int phase;
@@ -66,6 +72,7 @@ struct baton__peer {
      * using the link in baton_handoff() (the dispatcher keeps off). */
     bool takes_conns;
     bool app_busy;
+    struct baton__times t;
 };
 
 /* A connection handed to us, waiting for baton_conn_accept(). */
@@ -99,8 +106,10 @@ struct baton__job {
     uint64_t deadline;
     int result; /* valid once done */
     bool done;
-    bool exited; /* the process we started exited 0 before READY (it forked?) */
-    bool local;  /* baton_upgrade() in this process waits for it */
+    bool exited;   /* the process we started exited 0 before READY (it forked?) */
+    bool local;    /* baton_upgrade() in this process waits for it */
+    bool recorded; /* DIR/last-upgrade says how it went */
+    uint64_t spawned_us;
     char msg[256];
 };
 
@@ -127,7 +136,9 @@ struct baton {
     int generation;
     bool inherited;
     bool ready;
-    uint64_t since_ms; /* realtime ms at which we became the owner */
+    uint64_t since_ms;          /* realtime ms at which we became the owner */
+    uint64_t draining_since_ms; /* realtime ms at which a successor took over */
+    int conns;                  /* connections still ours, -1 unknown (gen.PID) */
 
     /* Predecessor (successor side). */
     uint64_t job_token; /* BATON_JOB: the owner started us for this job */
@@ -230,7 +241,8 @@ int baton__record_write(baton *b);
 int baton__record_write_locked(baton *b);
 /* The owner record, DIR/owner (docs/control-protocol.md, "The coordination
  * directory"). One reader for the library, the tool and the shim. */
-#define BATON__RECORD_MAX_FDS 4096 /* a record naming more is garbled */
+#define BATON__RECORD_MAX_FDS   4096      /* a record naming more is garbled */
+#define BATON__RECORD_MAX_BYTES (4 << 20) /* and one larger */
 struct baton__record_fd {
     char name[BATON_NAME_MAX + 1], kind[8], addr[BATON_ADDR_MAX + 1], local[96];
 };
@@ -247,6 +259,39 @@ int baton__record_read(int dirfd, struct baton__record *rec);
 void baton__record_free(struct baton__record *rec);
 /* The pid the owner record names (0: none or unreadable). */
 pid_t baton__record_pid(baton *b);
+
+/* Every live generation has DIR/gen.PID (docs/control-protocol.md): written
+ * when it starts serving, when it starts draining and when the count of
+ * its connections changes; removed when its handle is freed. */
+struct baton__gen {
+    int pid, generation, conns; /* conns -1: unknown */
+    bool draining;
+    unsigned long long start, since_ms, draining_since_ms;
+};
+int baton__gen_write(baton *b);
+void baton__gen_remove(baton *b);
+/* The connections a draining copy still has (the baton run shim knows). */
+void baton__gen_conns(baton *b, int n);
+/* The live generations (pid alive with the recorded start time), newest
+ * first, in *ret (free()) : their number, or -errno. */
+int baton__gens_read(int dirfd, struct baton__gen **ret);
+/* The process's start time (/proc/PID/stat, clock ticks since boot); 0 if
+ * it is gone or unreadable. */
+unsigned long long baton__proc_start(pid_t pid);
+
+/* DIR/last-upgrade: how the last takeover of this directory went, written
+ * by the owner it replaced (or that stayed). */
+struct baton__upgrade {
+    int result;
+    int from_pid, from_gen, to_pid, to_gen;
+    bool job; /* the owner started the successor (baton upgrade) */
+    unsigned long long at_ms;
+    long long us[6]; /* spawned .. serving from the first known step; -1 not reached */
+    char text[256];
+};
+void baton__upgrade_write(baton *b, const struct baton__peer *p, int result, const char *text);
+int baton__upgrade_read(int dirfd, struct baton__upgrade *u);
+uint64_t baton__now_us(void);
 int baton__ctl_ensure(baton *b, int *ctl_fd);
 void baton__dir_sweep(baton *b);
 void baton__ctl_retire(baton *b);

@@ -138,6 +138,7 @@ void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why)
         baton__send_error(p->fd, err, why);
     if (taking) {
         b->takeover_busy = false;
+        baton__upgrade_write(b, p, err ? err : -ECONNRESET, why ? why : "hung up");
         if (why)
             baton__log(b, BATON_LOG_WARNING, "successor pid %d failed: %s; serving on", (int)pid,
                        why);
@@ -303,6 +304,7 @@ static void accept_peers(baton *b)
         p->fd = fd;
         p->pid = cr.pid;
         p->uid = cr.uid;
+        p->t.connected = baton__now_us();
         p->phase = BATON__PEER_REQ;
         p->deadline = baton__now_ms() + b->opts.ready_timeout_ms;
         if (ep_add(b, fd, EPOLLIN, peer_tag(slot, fd)) < 0) {
@@ -357,6 +359,7 @@ static int pump(baton *b, struct baton__peer *p, int slot)
         close(p->state_fd);
     p->state_fd = -1;
     p->phase = BATON__PEER_READY;
+    p->t.fds_sent = baton__now_us();
     ep_mod(b, p->fd, EPOLLIN, peer_tag(slot, p->fd));
     return 0;
 full:
@@ -462,6 +465,10 @@ static void step_down(baton *b, struct baton__peer *p)
     b->takeover_busy = false;
     p->phase = BATON__PEER_SUCCESSOR;
     p->deadline = 0;
+    p->t.serving = baton__now_us();
+    b->draining_since_ms = baton__realtime_ms();
+    baton__upgrade_write(b, p, 0, "serving");
+    baton__gen_write(b);
     epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->ctl_fd, NULL);
     close(b->ctl_fd);
     b->ctl_fd = -1;
@@ -512,8 +519,10 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
         break;
     case BATON__PEER_READY * 16 + BATON__MSG_READY:
         p->takes_conns = m->u.ready.flags & BATON__READY_TAKES_CONNS;
+        p->t.ready = baton__now_us();
         baton__fault("o-ready");
         r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_COMMIT), NULL, 0);
+        p->t.committed = baton__now_us();
         p->phase = BATON__PEER_PUBLISH;
         /* It has a rename and a small write left to do: a fresh, full
          * deadline for that, however long it took to get ready. */
@@ -701,6 +710,8 @@ static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const 
     b->job.done = true;
     b->job.result = err;
     snprintf(b->job.msg, sizeof(b->job.msg), "%s", msg ? msg : "");
+    if (err && !b->job.recorded)
+        baton__upgrade_write(b, NULL, err, b->job.msg);
     for (int i = 0; i < BATON__MAX_PEERS; i++) {
         struct baton__peer *p = &b->peers[i];
         if (p->fd < 0 || !p->waits_job)
@@ -899,6 +910,7 @@ static int job_spawn(baton *b, char *const argv[], int timeout_ms)
     memset(&b->job, 0, sizeof(b->job));
     b->job.pidfd = -1;
     b->job.token = token;
+    b->job.spawned_us = baton__now_us();
     r = baton__spawn(b, argv, token, &b->job.pid, &b->job.pidfd);
     if (r < 0) {
         b->job.pid = 0;

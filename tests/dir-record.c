@@ -4,8 +4,9 @@
  * by the library, the tool and the shim: what a real owner writes reads
  * back whole; a missing record is -ENOENT; a garbled one (wrong first
  * line, an unknown line, no pid or generation, a bad fd line, too many fd
- * lines) is -EPROTO and leaves the caller's record untouched; a symlink
- * in its place is not followed.
+ * lines, a field over its bound, a number that would wrap, a FIFO) is
+ * -EPROTO and leaves the caller's record untouched; a symlink in its
+ * place is not followed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -90,6 +91,25 @@ int main(int argc, char **argv)
     T_EQ(read_with(dfd, "baton-owner 1\npid 0\ngeneration 3\n"), -EPROTO);
     T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nuid 0\n"), -EPROTO);
     T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nfd web tcp\n"), -EPROTO);
+    /* Fields over their bounds do not spill into the next; numbers do not
+     * wrap; a kind must be ours; a long line is one line. */
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nfd http tcpxxxxxEVIL tcp://x "
+                        "1.2.3.4:5\n"),
+         -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nfd a tcp b c d\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nfd a tcpx b c\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid12junk\ngeneration 3\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid 4294967297\ngeneration 3\n"), -EPROTO);
+    T_EQ(read_with(dfd, "baton-owner 1\npid -5\ngeneration 3\n"), -EPROTO);
+    {
+        static char longline[2048];
+        size_t n =
+            (size_t)snprintf(longline, sizeof(longline), "baton-owner 1\npid 12\ngeneration 3\nx");
+        memset(longline + n, 'a', 1100);
+        snprintf(longline + n + 1100, sizeof(longline) - n - 1100, "pid 666\n");
+        T_EQ(read_with(dfd, longline), -EPROTO);
+    }
+    T_EQ(read_with(dfd, "baton-owner 1\npid 12\ngeneration 3\nfd a fd - -\n"), 0);
     {
         static char big[(BATON__RECORD_MAX_FDS + 2) * 24];
         size_t n = (size_t)snprintf(big, sizeof(big), "baton-owner 1\npid 12\ngeneration 3\n");
@@ -98,9 +118,13 @@ int main(int argc, char **argv)
         T_EQ(read_with(dfd, big), -EPROTO);
     }
 
-    /* Missing, then a symlink to a good record elsewhere. */
+    /* Missing; a FIFO (must not block); a symlink to a good record
+     * elsewhere. */
     T_SYS(unlink(path));
     T_EQ(baton__record_read(dfd, &rec), -ENOENT);
+    T_SYS(mkfifo(path, 0600));
+    T_EQ(baton__record_read(dfd, &rec), -EPROTO);
+    T_SYS(unlink(path));
     {
         char other[PATH_MAX + 16];
         FILE *f;

@@ -2,7 +2,7 @@
 /*
  * baton - inspect and upgrade services that use libbaton.
  *
- *   baton status DIR [--json]
+ *   baton status DIR [--json] [--watch]
  *   baton wait DIR --generation N [--timeout S]
  *   baton upgrade DIR [--timeout S]
  *   baton run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]
@@ -38,7 +38,7 @@ static const char *prog = "baton";
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s status DIR [--json]\n"
+            "usage: %s status DIR [--json] [--watch]\n"
             "       %s wait DIR --generation N [--timeout S]\n"
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
@@ -48,7 +48,8 @@ static void usage(FILE *f)
             "           [--log FILE] -- PROGRAM [ARGS...]\n"
             "       %s --version\n"
             "\n"
-            "status   show the process serving DIR: pid, generation, since when, named fds\n"
+            "status   show the process serving DIR: pid, generation, since when, named fds;\n"
+            "         every live generation (serving, draining) and the last takeover, timed\n"
             "wait     exit 0 once generation N or later serves DIR (default timeout 30 s)\n"
             "upgrade  ask the owner of DIR to start its successor; exit 0 once it serves\n"
             "         (default timeout 30 s); on failure the old owner serves on\n"
@@ -166,29 +167,126 @@ static void json_str(const char *s)
     putchar('"');
 }
 
+static const char *const phase_names[6] = {"spawned", "connected", "fds sent",
+                                           "ready",   "committed", "serving"};
+
+/* "spawned 0.0, connected 1.2, ... ms": the steps reached, from the first. */
+static void print_timeline(FILE *f, const struct baton__upgrade *u)
+{
+    bool first = true;
+
+    for (int i = 0; i < 6; i++) {
+        if (u->us[i] < 0)
+            continue;
+        fprintf(f, "%s%s %lld.%lld", first ? "" : ", ", phase_names[i], u->us[i] / 1000,
+                u->us[i] % 1000 / 100);
+        first = false;
+    }
+    fprintf(f, first ? "no step reached" : " ms");
+}
+
+static void print_when(unsigned long long ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    char when[64];
+
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+    printf("%s (%llu s)", when, (unsigned long long)(time(NULL) - t));
+}
+
+/* The generations and the last takeover, after the owner's fields. Their
+ * keys are never "pid" or "generation": a script that picks the owner's
+ * pid with a plain sed pattern on "pid": still finds it. */
+static void status_json_tail(const struct baton__gen *g, int ng, const struct baton__upgrade *u)
+{
+    printf(",\"generations\":[");
+    for (int i = 0; i < ng; i++) {
+        printf("%s{\"gen\":%d,\"gen_pid\":%d,\"state\":\"%s\",\"since\":%llu.%03llu", i ? "," : "",
+               g[i].generation, g[i].pid, g[i].draining ? "draining" : "serving",
+               g[i].since_ms / 1000, g[i].since_ms % 1000);
+        if (g[i].draining)
+            printf(",\"draining_since\":%llu.%03llu", g[i].draining_since_ms / 1000,
+                   g[i].draining_since_ms % 1000);
+        if (g[i].conns >= 0)
+            printf(",\"connections\":%d", g[i].conns);
+        putchar('}');
+    }
+    printf("],\"last_upgrade\":");
+    if (!u) {
+        printf("null}\n");
+        return;
+    }
+    printf("{\"result\":%d,\"kind\":\"%s\",\"from_gen\":%d,\"from_pid\":%d,\"to_gen\":%d,"
+           "\"to_pid\":%d,\"at\":%llu.%03llu,\"text\":",
+           u->result, u->job ? "upgrade" : "takeover", u->from_gen, u->from_pid, u->to_gen,
+           u->to_pid, u->at_ms / 1000, u->at_ms % 1000);
+    json_str(u->text);
+    printf(",\"ms\":{");
+    for (int i = 0, n = 0; i < 6; i++)
+        if (u->us[i] >= 0)
+            printf("%s\"%s\":%lld.%03lld", n++ ? "," : "", i == 2 ? "fds_sent" : phase_names[i],
+                   u->us[i] / 1000, u->us[i] % 1000);
+    printf("}}}\n");
+}
+
+static void status_text_tail(const struct baton__gen *g, int ng, const struct baton__upgrade *u)
+{
+    if (ng > 0)
+        printf("generations:\n");
+    for (int i = 0; i < ng; i++) {
+        printf("  %-4d pid %-8d %-8s since ", g[i].generation, g[i].pid,
+               g[i].draining ? "draining" : "serving");
+        print_when(g[i].draining ? g[i].draining_since_ms : g[i].since_ms);
+        if (g[i].conns >= 0)
+            printf(", %d connection%s", g[i].conns, g[i].conns == 1 ? "" : "s");
+        putchar('\n');
+    }
+    if (u) {
+        printf("last %s: generation %d (pid %d) -> %d (pid %d): %s, ",
+               u->job ? "upgrade" : "takeover", u->from_gen, u->from_pid, u->to_gen, u->to_pid,
+               u->result ? baton_strerror(u->result) : "ok");
+        print_when(u->at_ms);
+        printf("%s%s\n  ", u->result && u->text[0] ? ": " : "", u->result ? u->text : "");
+        print_timeline(stdout, u);
+        putchar('\n');
+    }
+}
+
 static int cmd_status(const char *dir, bool json)
 {
-    struct cdir d;
+    struct baton__upgrade up, *u = NULL;
+    struct baton__gen *g = NULL;
     struct baton__record rec;
-    int r = cdir_open(dir, &d);
-    bool alive;
+    struct cdir d;
+    int r = cdir_open(dir, &d), ng = 0;
+    bool alive = false;
 
     if (r == -EPERM)
         return 1;
-    if (r == 0)
+    if (r == 0) {
         r = record_read(&d, &rec);
-    alive = r == 0 && owner_alive(&d, &rec);
+        alive = r == 0 && owner_alive(&d, &rec);
+        ng = baton__gens_read(d.fd, &g);
+        if (ng < 0)
+            ng = 0;
+        if (baton__upgrade_read(d.fd, &up) == 0)
+            u = &up;
+    }
     cdir_close(&d);
 
     if (!alive) {
-        if (json)
-            printf("{\"serving\":false}\n");
-        else
+        if (json) {
+            printf("{\"serving\":false");
+            status_json_tail(g, ng, u);
+        } else {
             fprintf(stderr, "%s: nobody serves %s%s%s\n", prog, dir,
                     r == -EPROTO ? " (garbled owner record)" : "",
                     r == 0 ? " (stale owner record)" : "");
+            status_text_tail(g, ng, u);
+        }
         if (r == 0)
             baton__record_free(&rec);
+        free(g);
         return EXIT_NO_OWNER;
     }
     if (json) {
@@ -203,21 +301,41 @@ static int cmd_status(const char *dir, bool json)
             json_str(strcmp(rec.fds[i].local, "-") ? rec.fds[i].local : "");
             putchar('}');
         }
-        printf("]}\n");
+        putchar(']');
+        status_json_tail(g, ng, u);
     } else {
-        time_t t = rec.since_ms / 1000;
-        char when[64];
-        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
-        printf("%s: pid %d, generation %d, serving since %s (%llu s)\n", dir, rec.pid,
-               rec.generation, when, (unsigned long long)(time(NULL) - t));
+        printf("%s: pid %d, generation %d, serving since ", dir, rec.pid, rec.generation);
+        print_when(rec.since_ms);
+        putchar('\n');
         for (size_t i = 0; i < rec.nfds; i++)
             printf("  %-16s %-4s %s%s%s\n", rec.fds[i].name, rec.fds[i].kind,
                    strcmp(rec.fds[i].addr, "-") ? rec.fds[i].addr : "",
                    strcmp(rec.fds[i].local, "-") ? "  bound " : "",
                    strcmp(rec.fds[i].local, "-") ? rec.fds[i].local : "");
+        status_text_tail(g, ng, u);
     }
     baton__record_free(&rec);
+    free(g);
     return 0;
+}
+
+/* `baton status --watch`: the status again every second, until a signal. */
+static int cmd_watch(const char *dir, bool json)
+{
+    for (;;) {
+        struct timespec ts = {1, 0};
+        time_t now = time(NULL);
+        char when[32];
+
+        strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
+        if (!json)
+            printf("--- %s\n", when);
+        if (cmd_status(dir, json) == 1)
+            return 1;
+        fflush(stdout);
+        fflush(stderr);
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Wait for DIR's owner record to change, by inotify, up to deadline. */
@@ -281,6 +399,9 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
 
 static int cmd_upgrade(const char *dir, int timeout_s)
 {
+    unsigned long long asked_ms = baton__realtime_ms();
+    struct baton__upgrade up;
+    bool have_up;
     char buf[BATON__MSG_MAX];
     uint64_t deadline = baton__now_ms() + (uint64_t)timeout_s * 1000 + 2000;
     struct baton__msg m;
@@ -323,13 +444,26 @@ static int cmd_upgrade(const char *dir, int timeout_s)
                 r == -ECONNRESET ? "the owner hung up" : baton_strerror(r));
         return 1;
     }
+    have_up = cdir_open(dir, &d) == 0 && baton__upgrade_read(d.fd, &up) == 0 &&
+              up.at_ms + 1000 >= asked_ms;
+    cdir_close(&d);
     if (m.type == BATON__MSG_RESULT && m.u.result.err == 0) {
         printf("%s: generation %u serves (pid %u)\n", dir, m.u.result.generation, m.u.result.pid);
+        if (have_up && up.result == 0 && up.to_pid == (int)m.u.result.pid) {
+            printf("  ");
+            print_timeline(stdout, &up);
+            putchar('\n');
+        }
         return 0;
     }
     fprintf(stderr, "%s: upgrade of %s failed: %.*s (%s); the old owner serves on\n", prog, dir,
             (int)m.u.result.text_len, m.u.result.text,
             baton_strerror(m.u.result.err ? m.u.result.err : -EPROTO));
+    if (have_up && up.result != 0) {
+        fprintf(stderr, "  ");
+        print_timeline(stderr, &up);
+        fputc('\n', stderr);
+    }
     return 1;
 }
 
@@ -624,7 +758,7 @@ int main(int argc, char **argv)
 {
     const char *cmd, *dir;
     int generation = -1, timeout = 30;
-    bool json = false;
+    bool json = false, watch = false;
 
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
@@ -649,6 +783,8 @@ int main(int argc, char **argv)
             dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && !strcmp(cmd, "status"))
             json = true;
+        else if (!strcmp(argv[i], "--watch") && !strcmp(cmd, "status"))
+            watch = true;
         else if (!strcmp(argv[i], "--generation") && i + 1 < argc &&
                  !parse_int(argv[i + 1], 1, &generation))
             i++;
@@ -669,7 +805,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (!strcmp(cmd, "status"))
-        return cmd_status(dir, json);
+        return watch ? cmd_watch(dir, json) : cmd_status(dir, json);
     if (!strcmp(cmd, "wait")) {
         if (generation < 1) {
             fprintf(stderr, "%s wait: --generation N is required\n", prog);
