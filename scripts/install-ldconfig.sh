@@ -13,8 +13,9 @@ ldconfig || {
     echo "install: ldconfig failed; programs linked to libbaton.so.0 may not find it" >&2
     exit 1
 }
-# cmake --install writes install_manifest_<component>.txt.
-lib=$(cat "$build"/install_manifest*.txt 2>/dev/null | grep '/libbaton\.so\.0$' | head -n 1)
+# cmake --install --component Unspecified writes this manifest (not an
+# older install_manifest.txt, which may name another prefix).
+lib=$(grep '/libbaton\.so\.0$' "$build/install_manifest_Unspecified.txt" 2>/dev/null | head -n 1)
 if [ -n "$lib" ] && ! ldconfig -p | grep -qF "=> $lib"; then
     echo "install: ${lib%/*} is not in the dynamic linker's search path: add it to a file in"
     echo "install: /etc/ld.so.conf.d/ and run ldconfig (or set LD_LIBRARY_PATH=${lib%/*})"
