@@ -217,4 +217,10 @@ if [ "$load_status" -ne 0 ]; then
     exit "$load_status"
 fi
 [ "$failed" -eq 0 ] || exit 1
+# Zero errors prove nothing unless every upgrade happened under the load
+# and the new generations answered.
+if [ "$done_upgrades" -ne "$UPGRADES" ] || [ "${gens:-0}" -le "$done_upgrades" ]; then
+    log "only $done_upgrades of $UPGRADES upgrades under load, ${gens:-no} generations answered"
+    exit 1
+fi
 exit 0
