@@ -49,6 +49,19 @@ int main(int argc, char **argv)
     char *json_dashes[] = {tool, "status", "--json", "--", dir, NULL};
     char *two_dirs[] = {tool, "status", dir, dir, NULL};
     char *no_dir[] = {tool, "status", "--json", NULL};
+    /* After "--" only DIR; another command's option is no option here. */
+    char *after_dashes[] = {tool, "status", "--", dir, "--json", NULL};
+    char *foreign_opt[] = {tool, "status", dir, "--timeout", "3", NULL};
+    char *foreign_opt2[] = {tool, "upgrade", dir, "--generation", "3", NULL};
+    /* Not allowed to look is not "nobody serves": 1, not 3. */
+    char *as_nobody[] = {"/usr/bin/setpriv",
+                         "--reuid=65534",
+                         "--regid=65534",
+                         "--clear-groups",
+                         tool,
+                         "status",
+                         dir,
+                         NULL};
 
     /* No directory at all, then an empty one. */
     T_EQ(t_run(status, T_TIMEOUT, out, sizeof(out)), 3);
@@ -59,6 +72,9 @@ int main(int argc, char **argv)
     T_EQ(t_run(bad, T_TIMEOUT, NULL, 0), 2);
     T_EQ(t_run(two_dirs, T_TIMEOUT, NULL, 0), 2);
     T_EQ(t_run(no_dir, T_TIMEOUT, NULL, 0), 2);
+    T_EQ(t_run(after_dashes, T_TIMEOUT, NULL, 0), 2);
+    T_EQ(t_run(foreign_opt, T_TIMEOUT, NULL, 0), 2);
+    T_EQ(t_run(foreign_opt2, T_TIMEOUT, NULL, 0), 2);
 
     t_spawn(&owner, owner_main, NULL);
     port = (int)t_hear(owner.chan, T_TIMEOUT);
@@ -78,6 +94,10 @@ int main(int argc, char **argv)
     T_ASSERT(out[0] == '{' && strstr(out, want) != NULL);
     T_EQ(t_run(json_dashes, T_TIMEOUT, out, sizeof(out)), 0);
     T_ASSERT(out[0] == '{' && strstr(out, want) != NULL);
+    if (geteuid() == 0 && access("/usr/bin/setpriv", X_OK) == 0) {
+        T_EQ(t_run(as_nobody, T_TIMEOUT, out, sizeof(out)), 1);
+        T_ASSERT(strstr(out, "Permission denied") != NULL || out[0] == 0);
+    }
 
     /* Killed: its record and control socket stay behind, stale. */
     t_proc_kill(&owner);

@@ -82,8 +82,14 @@ static int cdir_open(const char *path, struct cdir *d)
 
     d->path = path;
     d->fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (d->fd < 0)
-        return -errno;
+    if (d->fd < 0) {
+        /* No directory: nobody serves there. Anything else (not ours to
+         * read, not a directory) is said, and is not "nobody serves". */
+        r = -errno;
+        if (r != -ENOENT)
+            fprintf(stderr, "%s: cannot open %s: %s\n", prog, path, strerror(-r));
+        return r;
+    }
     r = baton__dir_check(d->fd, path, false, &d->by_fd, why, sizeof(why));
     if (r == 0 && fstat(d->fd, &st) < 0)
         r = -errno;
@@ -143,17 +149,25 @@ static int ctl_connect(const struct cdir *d, int *ret_fd)
 }
 
 /* Does the recorded owner still serve? Its pid lives and its control
- * socket accepts (a connect that is then closed costs the owner nothing). */
-static bool owner_alive(const struct cdir *d, const struct baton__record *rec)
+ * socket accepts (a connect that is then closed costs the owner nothing).
+ * 1 yes, 0 no, -errno (said on stderr) when we may not even ask. */
+static int owner_alive(const struct cdir *d, const struct baton__record *rec)
 {
-    int fd;
+    int fd, r;
 
     if (kill(rec->pid, 0) < 0 && errno == ESRCH)
-        return false;
-    if (ctl_connect(d, &fd) < 0)
-        return false;
+        return 0;
+    r = ctl_connect(d, &fd);
+    if (r == -EACCES) {
+        fprintf(stderr, "%s: cannot connect to %s/control.sock: %s\n", prog, d->path, strerror(-r));
+        return r;
+    }
+    if (r == -EPERM)
+        return r;
+    if (r < 0)
+        return 0;
     close(fd);
-    return true;
+    return 1;
 }
 
 static void json_str(const char *s)
@@ -261,11 +275,18 @@ static int cmd_status(const char *dir, bool json)
     int r = cdir_open(dir, &d), ng = 0;
     bool alive = false;
 
-    if (r == -EPERM)
+    if (r < 0 && r != -ENOENT)
         return 1;
     if (r == 0) {
+        int a;
         r = record_read(&d, &rec);
-        alive = r == 0 && owner_alive(&d, &rec);
+        a = r == 0 ? owner_alive(&d, &rec) : 0;
+        if (a < 0) {
+            baton__record_free(&rec);
+            cdir_close(&d);
+            return 1;
+        }
+        alive = a > 0;
         ng = baton__gens_read(d.fd, &g);
         if (ng < 0)
             ng = 0;
@@ -363,8 +384,11 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
         struct baton__record rec;
         int r = d.fd >= 0 ? 0 : cdir_open(dir, &d);
 
-        if (r == -EPERM)
-            break;
+        if (r < 0 && r != -ENOENT) {
+            if (ino >= 0)
+                close(ino);
+            return 1;
+        }
         if (r == 0 && ino >= 0 && d.by_fd) {
             /* Watch the directory we checked (once: a watch of the same
              * inode again only updates it). */
@@ -373,9 +397,16 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
             inotify_add_watch(ino, path, IN_MOVED_TO | IN_CREATE | IN_DELETE);
         }
         if (r == 0 && record_read(&d, &rec) == 0) {
-            bool ok = rec.generation >= generation && owner_alive(&d, &rec);
+            int a = rec.generation >= generation ? owner_alive(&d, &rec) : 0;
+            bool ok = a > 0;
             last = rec.generation;
             baton__record_free(&rec);
+            if (a < 0) {
+                if (ino >= 0)
+                    close(ino);
+                cdir_close(&d);
+                return 1;
+            }
             if (ok) {
                 printf("%s: generation %d serves\n", dir, last);
                 if (ino >= 0)
@@ -410,11 +441,17 @@ static int cmd_upgrade(const char *dir, int timeout_s)
     int fd, fds[BATON__BATCH_MAX], r;
 
     r = cdir_open(dir, &d);
+    if (r < 0 && r != -ENOENT)
+        return 1; /* said */
     if (r == 0)
         r = ctl_connect(&d, &fd);
     cdir_close(&d);
     if (r == -EPERM)
         return 1;
+    if (r < 0 && r != -ENOENT && r != -ECONNREFUSED) {
+        fprintf(stderr, "%s: cannot connect to %s/control.sock: %s\n", prog, dir, strerror(-r));
+        return 1;
+    }
     if (r < 0) {
         fprintf(stderr, "%s: nobody serves %s: connect(%s/control.sock): %s\n", prog, dir, dir,
                 strerror(-r));
@@ -777,18 +814,21 @@ int main(int argc, char **argv)
     cmd = argv[1];
     dir = NULL;
     /* Options may come before or after DIR, as with most tools; "--" ends
-     * them, so a directory whose name starts with "-" can still be given. */
+     * them, so a directory whose name starts with "-" can still be given.
+     * An option another command takes is a usage error here, not ignored. */
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--") && i + 1 < argc && !dir)
+        bool status = !strcmp(cmd, "status"), wait = !strcmp(cmd, "wait");
+
+        if (!strcmp(argv[i], "--") && i + 2 == argc && !dir)
             dir = argv[++i];
-        else if (!strcmp(argv[i], "--json") && !strcmp(cmd, "status"))
+        else if (status && !strcmp(argv[i], "--json"))
             json = true;
-        else if (!strcmp(argv[i], "--watch") && !strcmp(cmd, "status"))
+        else if (status && !strcmp(argv[i], "--watch"))
             watch = true;
-        else if (!strcmp(argv[i], "--generation") && i + 1 < argc &&
+        else if (wait && !strcmp(argv[i], "--generation") && i + 1 < argc &&
                  !parse_int(argv[i + 1], 1, &generation))
             i++;
-        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc &&
+        else if (!status && !strcmp(argv[i], "--timeout") && i + 1 < argc &&
                  !parse_int(argv[i + 1], 0, &timeout))
             i++;
         else if (!dir && argv[i][0] != '-')
