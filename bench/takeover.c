@@ -115,9 +115,35 @@ static double spawn_timed(const char *self, char **args, pid_t *ret_pid)
     return t1 - t0;
 }
 
+/* The old owner's timeline of the last takeover (DIR/last-upgrade, see
+ * docs/control-protocol.md): microseconds from its accept() of the
+ * successor to fds sent, READY, COMMIT and serving. 0, or -1 if absent. */
+static int last_times(const char *dir, double t[4])
+{
+    char path[160], line[256];
+    long long v[6];
+    int r = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/last-upgrade", dir);
+    f = fopen(path, "re");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "times %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5]) == 6 &&
+            v[1] == 0 && v[5] > 0) {
+            for (int i = 0; i < 4; i++)
+                t[i] = (double)v[i + 2];
+            r = 0;
+        }
+    fclose(f);
+    return r;
+}
+
 static void cleanup(const char *top, const char *dir)
 {
-    static const char *const leaves[] = {"control.sock", "owner", "lock"};
+    static const char *const leaves[] = {"control.sock", "owner", "lock", "last-upgrade"};
     char path[128];
 
     for (size_t i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++) {
@@ -132,7 +158,8 @@ int main(int argc, char **argv)
 {
     int runs = 200, many = 1000;
     char tmpl[64], dir[96], nbuf[16], mbuf[16];
-    double *bare, *one, *lots;
+    double *bare, *one, *lots, *connect_, *sent, *ready, *commit, *serving, t[4];
+    int nt = 0;
     pid_t pid, last = 0;
 
     if (argc == 3 && !strcmp(argv[1], "--bare")) {
@@ -164,6 +191,11 @@ int main(int argc, char **argv)
     bare = calloc(runs, sizeof(double));
     one = calloc(runs, sizeof(double));
     lots = calloc(runs, sizeof(double));
+    connect_ = calloc(runs, sizeof(double));
+    sent = calloc(runs, sizeof(double));
+    ready = calloc(runs, sizeof(double));
+    commit = calloc(runs, sizeof(double));
+    serving = calloc(runs, sizeof(double));
 
     /* Generation 1, not measured: the chain's first owner. */
     char *first[] = {"--child", dir, mbuf, NULL};
@@ -186,6 +218,15 @@ int main(int argc, char **argv)
         one[r] = spawn_timed("/proc/self/exe", o_args, &pid);
         waitpid(last, NULL, 0);
         last = pid;
+        /* The old owner wrote its timeline before it stepped down. */
+        if (last_times(dir, t) == 0) {
+            connect_[nt] = one[r] - t[3];
+            sent[nt] = t[0];
+            ready[nt] = t[1] - t[0];
+            commit[nt] = t[2] - t[1];
+            serving[nt] = t[3] - t[2];
+            nt++;
+        }
         /* Set up the many-fds owner (not measured), then measure a takeover
          * of every one of its fds. */
         if (spawn_timed("/proc/self/exe", m_args, &pid) < 0)
@@ -213,6 +254,24 @@ int main(int argc, char **argv)
            mm, mm / mb, (mm - m1) / (many - 1));
     printf("targets: +1 fd under 1000 us over bare: %s; per extra fd under 2 us: %s\n",
            m1 - mb < 1000 ? "met" : "MISSED", (mm - m1) / (many - 1) < 2 ? "met" : "MISSED");
+    /* Where the 1-fd takeover's time goes, by the old owner's clock
+     * (DIR/last-upgrade); the first step is the rest of the total. */
+    if (nt >= 3) {
+        printf("where the 1-fd takeover's time goes, %d runs, medians (microseconds):\n", nt);
+        printf("  start to the owner's accept():      %8.0f  (bare exec %.0f)\n",
+               median(connect_, nt), mb);
+        printf("  accept() to fds and state sent:     %8.0f\n", median(sent, nt));
+        printf("  fds sent to READY (the successor):  %8.0f\n", median(ready, nt));
+        printf("  READY to COMMIT sent:               %8.0f\n", median(commit, nt));
+        printf("  COMMIT to serving (its publish):    %8.0f\n", median(serving, nt));
+    } else {
+        printf("no timeline: DIR/last-upgrade was not read in %d of %d runs\n", runs - nt, runs);
+    }
+    free(connect_);
+    free(sent);
+    free(ready);
+    free(commit);
+    free(serving);
     free(bare);
     free(one);
     free(lots);
