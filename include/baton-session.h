@@ -23,9 +23,11 @@
  * Event loops. Every handle has one pollable fd (an epoll fd): put it in
  * your poll/epoll set for POLLIN and call the handle's dispatch function
  * when it is readable. Dispatch never blocks; the callbacks run from it.
- * Callbacks may call baton_session_send() and baton_session_close() (their
- * effect is deferred to the end of the dispatch) but must not free the
- * handle. Handles are not thread-safe: use each from one thread.
+ * Callbacks may call baton_session_send() and baton_session_close() (a
+ * closed session's on_close() runs at once, re-entering the application;
+ * the session is freed at the end of the dispatch) but must not free the
+ * handle, nor call the handle's dispatch function (-EBUSY). Handles are
+ * not thread-safe: use each from one thread.
  *
  * Errors: functions return >= 0 on success, a negative errno value on
  * failure, and keep a message with context for the handle's last_error.
@@ -126,7 +128,8 @@ struct baton_session_server_options {
     int idle_timeout_ms;
     void *ctx; /* passed to every callback */
 
-    /* A client opened a new session. */
+    /* A client opened a new session. Not called for a session that arrives
+     * from another server (import_state() is). */
     void (*on_open)(void *ctx, baton_session *s);
     /* A message, in order, exactly once per session lifetime across moves.
      * data is valid during the call only. Counted as handled (and so
@@ -139,13 +142,18 @@ struct baton_session_server_options {
      * stays here). NULL: no state. */
     int (*export_state)(void *ctx, baton_session *s, void *buf, size_t cap, size_t *ret_len);
     /* A session arrived from another server with its state: 0 to accept,
-     * -errno to refuse (the client is told the session is lost). NULL:
-     * state ignored. Called before any on_message() of the session. */
+     * -errno to refuse (the client is told the session is lost; no
+     * on_close() follows). NULL: state ignored. Called before any
+     * on_message() of the session. */
     int (*import_state)(void *ctx, baton_session *s, const void *data, size_t len);
     /* The outcome of baton_session_move() for s: 0 the next server has it
      * (s is freed after the call), or -errno and s stays here: -ETIMEDOUT
      * (the client did not come), -ECONNRESET (the next server went away),
-     * -EACCES (the next server refused our key, or we its), -ECONNREFUSED. */
+     * -EACCES (the next server refused our key, or we its), -ECONNREFUSED,
+     * -ECONNABORTED (the next server declined it), -EMSGSIZE (its exported
+     * state was too large), -ENOMEM, or what export_state() returned. A
+     * moving session whose client link ends gets on_close(-ECONNABORTED)
+     * instead. */
     void (*on_moved)(void *ctx, baton_session *s, int err);
     void (*log)(void *ctx, int level, const char *msg);
     /* Room for later fields: must be zero (zero-initialise the whole
@@ -184,7 +192,8 @@ int baton_session_server_add_peer(baton_session_server *srv, const char *name,
                                   const char *peer_address, const char *client_address);
 
 /*
- * Move n sessions (list NULL: every session) to the peer named peer.
+ * Move n sessions (list NULL and n 0: every session; list NULL with n > 0
+ * is -EINVAL) to the peer named peer.
  * Asynchronous: opens and authenticates the peer link if needed, tells the
  * next server which sessions come, then sends each client MOVE; on_moved()
  * reports each session's outcome. Sessions already moving are skipped.
@@ -206,7 +215,9 @@ const char *baton_session_server_last_error(const baton_session_server *srv);
  * (closed). */
 int baton_session_send(baton_session *s, const void *data, size_t len);
 
-/* End the session: the client is told (CLOSE) and on_close(s, 0) follows. */
+/* End the session: the client is told (CLOSE) and on_close(s, 0) runs at
+ * once. 0, -ENOTCONN (closed already), -EXDEV (it is moving: the next
+ * server has it), -EINVAL (s NULL). */
 int baton_session_close(baton_session *s);
 
 /* The session's id, 32 hex digits (the same on every server). */
@@ -293,7 +304,8 @@ const char *baton_session_client_address(const baton_session_client *c);
 
 const char *baton_session_client_last_error(const baton_session_client *c);
 
-/* A static description of an error passed to a callback or returned. */
+/* A static description of an error passed to a callback or returned (a
+ * negative errno value; a positive one is "unknown"). */
 const char *baton_session_strerror(int err);
 
 #ifdef __cplusplus
