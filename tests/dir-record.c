@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -135,6 +136,64 @@ int main(int argc, char **argv)
         T_EQ(fclose(f), 0);
         T_SYS(symlink(other, path));
         T_EQ(baton__record_read(dfd, &rec), -ELOOP);
+    }
+    /* The generation records and the last takeover (written by any process
+     * of ours, so read as carefully): a record that names a live process
+     * with another start time (a reused pid, or a lie), one of a dead
+     * process, a garbled one and a FIFO are not generations; a FIFO or a
+     * symlink as last-upgrade is refused without blocking. */
+    {
+        char gpath[PATH_MAX + 32], upath[PATH_MAX + 32], text[256];
+        struct baton__upgrade u;
+        struct baton__gen *g = NULL;
+        unsigned long long mine = baton__proc_start(getpid());
+        FILE *f;
+
+        T_GT(mine, 0);
+        snprintf(gpath, sizeof(gpath), "%s/gen.%d", dir, (int)getpid());
+        snprintf(text, sizeof(text),
+                 "baton-gen 1\npid %d\nstart %llu\ngeneration 7\nstate draining\nsince 1\n"
+                 "draining_since 2\nconns 3\n",
+                 (int)getpid(), mine);
+        f = fopen(gpath, "w");
+        T_ASSERT(f != NULL);
+        fputs(text, f);
+        T_EQ(fclose(f), 0);
+        T_EQ(baton__gens_read(dfd, &g), 1);
+        T_ASSERT(g[0].pid == getpid() && g[0].generation == 7 && g[0].draining && g[0].conns == 3);
+        free(g);
+        f = fopen(gpath, "w"); /* the same pid, another start time */
+        T_ASSERT(f != NULL);
+        fprintf(f,
+                "baton-gen 1\npid %d\nstart %llu\ngeneration 7\nstate serving\nsince 1\n"
+                "draining_since 0\nconns -1\n",
+                (int)getpid(), mine + 1);
+        T_EQ(fclose(f), 0);
+        T_EQ(baton__gens_read(dfd, &g), 0);
+        free(g);
+        f = fopen(gpath, "w"); /* garbled: an unknown state */
+        T_ASSERT(f != NULL);
+        fprintf(f,
+                "baton-gen 1\npid %d\nstart %llu\ngeneration 7\nstate king\nsince 1\n"
+                "draining_since 0\nconns -1\n",
+                (int)getpid(), mine);
+        T_EQ(fclose(f), 0);
+        T_EQ(baton__gens_read(dfd, &g), 0);
+        free(g);
+        T_SYS(unlink(gpath));
+        T_SYS(mkfifo(gpath, 0600));
+        T_EQ(baton__gens_read(dfd, &g), 0);
+        free(g);
+        T_SYS(unlink(gpath));
+
+        snprintf(upath, sizeof(upath), "%s/last-upgrade", dir);
+        T_EQ(baton__upgrade_read(dfd, &u), -ENOENT);
+        T_SYS(mkfifo(upath, 0600));
+        T_EQ(baton__upgrade_read(dfd, &u), -EPROTO);
+        T_SYS(unlink(upath));
+        T_SYS(symlink("elsewhere", upath));
+        T_EQ(baton__upgrade_read(dfd, &u), -ELOOP);
+        T_SYS(unlink(upath));
     }
     close(dfd);
     return t_done();

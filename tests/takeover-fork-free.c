@@ -10,33 +10,37 @@
  * and the link to the owner up, and the successor then takes over.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
 
 static char dir[PATH_MAX];
 
-/* 0 when the child exited 0 within 5 s, else -ETIMEDOUT (it was killed). */
+/* 0 when the child exited 0 within 5 s (its pidfd turns readable), else
+ * -ETIMEDOUT (it was killed) or -ECHILD. */
 static int reap_bounded(pid_t pid)
 {
-    for (int i = 0; i < 500; i++) {
-        int st;
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ECHILD;
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -ETIMEDOUT;
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0), st = 0, r = -ETIMEDOUT;
+    struct pollfd p = {.fd = pfd, .events = POLLIN};
+
+    if (pfd < 0 || poll(&p, 1, 5000) != 1)
+        kill(pid, SIGKILL);
+    else
+        r = 0;
+    if (pfd >= 0)
+        close(pfd);
+    waitpid(pid, &st, 0);
+    if (r == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        r = -ECHILD;
+    return r;
 }
 
 static int owner_main(int chan, void *arg)
