@@ -40,6 +40,7 @@ _Static_assert(OUT_HIGH + 2 * LINE_MAX_LEN <= BATON_CONN_STATE_MAX,
 static void usage(FILE *f)
 {
     fprintf(f, "usage: baton-echo --dir DIR [--listen ADDR]... [--drain-timeout MS]\n"
+               "                  [--probation MS] [--max-generations N] [--no-handoff]\n"
                "                  [--ready-delay MS] [--verbose]\n"
                "\n"
                "  --dir DIR           coordination directory shared by every copy (required)\n"
@@ -48,6 +49,11 @@ static void usage(FILE *f)
                "                      (default unix:DIR/echo.sock)\n"
                "  --drain-timeout MS  after being replaced, keep echoing on connections the\n"
                "                      successor did not take for MS, then close (default 5000)\n"
+               "  --probation MS      after being replaced, keep the right to serve for MS:\n"
+               "                      if the successor dies by then, serve again (default 0)\n"
+               "  --max-generations N  at most N copies alive at once (draining ones too);\n"
+               "                      an upgrade beyond it ends the oldest (default 8)\n"
+               "  --no-handoff        after being replaced, drain every connection here\n"
                "  --ready-delay MS    wait MS before declaring ready (for tests)\n"
                "  --verbose           also print the library's debug messages\n"
                "\n"

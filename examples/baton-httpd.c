@@ -58,6 +58,7 @@ static time_t date_time;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: baton-httpd --dir DIR [--listen ADDR]... [--drain-timeout MS]\n"
+               "                   [--probation MS] [--max-generations N] [--no-handoff]\n"
                "                   [--ready-delay MS] [--verbose]\n"
                "\n"
                "  --dir DIR           coordination directory shared by every copy (required)\n"
@@ -67,6 +68,11 @@ static void usage(FILE *f)
                "  --drain-timeout MS  after being replaced, close idle keep-alive\n"
                "                      connections the successor did not take after MS,\n"
                "                      and stop waiting for busy ones to go idle (default 5000)\n"
+               "  --probation MS      after being replaced, keep the right to serve for MS:\n"
+               "                      if the successor dies by then, serve again (default 0)\n"
+               "  --max-generations N  at most N copies alive at once (draining ones too);\n"
+               "                      an upgrade beyond it ends the oldest (default 8)\n"
+               "  --no-handoff        after being replaced, drain every connection here\n"
                "  --ready-delay MS    wait MS before declaring ready (for tests)\n"
                "  --verbose           also print the library's debug messages\n"
                "\n"

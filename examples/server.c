@@ -121,6 +121,24 @@ static int parse_option(int opt, const char *arg, struct config *cfg)
         }
         cfg->listen[cfg->nlisten++] = arg;
         return 0;
+    case 'p':
+        if (parse_ms(arg, &cfg->probation_ms) < 0 || cfg->probation_ms > BATON_PROBATION_MAX_MS) {
+            fprintf(stderr, "%s: --probation: not a number of milliseconds from 0 to %d: %s\n",
+                    prog, BATON_PROBATION_MAX_MS, arg);
+            return -1;
+        }
+        return 0;
+    case 'g':
+        if (parse_ms(arg, &cfg->max_generations) < 0 || cfg->max_generations == 1 ||
+            cfg->max_generations > BATON_MAX_GENERATIONS_MAX) {
+            fprintf(stderr, "%s: --max-generations: not 0 or a number from 2 to %d: %s\n", prog,
+                    BATON_MAX_GENERATIONS_MAX, arg);
+            return -1;
+        }
+        return 0;
+    case 'n':
+        cfg->no_handoff = true;
+        return 0;
     case 't':
     case 'r':
         if (parse_ms(arg, opt == 't' ? &cfg->drain_timeout_ms : &cfg->ready_delay_ms) < 0) {
@@ -144,6 +162,9 @@ static int parse_args(int argc, char **argv, const struct server_ops *ops, struc
         {"listen", required_argument, NULL, 'l'},
         {"drain-timeout", required_argument, NULL, 't'},
         {"ready-delay", required_argument, NULL, 'r'},
+        {"probation", required_argument, NULL, 'p'},
+        {"max-generations", required_argument, NULL, 'g'},
+        {"no-handoff", no_argument, NULL, 'n'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -151,7 +172,7 @@ static int parse_args(int argc, char **argv, const struct server_ops *ops, struc
     int opt;
 
     *cfg = (struct config){.drain_timeout_ms = 5000};
-    while ((opt = getopt_long(argc, argv, "d:l:t:r:vh", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "d:l:t:r:p:g:nvh", opts, NULL)) != -1) {
         if (opt == 'h') {
             ops->usage(stdout);
             return 1;
@@ -660,22 +681,54 @@ static void begin_drain(struct server *s, const char *why, bool by_signal)
     }
     server_log("%s: no longer accepting; %zu connection(s) open", why, s->nconns);
     s->draining = true;
+    s->stopping |= by_signal;
     s->drain_deadline = now_ms() + s->cfg->drain_timeout_ms;
     stop_accepting(s);
     s->accept_resume = 0;
-    /* Level-triggered and readable for good from now on. */
-    watch_ctl(s, EPOLL_CTL_DEL, &s->upgrade, 0);
 }
 
-/* The upgrade fd fired: hand our connections over, unless a signal told
- * us to stop already (then this event was in the same batch). */
-static void on_superseded(struct server *s)
+/* The successor died on probation: we own the service again. Our
+ * listeners never closed, so what queued meanwhile is accepted now. */
+static void resume(struct server *s, const struct baton_event *ev)
 {
-    if (s->draining)
-        return;
-    begin_drain(s, "a successor took over", false);
-    s->superseded = true;
-    hand_off(s);
+    server_log("the successor (pid %d, generation %d) died on probation: serving again; %u "
+               "connection(s) handed to it were lost",
+               (int)ev->pid, ev->generation, ev->lost);
+    if (s->stopping)
+        return; /* a signal told us to stop: we do */
+    s->draining = s->superseded = s->handing = s->handoff_ended = false;
+    s->released = false;
+    if (!s->accepting)
+        start_accepting(s);
+}
+
+/* Upgrade events: hand our connections over when a successor serves (unless
+ * a signal told us to stop already); exit once it is final; take the
+ * service back if it died on probation. */
+static void on_upgrade_events(struct server *s)
+{
+    struct baton_event ev;
+
+    while (baton_upgrade_event(s->b, &ev) > 0) {
+        switch (ev.type) {
+        case BATON_EVENT_STEP_DOWN:
+            if (s->draining)
+                break;
+            begin_drain(s, "a successor took over", false);
+            s->superseded = true;
+            if (!s->cfg->no_handoff)
+                hand_off(s);
+            break;
+        case BATON_EVENT_RELEASED:
+            s->released = true;
+            if (s->cfg->probation_ms > 0)
+                server_log("the successor (pid %d) is final", (int)ev.pid);
+            break;
+        case BATON_EVENT_RESUME:
+            resume(s, &ev);
+            break;
+        }
+    }
 }
 
 static void *upgrade_main(void *arg)
@@ -807,8 +860,9 @@ static void server_run(struct server *s)
 {
     struct epoll_event evs[MAX_EVENTS];
 
-    /* Our predecessor may still hand us connections while we drain. */
-    while (!(s->draining && s->nconns == 0 && !s->inbound_open)) {
+    /* Our predecessor may still hand us connections while we drain; a
+     * successor on probation may still die and give the service back. */
+    while (!(s->draining && s->nconns == 0 && !s->inbound_open && (s->released || s->stopping))) {
         int n = epoll_wait(s->epfd, evs, MAX_EVENTS, timers_pending(s) ? TICK_MS : -1);
 
         if (n < 0 && errno != EINTR) {
@@ -821,13 +875,15 @@ static void server_run(struct server *s)
         for (int i = 0; i < n; i++)
             dispatch(s, evs[i].data.ptr, evs[i].events);
         if (s->upgrade_fired)
-            on_superseded(s);
+            on_upgrade_events(s);
         if (s->inbound_ready)
             inbound_event(s);
         s->upgrade_fired = s->inbound_ready = false;
         end_handoff(s);
         if (timers_pending(s))
             sweep(s);
+        if (s->superseded)
+            baton_set_conns(s->b, (int)s->nconns); /* for `baton status` */
     }
 }
 
@@ -894,12 +950,28 @@ static void sleep_ms(int ms)
     }
 }
 
+/* Our drain, the lingering after it, and a margin: then the owner of the
+ * day ends us if we are still there (0: no drain timeout, no bound). */
+static int drain_bound(const struct config *cfg)
+{
+    long ms = (long)cfg->drain_timeout_ms + LINGER_MS + 2000;
+
+    if (cfg->drain_timeout_ms <= 0)
+        return 0;
+    return ms > BATON_PROBATION_MAX_MS ? BATON_PROBATION_MAX_MS : (int)ms;
+}
+
 static int server_start(struct server *s, void (*ready)(struct server *s))
 {
     struct baton_options opts = {.dir = s->cfg->dir,
                                  .allowed_uid = (uid_t)-1,
                                  .flags = BATON_TAKE_CONNS,
-                                 .log = on_baton_log};
+                                 .log = on_baton_log,
+                                 .probation_ms = s->cfg->probation_ms,
+                                 .max_generations = s->cfg->max_generations,
+                                 /* The library's bound backs ours up: a copy
+                                  * wedged past its own drain is ended. */
+                                 .drain_timeout_ms = drain_bound(s->cfg)};
     int r;
 
     if (setup_signals(s) < 0)

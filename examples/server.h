@@ -31,6 +31,9 @@ struct config {
     int nlisten;
     int drain_timeout_ms;
     int ready_delay_ms;
+    int probation_ms; /* --probation: the old copy may take the service back */
+    int max_generations; /* --max-generations; 0: the library's default */
+    bool no_handoff;     /* --no-handoff: drain every connection instead */
     bool verbose;
     char default_listen[BATON_ADDR_MAX + 1];
 };
@@ -115,6 +118,8 @@ struct server {
     struct conn *conns;
     size_t nconns, nlinger;
     bool draining;
+    bool stopping;          /* by a signal: no successor to wait for */
+    bool released;          /* the successor is final: exit once drained */
     int64_t drain_deadline; /* connections still ours are closed then */
 };
 

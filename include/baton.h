@@ -89,8 +89,33 @@ struct baton_options {
      * on the handle. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;
-    uint64_t resv[8]; /* must be zero */
+    /* Probation, in ms (0: none; at most BATON_PROBATION_MAX_MS). After a
+     * successor takes over, this process keeps its listeners and may serve
+     * again until the successor has lived this long. If the successor dies
+     * (or frees its handle) within it, this process becomes the owner
+     * again: control socket, owner record, same generation. See
+     * baton_upgrade_event(). A successor that stops without dying is
+     * decided by the deadline: it passes. */
+    int probation_ms;
+    /* The most generations alive at once: the serving one, those draining
+     * and an incoming successor (0: BATON_MAX_GENERATIONS_DEFAULT; else 2
+     * to BATON_MAX_GENERATIONS_MAX). A takeover that would exceed it first
+     * ends the oldest draining generations (SIGTERM, SIGKILL kill_grace_ms
+     * later) and waits until they have exited. */
+    int max_generations;
+    /* The drain bound, in ms (0: none; at most BATON_PROBATION_MAX_MS):
+     * once this process has been draining that long, the owner of the day
+     * ends it (SIGTERM, then SIGKILL kill_grace_ms later). */
+    int drain_timeout_ms;
+    /* The grace between SIGTERM and SIGKILL when a generation is ended (0:
+     * 3000; at most 60000). */
+    int kill_grace_ms;
+    uint64_t resv[6]; /* must be zero */
 };
+
+#define BATON_PROBATION_MAX_MS        86400000 /* a day */
+#define BATON_MAX_GENERATIONS_DEFAULT 8
+#define BATON_MAX_GENERATIONS_MAX     1024
 
 /*
  * Open the coordination directory opts->dir and, if an owner serves there,
@@ -171,9 +196,44 @@ int baton_set_state(baton *b, const void *data, size_t len);
  */
 int baton_ready(baton *b);
 
-/* Readable (POLLIN) once a successor is ready and this process should stop
- * accepting, finish its connections and exit. Owned by the handle. */
+/* Readable (POLLIN) while upgrade events wait (baton_upgrade_event()):
+ * from the moment a successor serves and this process should stop
+ * accepting, finish its connections and exit. A program that never reads
+ * the events may treat the first readiness as that. Owned by the handle. */
 int baton_upgrade_fd(const baton *b);
+
+/* What baton_upgrade_event() returns, in this order for each successor. */
+enum {
+    BATON_EVENT_NONE = 0,
+    /* A successor serves: stop accepting, hand off or drain connections.
+     * Without probation, BATON_EVENT_RELEASED follows at once. */
+    BATON_EVENT_STEP_DOWN = 1,
+    /* The successor is final (it passed its probation, or there was
+     * none): exit once drained. */
+    BATON_EVENT_RELEASED = 2,
+    /* The successor died within its probation: this process is the owner
+     * again (same generation), and should accept again. Connections it had
+     * confirmed (ev->lost) died with it. Further upgrades may follow. */
+    BATON_EVENT_RESUME = 3,
+};
+
+struct baton_event {
+    int type;          /* BATON_EVENT_* */
+    pid_t pid;         /* the successor */
+    int generation;    /* its generation */
+    unsigned lost;     /* RESUME: handed connections it had confirmed, now gone */
+    unsigned resv[4];  /* zero */
+};
+
+/* The next upgrade event, without blocking: its type (BATON_EVENT_NONE when
+ * none waits), and its details in *ev unless ev is NULL. Reading one makes
+ * baton_upgrade_fd() stop polling readable once none is left. */
+int baton_upgrade_event(baton *b, struct baton_event *ev);
+
+/* Tell `baton status` how many connections this process still serves (a
+ * draining copy's count is the interesting one); -1: unknown. Cheap when
+ * the count did not change. */
+int baton_set_conns(baton *b, int n);
 
 /* Wait up to timeout_ms (-1: forever) for a successor to be ready: 1 it is,
  * 0 timeout, -errno. Dispatches control events itself with BATON_NO_THREAD. */

@@ -62,7 +62,6 @@ static int become_ready(void)
             atomic_store(&S.shm->want_ready, 0);
         S.ready = true;
         baton_run__pidfile_claim();
-        S.upgrade_fd = baton_upgrade_fd(S.b);
         S.ctl_fd = baton_control_fd(S.b);
         say("ready: generation %d serves", baton_generation(S.b));
     } else {
@@ -99,6 +98,42 @@ static void check_child_listener(bool *warned)
     *warned = true;
 }
 
+/* Read the library's upgrade events: true once a successor is final, and
+ * then every process of the copy is told (S.upgrade_fd). A successor on
+ * probation is not: the program serves on beside it, as it did, and goes
+ * on alone if it dies (the library gives the directory back to us). */
+static bool released(void)
+{
+    struct baton_event ev;
+    bool done = false;
+    uint64_t one = 1;
+
+    for (;;) {
+        switch (baton_upgrade_event(S.b, &ev)) {
+        case BATON_EVENT_STEP_DOWN:
+            if (S.probation_ms > 0)
+                say("generation %d (pid %d) serves, on probation for %d ms: serving on meanwhile",
+                    ev.generation, (int)ev.pid, S.probation_ms);
+            continue;
+        case BATON_EVENT_RESUME:
+            complain("generation %d (pid %d) died on probation: generation %d serves alone "
+                     "again",
+                     ev.generation, (int)ev.pid, baton_generation(S.b));
+            continue;
+        case BATON_EVENT_RELEASED:
+            done = true;
+            continue;
+        default:
+            break;
+        }
+        break;
+    }
+    if (done && write(S.upgrade_fd, &one, sizeof(one)) < 0) {
+        /* An eventfd written once does not fail. */
+    }
+    return done;
+}
+
 static void wait_ready(void)
 {
     uint64_t first_poke = 0, junk;
@@ -133,7 +168,7 @@ static bool settle_parked(void)
     for (;;) {
         struct pollfd p[3] = {{.fd = S.ready_efd, .events = POLLIN},
                               {.fd = S.ctl_fd, .events = POLLIN},
-                              {.fd = S.upgrade_fd, .events = POLLIN}};
+                              {.fd = S.lib_upgrade_fd, .events = POLLIN}};
         uint64_t now;
         int left = 0;
         REAL(poll)(p, 3, PRE_READY_TICK);
@@ -142,7 +177,7 @@ static bool settle_parked(void)
         }
         if (p[1].revents & POLLIN)
             baton_dispatch(S.b);
-        if (p[2].revents & POLLIN)
+        if ((p[2].revents & POLLIN) && released())
             return false;
         now = now_ms();
         if (atomic_load(&S.shm->poked) && !first_poke)
@@ -169,17 +204,17 @@ static bool settle_parked(void)
     }
 }
 
-/* Serve successors until one takes over. */
+/* Serve successors until one takes over for good. */
 static void serve(void)
 {
     for (;;) {
-        struct pollfd p[2] = {{.fd = S.upgrade_fd, .events = POLLIN},
+        struct pollfd p[2] = {{.fd = S.lib_upgrade_fd, .events = POLLIN},
                               {.fd = S.ctl_fd, .events = POLLIN}};
         if (REAL(poll)(p, 2, -1) < 0)
             continue;
         if (p[1].revents & POLLIN)
             baton_dispatch(S.b);
-        if (p[0].revents & POLLIN)
+        if ((p[0].revents & POLLIN) && released())
             return;
     }
 }
@@ -423,6 +458,8 @@ __attribute__((constructor)) static void shim_init(void)
     S.err_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
     snprintf(S.dir, sizeof(S.dir), "%s", dir);
     S.drain_ms = env_int("BATON_RUN_DRAIN_MS", DRAIN_MS);
+    S.probation_ms = env_int("BATON_RUN_PROBATION_MS", 0);
+    S.max_generations = env_int("BATON_RUN_MAX_GENERATIONS", 0);
     S.stop_sig = env_int("BATON_RUN_STOP_SIGNAL", SIGTERM);
     S.ready_ms = env_int("BATON_RUN_READY_MS", READY_MS);
     S.min_backlog = env_int("BATON_RUN_MIN_BACKLOG", MIN_BACKLOG);
@@ -433,13 +470,23 @@ __attribute__((constructor)) static void shim_init(void)
     S.shm = mmap(NULL, sizeof(*S.shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     S.ready_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     S.retire_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (S.shm == MAP_FAILED || S.ready_efd < 0 || S.retire_efd < 0)
+    /* Before the program forks workers: they watch it too. */
+    S.upgrade_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (S.shm == MAP_FAILED || S.ready_efd < 0 || S.retire_efd < 0 || S.upgrade_fd < 0)
         cannot_start("%s: cannot start: %s", strerror(errno));
     o.dir = S.dir;
     o.ready_timeout_ms = env_int("BATON_RUN_TAKEOVER_TIMEOUT_MS", OWNER_TIMEOUT);
     o.allowed_uid = (uid_t)-1;
     o.flags = BATON_NO_THREAD | BATON_WAIT_LOCK;
     o.log = lib_log;
+    o.probation_ms = S.probation_ms;
+    o.max_generations = S.max_generations;
+    /* Our own drain ends with the stop signal and SIGKILL KILL_MS later;
+     * the library's bound is the backstop if this copy is wedged. */
+    if (S.drain_ms > 0)
+        o.drain_timeout_ms = S.drain_ms > BATON_PROBATION_MAX_MS - KILL_MS - 5000
+                                 ? BATON_PROBATION_MAX_MS
+                                 : S.drain_ms + KILL_MS + 5000;
     r = baton_open(&o, &S.b);
     if (r < 0)
         cannot_start("%s: %s",
@@ -449,8 +496,7 @@ __attribute__((constructor)) static void shim_init(void)
     if (S.pidfile[0] && baton_inherited(S.b))
         baton_run__pidfile_hide();
     S.lock_fd = find_lock_fd();
-    /* Before the program forks workers: they watch it too. */
-    S.upgrade_fd = baton_upgrade_fd(S.b);
+    S.lib_upgrade_fd = baton_upgrade_fd(S.b);
     atomic_store(&S.shm->want_ready, 1);
     pthread_atfork(at_prepare, at_parent, at_child);
     S.active = true;

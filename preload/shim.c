@@ -76,6 +76,7 @@ struct baton_run__state baton_run__s = {
     .ready_efd = -1,
     .retire_efd = -1,
     .upgrade_fd = -1,
+    .lib_upgrade_fd = -1,
     .ctl_fd = -1,
     .log_fd = -1,
     .err_fd = -1,

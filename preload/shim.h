@@ -113,7 +113,11 @@ struct baton_run__state {
     int drain_ms, stop_sig, ready_ms, min_backlog;
     int idle_close_ms; /* BATON_RUN_IDLE_CLOSE_MS: baton_run__conn_idle() */
     bool draining;     /* manager: draining (stop.c) */
-    int ready_efd, upgrade_fd, ctl_fd;
+    int probation_ms, max_generations; /* BATON_RUN_PROBATION_MS, BATON_RUN_MAX_GENERATIONS */
+    /* upgrade_fd: readable once a successor is final (every process of the
+     * copy watches it); lib_upgrade_fd: the library's events, which the
+     * manager reads (a successor on probation is not final). */
+    int ready_efd, upgrade_fd, lib_upgrade_fd, ctl_fd;
     int retire_efd; /* readable once the copy retires (stop.c) */
     struct shm *shm;
     pthread_mutex_t mu;

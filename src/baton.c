@@ -283,6 +283,25 @@ static int check_options(const struct baton_options *o)
                                "baton_open: reserved option field %zu is not zero (built "
                                "against a newer libbaton?)",
                                i);
+    if (o->probation_ms < 0 || o->probation_ms > BATON_PROBATION_MAX_MS)
+        return baton__fail(NULL, EINVAL,
+                           "baton_open: probation_ms %d is out of range (0 for none, at most %d)",
+                           o->probation_ms, BATON_PROBATION_MAX_MS);
+    if (o->max_generations < 0 || o->max_generations == 1 ||
+        o->max_generations > BATON_MAX_GENERATIONS_MAX)
+        return baton__fail(NULL, EINVAL,
+                           "baton_open: max_generations %d is out of range (0 for %d, else 2 to %d)",
+                           o->max_generations, BATON_MAX_GENERATIONS_DEFAULT,
+                           BATON_MAX_GENERATIONS_MAX);
+    if (o->drain_timeout_ms < 0 || o->drain_timeout_ms > BATON_PROBATION_MAX_MS)
+        return baton__fail(NULL, EINVAL,
+                           "baton_open: drain_timeout_ms %d is out of range (0 for none, at most "
+                           "%d)",
+                           o->drain_timeout_ms, BATON_PROBATION_MAX_MS);
+    if (o->kill_grace_ms < 0 || o->kill_grace_ms > 60000)
+        return baton__fail(NULL, EINVAL,
+                           "baton_open: kill_grace_ms %d is out of range (0 for %d, at most 60000)",
+                           o->kill_grace_ms, BATON__KILL_GRACE_MS);
     if (strlen(o->dir) >= sizeof(((baton *)0)->dir))
         return baton__fail(NULL, ENAMETOOLONG, "baton_open: directory path too long");
     return 0;
@@ -297,6 +316,10 @@ static baton *handle_new(const struct baton_options *opts)
     b->opts = *opts;
     if (b->opts.ready_timeout_ms == 0)
         b->opts.ready_timeout_ms = BATON__DEFAULT_TIMEOUT_MS;
+    if (b->opts.max_generations == 0)
+        b->opts.max_generations = BATON_MAX_GENERATIONS_DEFAULT;
+    if (b->opts.kill_grace_ms == 0)
+        b->opts.kill_grace_ms = BATON__KILL_GRACE_MS;
     snprintf(b->dir, sizeof(b->dir), "%s", opts->dir);
     b->opts.dir = b->dir;
     b->dirfd = b->lockfd = b->pred_fd = -1;
@@ -304,6 +327,7 @@ static baton *handle_new(const struct baton_options *opts)
     b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = b->connfd = -1;
     b->inotifyfd = -1;
     b->job.pidfd = -1;
+    b->prob.pidfd = -1;
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         b->peers[i].fd = b->peers[i].state_fd = -1;
     b->generation = 1;
@@ -658,6 +682,19 @@ BATON_EXPORT int baton_ready(baton *b)
 BATON_EXPORT int baton_upgrade_fd(const baton *b)
 {
     return b ? b->upgradefd : -EINVAL;
+}
+
+BATON_EXPORT int baton_upgrade_event(baton *b, struct baton_event *ev)
+{
+    BATON__ARG(b);
+    return baton__event_pop(b, ev);
+}
+
+BATON_EXPORT int baton_set_conns(baton *b, int n)
+{
+    BATON__ARG(b && n >= -1);
+    baton__gen_conns(b, n);
+    return 0;
 }
 
 BATON_EXPORT int baton_wait_upgrade(baton *b, int timeout_ms)

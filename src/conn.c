@@ -450,6 +450,9 @@ BATON_EXPORT int baton_handoff_batch(baton *b, struct baton_conn *conns, size_t 
                     h.waiting + h.taken,
                     r == -ETIMEDOUT ? "the successor did not confirm in time"
                                     : "the link to the successor failed");
+    pthread_mutex_lock(&b->mu);
+    b->handed += (unsigned)h.taken; /* lost if it dies on probation */
+    pthread_mutex_unlock(&b->mu);
     link_give_back(b, p, r < 0 && r != -ENOMEM);
     return (int)h.taken;
 }

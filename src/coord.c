@@ -221,6 +221,24 @@ int baton__lock(baton *b)
     return 0;
 }
 
+int baton__lock_try(baton *b)
+{
+    int fd = openat(b->dirfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno == EWOULDBLOCK || errno == EINTR ? EBUSY : errno;
+        if (e != EBUSY || !lease_expired(fd)) {
+            close(fd);
+            return -e;
+        }
+    }
+    lease_write(b, fd);
+    b->lockfd = fd;
+    return 0;
+}
+
 /* Unlock explicitly: a child forked before baton_ready() shares the lock's
  * open file, and a close() here alone would leave the lock held by it. */
 void baton__unlock(baton *b)
@@ -635,8 +653,12 @@ unsigned long long baton__proc_start(pid_t pid)
         return 0;
     buf[n] = 0;
     /* The command may hold spaces and parentheses: count from the last ')'.
-     * Field 22, starttime, is the 20th after it. */
+     * Field 3, the state, follows it: a zombie (Z) or a dead one (X) is
+     * gone as far as we are concerned. Field 22, starttime, is the 20th
+     * after it. */
     p = strrchr(buf, ')');
+    if (p && (p[1] != ' ' || p[2] == 'Z' || p[2] == 'X'))
+        return 0;
     for (int field = 2; p && field < 22; field++)
         p = strchr(p + 1, ' ');
     if (p)
@@ -671,13 +693,21 @@ int baton__gen_write(baton *b)
     char name[32], text[512];
     int r;
 
+    uint64_t drain_until = 0;
+
+    if (b->superseded && b->opts.drain_timeout_ms > 0 && b->prob.pidfd < 0)
+        drain_until = b->draining_since_ms + (uint64_t)b->opts.drain_timeout_ms;
     snprintf(name, sizeof(name), "gen.%d", (int)getpid());
     snprintf(text, sizeof(text),
              "baton-gen 1\npid %d\nstart %llu\ngeneration %d\nstate %s\nsince %llu\n"
-             "draining_since %llu\nconns %d\n",
+             "draining_since %llu\nconns %d\nprobation_until %llu\ndrain_until %llu\n",
              (int)getpid(), baton__proc_start(getpid()), b->generation,
-             b->superseded ? "draining" : "serving", (unsigned long long)b->since_ms,
-             (unsigned long long)b->draining_since_ms, b->conns);
+             b->prob.rolling_back ? "rolling-back"
+             : b->superseded      ? "draining"
+                                  : "serving",
+             (unsigned long long)b->since_ms, (unsigned long long)b->draining_since_ms, b->conns,
+             (unsigned long long)(b->prob.pidfd >= 0 ? b->prob.until_rt : 0),
+             (unsigned long long)drain_until);
     r = file_replace(b, name, text);
     if (r < 0)
         baton__log(b, BATON_LOG_DEBUG, "%s/%s: %s", b->dir, name, baton_strerror(r));
@@ -705,6 +735,7 @@ void baton__gen_conns(baton *b, int n)
 static int gen_parse(int dirfd, const char *name, struct baton__gen *g)
 {
     char buf[512], state[16] = "";
+    const char *more;
     ssize_t n;
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 
@@ -722,9 +753,16 @@ static int gen_parse(int dirfd, const char *name, struct baton__gen *g)
                &g->pid, &g->start, &g->generation, state, &g->since_ms, &g->draining_since_ms,
                &g->conns) != 7 ||
         g->pid <= 0 || g->generation <= 0 ||
-        (strcmp(state, "serving") != 0 && strcmp(state, "draining") != 0))
+        (strcmp(state, "serving") != 0 && strcmp(state, "draining") != 0 &&
+         strcmp(state, "rolling-back") != 0))
         return -EPROTO;
     g->draining = strcmp(state, "draining") == 0;
+    g->rolling_back = strcmp(state, "rolling-back") == 0;
+    /* Lines a later writer added; absent from an older one's record. */
+    more = strstr(buf, "\nprobation_until ");
+    if (more && sscanf(more, "\nprobation_until %llu\ndrain_until %llu\n", &g->probation_until,
+                       &g->drain_until) != 2)
+        return -EPROTO;
     return 0;
 }
 

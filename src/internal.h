@@ -72,6 +72,10 @@ struct baton__peer {
      * using the link in baton_handoff() (the dispatcher keeps off). */
     bool takes_conns;
     bool app_busy;
+    /* The tool waits for the outcome of a probation (after the job's). */
+    bool waits_prob;
+    /* A takeover that waits until generations over the cap have exited. */
+    bool waits_room;
     struct baton__times t;
 };
 
@@ -122,6 +126,16 @@ struct baton__doomed {
 };
 #define BATON__DOOMED_MAX    4
 #define BATON__FAILED_TOKENS 8
+
+/* A generation the owner ends: sent SIGTERM, SIGKILL at kill_at if it
+ * still lives (0: sent), forgotten when its pidfd turns readable. */
+struct baton__ending {
+    pid_t pid; /* 0: free slot */
+    int pidfd;
+    int generation, conns;
+    uint64_t kill_at;
+};
+#define BATON__ENDING_MAX 16
 
 /* How long a successor whose upgrade failed has to exit after SIGTERM. */
 #define BATON__KILL_GRACE_MS 3000
@@ -182,6 +196,29 @@ struct baton {
     struct baton__peer peers[BATON__MAX_PEERS];
     struct baton__job job;
     struct baton__doomed doomed[BATON__DOOMED_MAX];
+    /* Upgrade events for baton_upgrade_event(), a ring; upgradefd (an
+     * EFD_SEMAPHORE eventfd) counts them. */
+    struct baton_event ev[8];
+    unsigned ev_head, ev_n;
+    /* Our successor's probation (owner side): watched by its pidfd until
+     * until (monotonic ms); if it dies first we roll back. */
+    struct {
+        pid_t pid;
+        int pidfd; /* -1: none running */
+        int generation;
+        uint64_t began, until, until_rt; /* until_rt: realtime ms, for gen.PID */
+        uint64_t retry_at;               /* rolling back: try the lock again then */
+        bool rolling_back;
+        uint64_t job;            /* its job token, 0 none */
+        struct baton__times t;   /* its takeover, for DIR/last-upgrade */
+        char why[192];
+    } prob;
+    unsigned handed; /* connections our successor confirmed (baton_handoff*) */
+    /* Draining generations we are ending (gens.c): over the cap, or past
+     * their drain bound. */
+    struct baton__ending ending[BATON__ENDING_MAX];
+    uint64_t gens_check_at; /* monotonic ms: look at the drain bounds again; 0 none */
+    char cap_note[192];     /* what the cap cost this takeover, for DIR/last-upgrade */
     uint64_t failed_tokens[BATON__FAILED_TOKENS]; /* a ring: refused for good */
     unsigned failed_next;
     pthread_t thread;
@@ -224,6 +261,8 @@ bool baton__name_ok(const char *name);
 /* coord.c */
 int baton__dir_open(baton *b);
 int baton__lock(baton *b);
+/* One try at the lock, for a rollback: 0, -EBUSY or another -errno. */
+int baton__lock_try(baton *b);
 void baton__unlock(baton *b);
 /* Check an open coordination directory: not writable by group or others,
  * and (ours) owned by our euid; *ret_by_fd tells whether its entries
@@ -266,7 +305,10 @@ pid_t baton__record_pid(baton *b);
 struct baton__gen {
     int pid, generation, conns; /* conns -1: unknown */
     bool draining;
+    bool rolling_back; /* its successor died on probation: it takes over again */
     unsigned long long start, since_ms, draining_since_ms;
+    unsigned long long probation_until; /* realtime ms its successor's probation ends; 0 none */
+    unsigned long long drain_until;     /* realtime ms its drain bound ends; 0 none */
 };
 int baton__gen_write(baton *b);
 void baton__gen_remove(baton *b);
@@ -325,9 +367,26 @@ void baton__owner_stop(baton *b);
  * owner's fds without telling anyone anything (the parent still uses them). */
 void baton__owner_forget(baton *b);
 int baton__owner_dispatch(baton *b);
+/* The next upgrade event (baton_upgrade_event()). */
+int baton__event_pop(baton *b, struct baton_event *ev);
 int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local);
 void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why);
 uint64_t baton__peer_tag(const baton *b, const struct baton__peer *p);
+
+/* gens.c: the cap on live generations and the drain bound, enforced by
+ * the owner. Called with b->mu held. */
+/* A takeover wants to start: 0 go ahead, 1 wait until the generations
+ * ended to make room have exited (baton__gens_exited() says when). */
+int baton__gens_room(baton *b);
+/* Look at the drain bounds now: end those past theirs. */
+void baton__gens_check(baton *b);
+/* An ending generation's pidfd turned readable (slot from its epoll tag). */
+void baton__gens_exited(baton *b, int slot);
+/* SIGKILL to those past their grace; the next time to look, 0 none. */
+uint64_t baton__gens_expire(baton *b, uint64_t now);
+void baton__gens_forget(baton *b);
+int baton__ep_add(baton *b, int fd, uint32_t events, uint64_t tag);
+#define BATON__TAG_ENDING 10
 
 /* fault.c: the chaos tests' injection points (BATON_FAULT). */
 void baton__fault(const char *point);
@@ -348,5 +407,7 @@ int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, i
 /* systemd.c: sd_notify and socket activation, without libsystemd. */
 int baton__sd_listen_fds(baton *b);
 void baton__sd_notify_ready(baton *b);
+/* MAINPID and STATUS= (a rollback: we serve again). */
+void baton__sd_notify_status(baton *b, const char *status);
 
 #endif

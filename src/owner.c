@@ -32,7 +32,18 @@
 #define P_PIDFD 3
 #endif
 
-enum { TAG_CTL = 1, TAG_TIMER, TAG_WAKE, TAG_JOB, TAG_PRED, TAG_DIR, TAG_PEER, TAG_DOOMED };
+enum {
+    TAG_CTL = 1,
+    TAG_TIMER,
+    TAG_WAKE,
+    TAG_JOB,
+    TAG_PRED,
+    TAG_DIR,
+    TAG_PEER,
+    TAG_DOOMED,
+    TAG_PROB,
+    TAG_ENDING = BATON__TAG_ENDING,
+};
 
 /* epoll data: the tag in the low byte, a peer's slot and fd above it, so a
  * stale event for a slot that was reused is recognised. */
@@ -52,6 +63,11 @@ static int ep_add(baton *b, int fd, uint32_t events, uint64_t tag)
     return epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+int baton__ep_add(baton *b, int fd, uint32_t events, uint64_t tag)
+{
+    return ep_add(b, fd, events, tag);
+}
+
 static void ep_mod(baton *b, int fd, uint32_t events, uint64_t tag)
 {
     struct epoll_event ev = {.events = events, .data.u64 = tag};
@@ -63,7 +79,8 @@ int baton__owner_init(baton *b)
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     b->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     b->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    b->upgradefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    /* A semaphore: one count per upgrade event waiting to be read. */
+    b->upgradefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
     b->jobfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     b->connfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     b->txbuf = malloc(BATON__MSG_MAX);
@@ -108,6 +125,15 @@ static void arm_timer(baton *b)
         next = b->accept_paused_until;
     if (b->ctl_retry_at && b->ctl_retry_at < next)
         next = b->ctl_retry_at;
+    if (b->prob.pidfd >= 0 && b->prob.until < next)
+        next = b->prob.until;
+    if (b->prob.rolling_back && b->prob.retry_at < next)
+        next = b->prob.retry_at;
+    for (int i = 0; i < BATON__ENDING_MAX; i++)
+        if (b->ending[i].pid && b->ending[i].kill_at && b->ending[i].kill_at < next)
+            next = b->ending[i].kill_at;
+    if (b->gens_check_at && b->gens_check_at < next)
+        next = b->gens_check_at;
     if (next != UINT64_MAX) {
         uint64_t d = next > now ? next - now : 1;
         its.it_value.tv_sec = d / 1000;
@@ -377,6 +403,18 @@ static int start_takeover(baton *b, struct baton__peer *p, int slot)
                          b->superseded ? "superseded already" : "takeover in progress");
         return 0;
     }
+    if (baton__gens_room(b) > 0) {
+        /* Over the cap: the oldest draining generations are ending; this
+         * takeover starts once they have exited (room_made()). */
+        if (!p->waits_room)
+            baton__log(b, BATON_LOG_INFO,
+                       "successor pid %d waits until generations over the cap have exited",
+                       (int)p->pid);
+        p->waits_room = true;
+        p->deadline = baton__now_ms() + (uint64_t)b->opts.kill_grace_ms + 2000;
+        return 0;
+    }
+    p->waits_room = false;
     p->total = b->own.n;
     p->state_len = b->own_state_len;
     p->state_fd = -1;
@@ -395,6 +433,21 @@ static int start_takeover(baton *b, struct baton__peer *p, int slot)
     p->phase = BATON__PEER_SENDING;
     baton__log(b, BATON_LOG_INFO, "successor pid %d is taking over %zu fds", (int)p->pid, p->total);
     return pump(b, p, slot);
+}
+
+/* A generation we ended has exited: a takeover that waited for room may
+ * start now. */
+static void room_made(baton *b)
+{
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        if (p->fd < 0 || !p->waits_room || p->phase != BATON__PEER_REQ)
+            continue;
+        int r = start_takeover(b, p, i);
+        if (r < 0)
+            baton__drop_peer(b, p, r, strerror(-r));
+        return; /* one at a time: the others get EBUSY or wait on */
+    }
 }
 
 /* Our control socket must be the one at control.sock. After a successor
@@ -439,7 +492,7 @@ static void ctl_check(baton *b)
 static void on_dir_change(baton *b)
 {
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    bool ours = false;
+    bool ours = false, gens = false;
     ssize_t n;
 
     while ((n = read(b->inotifyfd, buf, sizeof(buf))) > 0)
@@ -447,8 +500,12 @@ static void on_dir_change(baton *b)
             struct inotify_event *e = (struct inotify_event *)p;
             ours |=
                 e->len && (strcmp(e->name, "control.sock") == 0 || strcmp(e->name, "owner") == 0);
+            gens |= e->len && strncmp(e->name, "gen.", 4) == 0;
             p += sizeof(*e) + e->len;
         }
+    /* A generation started draining (its drain bound is in its record). */
+    if (gens && !b->superseded)
+        baton__gens_check(b);
     if (!ours || b->superseded)
         return;
     for (int i = 0; i < BATON__MAX_PEERS; i++)
@@ -457,9 +514,258 @@ static void on_dir_change(baton *b)
     ctl_check(b);
 }
 
+/* Queue an upgrade event for baton_upgrade_event(). Called with b->mu held. */
+static void event_push(baton *b, int type, pid_t pid, int generation, unsigned lost)
+{
+    const unsigned cap = sizeof(b->ev) / sizeof(b->ev[0]);
+    uint64_t one = 1;
+
+    if (b->ev_n == cap) {
+        /* Eight unread events: the oldest is stale by now. Its count in
+         * the eventfd stays, and is read with the newest. */
+        b->ev_head = (b->ev_head + 1) % cap;
+        b->ev_n--;
+    } else if (write(b->upgradefd, &one, sizeof(one)) < 0) {
+        /* A semaphore of at most eight cannot overflow. */
+    }
+    b->ev[(b->ev_head + b->ev_n++) % cap] =
+        (struct baton_event){.type = type, .pid = pid, .generation = generation, .lost = lost};
+}
+
+int baton__event_pop(baton *b, struct baton_event *ev)
+{
+    const unsigned cap = sizeof(b->ev) / sizeof(b->ev[0]);
+    uint64_t junk;
+    int type = BATON_EVENT_NONE;
+
+    pthread_mutex_lock(&b->mu);
+    if (b->ev_n) {
+        if (ev)
+            *ev = b->ev[b->ev_head];
+        type = b->ev[b->ev_head].type;
+        b->ev_head = (b->ev_head + 1) % cap;
+        b->ev_n--;
+        if (read(b->upgradefd, &junk, sizeof(junk)) < 0) {
+            /* Counted when pushed; nothing else reads it. */
+        }
+    } else if (ev) {
+        memset(ev, 0, sizeof(*ev));
+    }
+    pthread_mutex_unlock(&b->mu);
+    return type;
+}
+
+/* Tell the tools that wait for the probation's outcome, and let them go. */
+static void prob_answer(baton *b, int err, const char *text)
+{
+    char *buf = b->txbuf;
+
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        if (p->fd < 0 || !p->waits_prob)
+            continue;
+        baton__send(p->fd, buf,
+                    baton__enc_result(buf, BATON__MSG_RESULT, err, (uint32_t)b->prob.generation,
+                                      (uint32_t)b->prob.pid, text),
+                    NULL, 0);
+        baton__drop_peer(b, p, 0, NULL);
+    }
+}
+
+static void prob_stop_watching(baton *b)
+{
+    if (b->prob.pidfd < 0)
+        return;
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->prob.pidfd, NULL);
+    close(b->prob.pidfd);
+    b->prob.pidfd = -1;
+}
+
+/* The successor's probation began at step_down(): watch it by its pidfd
+ * (opened while its link is still up, so it is that process), and tell
+ * the tools that wait how long it lasts. */
+static void prob_start(baton *b, struct baton__peer *succ)
+{
+    char *buf = b->txbuf, text[96];
+    int fd = (int)syscall(SYS_pidfd_open, succ->pid, 0);
+
+    if (fd < 0 || ep_add(b, fd, EPOLLIN, TAG_PROB) < 0) {
+        baton__log(b, BATON_LOG_WARNING,
+                   "cannot watch successor pid %d (%s): no probation, stepping down for good",
+                   (int)succ->pid, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    b->prob.pid = succ->pid;
+    b->prob.pidfd = fd;
+    b->prob.generation = b->generation + 1;
+    b->prob.began = baton__now_ms();
+    b->prob.until = b->prob.began + (uint64_t)b->opts.probation_ms;
+    b->prob.until_rt = baton__realtime_ms() + (uint64_t)b->opts.probation_ms;
+    b->prob.rolling_back = false;
+    b->prob.job = succ->job;
+    b->prob.t = succ->t;
+    snprintf(text, sizeof(text), "serving, on probation for %d ms", b->opts.probation_ms);
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        if (p->fd < 0 || !p->waits_job)
+            continue;
+        /* Answered when the probation ends (prob_answer). */
+        baton__send(p->fd, buf,
+                    baton__enc_result(buf, BATON__MSG_PROBATION, b->opts.probation_ms,
+                                      (uint32_t)b->prob.generation, (uint32_t)succ->pid, text),
+                    NULL, 0);
+        p->waits_job = false;
+        p->waits_prob = true;
+        p->deadline = 0;
+    }
+    baton__log(b, BATON_LOG_INFO, "successor pid %d is on probation for %d ms", (int)succ->pid,
+               b->opts.probation_ms);
+}
+
+/* The successor lived through its probation (or stopped without dying:
+ * the deadline decides): it is final. */
+static void prob_pass(baton *b)
+{
+    prob_stop_watching(b);
+    baton__log(b, BATON_LOG_INFO, "successor pid %d passed its probation (%d ms)",
+               (int)b->prob.pid, b->opts.probation_ms);
+    baton__gen_write(b);
+    event_push(b, BATON_EVENT_RELEASED, b->prob.pid, b->prob.generation, 0);
+    prob_answer(b, 0, "passed its probation");
+}
+
+/* Another process took over from our successor: it is not ours to undo. */
+static pid_t other_owner(baton *b)
+{
+    pid_t owner = baton__record_pid(b);
+
+    if (owner > 0 && owner != b->prob.pid && owner != getpid() && kill(owner, 0) == 0)
+        return owner;
+    return 0;
+}
+
+/* Become the owner again: the directory's lock, our control socket and
+ * our owner record, with the generation we had. Retried every 10 ms while
+ * another process holds the lock (a successor of our dead successor,
+ * whose takeover fails). Called with b->mu held. */
+static void prob_resume(baton *b)
+{
+    char tmp[128], status[320];
+    pid_t other;
+    int fd = -1, r;
+
+    r = baton__lock_try(b);
+    if (r == -EBUSY) {
+        b->prob.retry_at = baton__now_ms() + 10;
+        return;
+    }
+    other = r == 0 ? other_owner(b) : 0;
+    if (other) {
+        baton__unlock(b);
+        b->prob.rolling_back = false;
+        baton__log(b, BATON_LOG_INFO, "pid %d took over meanwhile: stepping down again",
+                   (int)other);
+        b->superseded = true;
+        baton__gen_write(b);
+        event_push(b, BATON_EVENT_STEP_DOWN, other, 0, 0);
+        event_push(b, BATON_EVENT_RELEASED, other, 0, 0);
+        prob_answer(b, 0, "a later generation serves");
+        return;
+    }
+    if (r == 0)
+        r = baton__ctl_create(b, &fd, tmp, sizeof(tmp));
+    if (r == 0) {
+        r = baton__ctl_publish(b, fd, tmp);
+        if (r < 0)
+            close(fd);
+    }
+    if (r == 0) {
+        b->ctl_fd = fd;
+        ep_add(b, fd, EPOLLIN, TAG_CTL);
+    }
+    b->prob.rolling_back = false;
+    b->prob.retry_at = 0;
+    b->prob.until_rt = 0;
+    if (r == 0)
+        r = baton__record_write_locked(b);
+    baton__unlock(b);
+    baton__gen_write(b);
+    if (r < 0) {
+        /* We serve (the application resumed), but nobody can reach us to
+         * take over: ctl_check() puts the socket back when it can. */
+        baton__log(b, BATON_LOG_WARNING, "rolling back: cannot republish ourselves: %s",
+                   baton__last_err());
+        b->ctl_retry_at = baton__now_ms() + 1000;
+    }
+    {
+        /* The takeover's own timeline, with the outcome it came to. */
+        struct baton__peer was = {.pid = b->prob.pid, .job = b->prob.job, .t = b->prob.t};
+        snprintf(status, sizeof(status), "rolled back: %s; generation %d serves again",
+                 b->prob.why, b->generation);
+        baton__upgrade_write(b, &was, -EOWNERDEAD, status);
+    }
+    snprintf(status, sizeof(status), "serving, generation %d (rolled back: %s)", b->generation,
+             b->prob.why);
+    baton__sd_notify_status(b, status);
+    baton__log(b, BATON_LOG_WARNING, "rolled back: generation %d serves again", b->generation);
+    prob_answer(b, -EOWNERDEAD, b->prob.why);
+}
+
+/* The successor died within its probation: unless a later generation
+ * serves, we take the service back. The application hears it first (its
+ * listeners are still open: what queued meanwhile is accepted), the
+ * directory follows. */
+static void prob_died(baton *b)
+{
+    siginfo_t si = {0};
+    char how[64];
+    unsigned lost = b->handed;
+    uint64_t ms = baton__now_ms() - b->prob.began;
+
+    if (b->prob.pidfd < 0)
+        return;
+    if (waitid(P_PIDFD, b->prob.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid &&
+        si.si_code != CLD_EXITED)
+        snprintf(how, sizeof(how), "was killed by signal %d", si.si_status);
+    else if (si.si_pid)
+        snprintf(how, sizeof(how), "exited with status %d", si.si_status);
+    else
+        snprintf(how, sizeof(how), "died");
+    prob_stop_watching(b);
+    snprintf(b->prob.why, sizeof(b->prob.why),
+             "successor pid %d (generation %d) %s %llu ms into its probation; %u handed "
+             "connection(s) lost with it",
+             (int)b->prob.pid, b->prob.generation, how, (unsigned long long)ms, lost);
+    if (other_owner(b)) {
+        baton__log(b, BATON_LOG_INFO, "%s; a later generation serves: nothing to roll back",
+                   b->prob.why);
+        baton__gen_write(b);
+        event_push(b, BATON_EVENT_RELEASED, b->prob.pid, b->prob.generation, 0);
+        prob_answer(b, 0, "a later generation serves");
+        return;
+    }
+    baton__log(b, BATON_LOG_WARNING, "%s; rolling back", b->prob.why);
+    /* Its link is of no use any more; a handoff on it fails. */
+    for (int i = 0; i < BATON__MAX_PEERS; i++)
+        if (b->peers[i].fd >= 0 && b->peers[i].phase == BATON__PEER_SUCCESSOR &&
+            !b->peers[i].app_busy)
+            baton__drop_peer(b, &b->peers[i], 0, NULL);
+    b->superseded = false;
+    b->draining_since_ms = 0;
+    b->handoff_ended = false;
+    b->handed = 0;
+    b->prob.rolling_back = true;
+    b->prob.retry_at = 0;
+    baton__gen_write(b);
+    event_push(b, BATON_EVENT_RESUME, b->prob.pid, b->prob.generation, lost);
+    prob_resume(b);
+}
+
 static void step_down(baton *b, struct baton__peer *p)
 {
-    uint64_t one = 1;
+    bool probation = b->opts.probation_ms > 0;
 
     b->superseded = true;
     b->takeover_busy = false;
@@ -467,18 +773,26 @@ static void step_down(baton *b, struct baton__peer *p)
     p->deadline = 0;
     p->t.serving = baton__now_us();
     b->draining_since_ms = baton__realtime_ms();
-    baton__upgrade_write(b, p, 0, "serving");
-    baton__gen_write(b);
+    b->handed = 0;
+    {
+        char text[256];
+        snprintf(text, sizeof(text), "serving%s%s", b->cap_note[0] ? "; " : "", b->cap_note);
+        baton__upgrade_write(b, p, 0, text);
+        b->cap_note[0] = 0;
+    }
     epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->ctl_fd, NULL);
     close(b->ctl_fd);
     b->ctl_fd = -1;
     baton__log(b, BATON_LOG_INFO, "successor pid %d (generation %d) serves; stepping down",
                (int)p->pid, b->generation + 1);
+    if (probation)
+        prob_start(b, p);
+    baton__gen_write(b);
     if (job_active(b))
         job_finish(b, 0, b->generation + 1, p->pid, "ready");
-    if (write(b->upgradefd, &one, sizeof(one)) < 0) {
-        /* The counter cannot overflow with one write per successor. */
-    }
+    event_push(b, BATON_EVENT_STEP_DOWN, p->pid, b->generation + 1, 0);
+    if (b->prob.pidfd < 0)
+        event_push(b, BATON_EVENT_RELEASED, p->pid, b->generation + 1, 0);
 }
 
 static void on_message(baton *b, struct baton__peer *p, int slot, const struct baton__msg *m)
@@ -618,8 +932,21 @@ static void expire(baton *b)
                    BATON__KILL_GRACE_MS);
         pidfd_signal(d->pidfd, SIGKILL);
     }
-    if (b->ctl_retry_at && b->ctl_retry_at <= now)
-        ctl_check(b);
+    if (b->ctl_retry_at && b->ctl_retry_at <= now) {
+        if (b->ctl_fd < 0 && !b->superseded) {
+            /* A rollback could not republish us: try again from scratch. */
+            b->ctl_retry_at = 0;
+            b->prob.rolling_back = true;
+            prob_resume(b);
+        } else {
+            ctl_check(b);
+        }
+    }
+    if (b->prob.pidfd >= 0 && b->prob.until <= now)
+        prob_pass(b);
+    baton__gens_expire(b, now);
+    if (b->prob.rolling_back && b->prob.retry_at && b->prob.retry_at <= now)
+        prob_resume(b);
     if (b->accept_paused_until && b->accept_paused_until <= now) {
         accept_resume(b);
         if (b->ctl_fd >= 0)
@@ -779,6 +1106,13 @@ int baton__owner_dispatch(baton *b)
         case TAG_DOOMED:
             on_doomed(b, (int)((d >> 8) & 0xff));
             break;
+        case TAG_PROB:
+            prob_died(b);
+            break;
+        case TAG_ENDING:
+            baton__gens_exited(b, (int)((d >> 8) & 0xff));
+            room_made(b);
+            break;
         }
     }
     if (job)
@@ -829,6 +1163,9 @@ int baton__owner_start(baton *b, int ctl_fd)
         close(b->inotifyfd);
         b->inotifyfd = -1;
     }
+    /* Older generations may be past their drain bound already. */
+    baton__gens_check(b);
+    arm_timer(b);
     pthread_mutex_unlock(&b->mu);
     if (r < 0)
         return baton__fail(b, r, "epoll_ctl(control socket)");
@@ -856,9 +1193,17 @@ void baton__owner_stop(baton *b)
         pthread_join(b->thread, NULL);
         b->thread_running = false;
     }
+    if (b->prob.pidfd >= 0) {
+        /* Nobody can roll back now: what the tools waited for is decided. */
+        prob_stop_watching(b);
+        prob_answer(b, 0, "the old generation exited before the probation ended");
+    }
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         if (b->peers[i].fd >= 0)
             baton__drop_peer(b, &b->peers[i], 0, NULL);
+    /* Generations we ended got SIGTERM; SIGKILL, if needed, is the next
+     * owner's (the drain bound) or nobody's. */
+    baton__gens_forget(b);
     /* Processes of failed jobs must not outlive the handle unchecked. */
     for (int i = 0; i < BATON__DOOMED_MAX; i++) {
         struct baton__doomed *d = &b->doomed[i];
@@ -886,6 +1231,10 @@ void baton__owner_forget(baton *b)
         if (b->doomed[i].pid)
             close(b->doomed[i].pidfd);
     memset(b->doomed, 0, sizeof(b->doomed));
+    if (b->prob.pidfd >= 0)
+        close(b->prob.pidfd);
+    b->prob.pidfd = -1;
+    baton__gens_forget(b);
     b->thread_running = false;
     free(b->txbuf);
     b->txbuf = NULL;

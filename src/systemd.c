@@ -220,3 +220,21 @@ void baton__sd_notify_ready(baton *b)
                    strerror(-r));
     close(sock);
 }
+
+void baton__sd_notify_status(baton *b, const char *status)
+{
+    struct sockaddr_un sa;
+    socklen_t salen;
+    char msg[320];
+    int sock;
+
+    if (notify_addr(&sa, &salen) < 0)
+        return;
+    sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0)
+        return;
+    snprintf(msg, sizeof(msg), "MAINPID=%d\nSTATUS=%s", (int)getpid(), status);
+    if (notify_send(sock, &sa, salen, msg, -1) < 0)
+        baton__log(b, BATON_LOG_WARNING, "sd_notify(STATUS=%s) failed", status);
+    close(sock);
+}

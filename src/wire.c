@@ -310,6 +310,7 @@ int baton__msg_decode(const void *buf, size_t len, struct baton__msg *m)
         return plen == 0 ? 0 : -EPROTO;
     case BATON__MSG_RESULT:
     case BATON__MSG_ERROR:
+    case BATON__MSG_PROBATION:
         if (plen < 14)
             return -EPROTO;
         m->u.result.err = (int32_t)get32(p);

@@ -35,7 +35,8 @@ enum baton__msg_type {
     BATON__MSG_ACK = 12,      /* successor -> old owner: taken */
     BATON__MSG_DONE = 13,     /* old owner -> successor: no more */
     BATON__MSG_RELEASED = 14, /* owner -> successor: PUBLISHED heard */
-    BATON__MSG_TYPE_MAX = 14,
+    BATON__MSG_PROBATION = 15, /* owner -> tool: the successor serves, on probation */
+    BATON__MSG_TYPE_MAX = 15,
 };
 
 /* READY flags */
@@ -93,7 +94,7 @@ struct baton__msg {
             uint32_t generation, pid;
             uint16_t text_len;
             const char *text; /* not NUL-terminated */
-        } result;             /* also ERROR */
+        } result;             /* also ERROR, PROBATION (err: its ms) */
     } u;
 };
 

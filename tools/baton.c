@@ -42,21 +42,26 @@ static void usage(FILE *f)
             "       %s wait DIR --generation N [--timeout S]\n"
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
-            "           [--pidfile FILE] -- PROGRAM [ARGS...]\n"
+            "           [--pidfile FILE] [--probation S] [--max-generations N]\n"
+            "           -- PROGRAM [ARGS...]\n"
             "       %s run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S]\n"
             "           [--ready-after MS] [--dir DIR] [--drain-timeout S] [--stop-signal SIG]\n"
-            "           [--log FILE] -- PROGRAM [ARGS...]\n"
+            "           [--log FILE] [--probation S] [--max-generations N] -- PROGRAM [ARGS...]\n"
             "       %s --version\n"
             "\n"
             "status   show the process serving DIR: pid, generation, since when, named fds;\n"
             "         every live generation (serving, draining) and the last takeover, timed\n"
             "wait     exit 0 once generation N or later serves DIR (default timeout 30 s)\n"
             "upgrade  ask the owner of DIR to start its successor; exit 0 once it serves\n"
-            "         (default timeout 30 s); on failure the old owner serves on\n"
+            "         (default timeout 30 s), or once it passed its probation; on failure,\n"
+            "         or a rollback, the old owner serves on\n"
             "run      run an unmodified server with libbaton-preload.so; running the same\n"
             "         command again takes over its listeners (man baton-run); with\n"
             "         --listen-fds, a supervisor passes them the systemd way (LISTEN_FDS)\n"
-            "         and waits for READY=1: for Go servers and static binaries\n"
+            "         and waits for READY=1: for Go servers and static binaries;\n"
+            "         --probation S: the old copy takes the service back if the new one\n"
+            "         dies within S seconds; --max-generations N: at most N copies alive\n"
+            "         at once, draining ones too (default 8)\n"
             "\n"
             "Exit status: 0 success, 1 failure, 2 usage error, 3 nobody serves DIR.\n",
             prog, prog, prog, prog, prog, prog);
@@ -208,19 +213,47 @@ static void print_when(unsigned long long ms)
     printf("%s (%llu s)", when, (unsigned long long)(time(NULL) - t));
 }
 
+/* "16:20:31 (in 3 s)" */
+static void print_until(unsigned long long ms)
+{
+    time_t t = (time_t)(ms / 1000), now = time(NULL);
+    char when[32];
+
+    strftime(when, sizeof(when), "%H:%M:%S", localtime(&t));
+    printf("%s (in %lld s)", when, t > now ? (long long)(t - now) : 0LL);
+}
+
 /* The generations and the last takeover, after the owner's fields. Their
  * keys are never "pid" or "generation": a script that picks the owner's
  * pid with a plain sed pattern on "pid": still finds it. */
+static const char *gen_state(const struct baton__gen *g)
+{
+    return g->rolling_back ? "rolling-back" : g->draining ? "draining" : "serving";
+}
+
+/* What became of an upgrade: a successor that died on probation is undone
+ * (EOWNERDEAD), which is not an error of its own. */
+static const char *upgrade_outcome(const struct baton__upgrade *u)
+{
+    return u->result == 0 ? "ok" : u->result == -EOWNERDEAD ? "rolled back" : baton_strerror(u->result);
+}
+
 static void status_json_tail(const struct baton__gen *g, int ng, const struct baton__upgrade *u)
 {
     printf(",\"generations\":[");
     for (int i = 0; i < ng; i++) {
         printf("%s{\"gen\":%d,\"gen_pid\":%d,\"state\":\"%s\",\"since\":%llu.%03llu", i ? "," : "",
-               g[i].generation, g[i].pid, g[i].draining ? "draining" : "serving",
-               g[i].since_ms / 1000, g[i].since_ms % 1000);
+               g[i].generation, g[i].pid, gen_state(&g[i]), g[i].since_ms / 1000,
+               g[i].since_ms % 1000);
         if (g[i].draining)
             printf(",\"draining_since\":%llu.%03llu", g[i].draining_since_ms / 1000,
                    g[i].draining_since_ms % 1000);
+        if (g[i].probation_until)
+            printf(",\"successor_probation_until\":%llu.%03llu", g[i].probation_until / 1000,
+                   g[i].probation_until % 1000);
+        if (g[i].drain_until)
+            printf(",\"drain_until\":%llu.%03llu", g[i].drain_until / 1000,
+                   g[i].drain_until % 1000);
         if (g[i].conns >= 0)
             printf(",\"connections\":%d", g[i].conns);
         putchar('}');
@@ -235,6 +268,7 @@ static void status_json_tail(const struct baton__gen *g, int ng, const struct ba
            u->result, u->job ? "upgrade" : "takeover", u->from_gen, u->from_pid, u->to_gen,
            u->to_pid, u->at_ms / 1000, u->at_ms % 1000);
     json_str(u->text);
+    printf(",\"outcome\":\"%s\"", upgrade_outcome(u));
     printf(",\"ms\":{");
     for (int i = 0, n = 0; i < 6; i++)
         if (u->us[i] >= 0)
@@ -248,17 +282,24 @@ static void status_text_tail(const struct baton__gen *g, int ng, const struct ba
     if (ng > 0)
         printf("generations:\n");
     for (int i = 0; i < ng; i++) {
-        printf("  %-4d pid %-8d %-8s since ", g[i].generation, g[i].pid,
-               g[i].draining ? "draining" : "serving");
+        printf("  %-4d pid %-8d %-8s since ", g[i].generation, g[i].pid, gen_state(&g[i]));
         print_when(g[i].draining ? g[i].draining_since_ms : g[i].since_ms);
         if (g[i].conns >= 0)
             printf(", %d connection%s", g[i].conns, g[i].conns == 1 ? "" : "s");
+        if (g[i].probation_until) {
+            printf(", successor on probation until ");
+            print_until(g[i].probation_until);
+        }
+        if (g[i].drain_until) {
+            printf(", drain bound ends ");
+            print_until(g[i].drain_until);
+        }
         putchar('\n');
     }
     if (u) {
         printf("last %s: generation %d (pid %d) -> %d (pid %d): %s, ",
                u->job ? "upgrade" : "takeover", u->from_gen, u->from_pid, u->to_gen, u->to_pid,
-               u->result ? baton_strerror(u->result) : "ok");
+               upgrade_outcome(u));
         print_when(u->at_ms);
         printf("%s%s\n  ", u->result && u->text[0] ? ": " : "", u->result ? u->text : "");
         print_timeline(stdout, u);
@@ -439,6 +480,7 @@ static int cmd_upgrade(const char *dir, int timeout_s)
     struct cdir d;
     size_t len, nfds;
     int fd, fds[BATON__BATCH_MAX], r;
+    bool probation = false;
 
     r = cdir_open(dir, &d);
     if (r < 0 && r != -ENOENT)
@@ -459,23 +501,36 @@ static int cmd_upgrade(const char *dir, int timeout_s)
     }
     r = baton__send(fd, buf, baton__enc_req(buf, BATON__REQ_UPGRADE, timeout_s * 1000, getpid()),
                     NULL, 0);
-    while (r == 0) {
-        r = baton__wait_fd(fd, POLLIN, deadline);
-        if (r == 0)
-            r = baton__recv(fd, buf, sizeof(buf), fds, BATON__BATCH_MAX, &len, &nfds);
-        if (r == -EAGAIN) {
-            r = 0;
-            continue;
+    for (;;) {
+        while (r == 0) {
+            r = baton__wait_fd(fd, POLLIN, deadline);
+            if (r == 0)
+                r = baton__recv(fd, buf, sizeof(buf), fds, BATON__BATCH_MAX, &len, &nfds);
+            if (r == -EAGAIN) {
+                r = 0;
+                continue;
+            }
+            break;
         }
-        break;
+        if (r == 0 && nfds) {
+            baton__close_fds(fds, nfds);
+            r = -EPROTO;
+        }
+        if (r == 0)
+            r = baton__msg_decode(buf, len, &m);
+        if (r < 0 || m.type != BATON__MSG_PROBATION || probation)
+            break;
+        /* The successor serves; the old owner may still take the service
+         * back if it dies within its probation: the outcome comes then. */
+        probation = true;
+        printf("%s: generation %u serves (pid %u), on probation for %d ms\n", dir,
+               m.u.result.generation, m.u.result.pid, (int)m.u.result.err);
+        fflush(stdout);
+        deadline = baton__now_ms() + (uint64_t)(uint32_t)m.u.result.err + 5000;
     }
     close(fd);
-    if (r == 0 && nfds) {
-        baton__close_fds(fds, nfds);
+    if (r == 0 && m.type == BATON__MSG_PROBATION)
         r = -EPROTO;
-    }
-    if (r == 0)
-        r = baton__msg_decode(buf, len, &m);
     if (r < 0) {
         fprintf(stderr, "%s: upgrade of %s: %s\n", prog, dir,
                 r == -ECONNRESET ? "the owner hung up" : baton_strerror(r));
@@ -485,7 +540,13 @@ static int cmd_upgrade(const char *dir, int timeout_s)
               up.at_ms + 1000 >= asked_ms;
     cdir_close(&d);
     if (m.type == BATON__MSG_RESULT && m.u.result.err == 0) {
-        printf("%s: generation %u serves (pid %u)\n", dir, m.u.result.generation, m.u.result.pid);
+        if (probation)
+            printf("%s: generation %u passed its probation (pid %u): %.*s\n", dir,
+                   m.u.result.generation, m.u.result.pid, (int)m.u.result.text_len,
+                   m.u.result.text);
+        else
+            printf("%s: generation %u serves (pid %u)\n", dir, m.u.result.generation,
+                   m.u.result.pid);
         if (have_up && up.result == 0 && up.to_pid == (int)m.u.result.pid) {
             printf("  ");
             print_timeline(stdout, &up);
@@ -493,9 +554,13 @@ static int cmd_upgrade(const char *dir, int timeout_s)
         }
         return 0;
     }
-    fprintf(stderr, "%s: upgrade of %s failed: %.*s (%s); the old owner serves on\n", prog, dir,
-            (int)m.u.result.text_len, m.u.result.text,
-            baton_strerror(m.u.result.err ? m.u.result.err : -EPROTO));
+    if (probation)
+        fprintf(stderr, "%s: upgrade of %s rolled back: %.*s; the old owner serves again\n", prog,
+                dir, (int)m.u.result.text_len, m.u.result.text);
+    else
+        fprintf(stderr, "%s: upgrade of %s failed: %.*s (%s); the old owner serves on\n", prog,
+                dir, (int)m.u.result.text_len, m.u.result.text,
+                baton_strerror(m.u.result.err ? m.u.result.err : -EPROTO));
     if (have_up && up.result != 0) {
         fprintf(stderr, "  ");
         print_timeline(stderr, &up);
@@ -659,6 +724,30 @@ static int run_pidfile(const char *file)
     return setenv("BATON_RUN_PIDFILE", abs, 1);
 }
 
+/* "2", "0.5", "1.25" seconds into ms, at most max_ms: 0, or -1. */
+static int parse_seconds_ms(const char *s, int max_ms, int *ret)
+{
+    long long ms = 0;
+    int frac = 0;
+    const char *p = s;
+
+    if (!*p)
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if ((ms = ms * 10 + (*p - '0') * 1000) > max_ms)
+            return -1;
+    if (*p == '.')
+        for (int scale = 100; *++p; scale /= 10, frac++) {
+            if (*p < '0' || *p > '9' || !scale)
+                return -1;
+            ms += (*p - '0') * scale;
+        }
+    if (*p || p == s || (p == s + 1 && *s == '.') || ms > max_ms)
+        return -1;
+    *ret = (int)ms;
+    return 0;
+}
+
 /* `baton run`'s options into o (o->argv: PROGRAM ARGS...): 0, or
  * EXIT_USAGE after saying why. */
 static int run_parse(int argc, char **argv, struct run_opts *o, struct run_listen *listen,
@@ -694,6 +783,13 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
                  !parse_int(argv[i + 1], 1, &o->ready_after_ms))
             i++, ready_opts = true;
         else if (arg && !strcmp(a, "--listen") && !run_parse_listen(argv[i + 1], o, listen))
+            i++;
+        else if (arg && !strcmp(a, "--probation") &&
+                 !parse_seconds_ms(argv[i + 1], BATON_PROBATION_MAX_MS, &o->probation_ms))
+            i++;
+        else if (arg && !strcmp(a, "--max-generations") &&
+                 !parse_int(argv[i + 1], 2, &o->max_generations) &&
+                 o->max_generations <= BATON_MAX_GENERATIONS_MAX)
             i++;
         else {
             fprintf(stderr, "%s run: bad argument '%s'\n", prog, a);
@@ -779,6 +875,10 @@ static int cmd_run(int argc, char **argv)
     unsetenv("BATON_RUN_CMD");
     snprintf(num, sizeof(num), "%lld", (long long)o.drain_s * 1000);
     setenv("BATON_RUN_DRAIN_MS", num, 1);
+    snprintf(num, sizeof(num), "%d", o.probation_ms);
+    setenv("BATON_RUN_PROBATION_MS", num, 1);
+    snprintf(num, sizeof(num), "%d", o.max_generations);
+    setenv("BATON_RUN_MAX_GENERATIONS", num, 1);
     if (o.stop_sig > 0) {
         snprintf(num, sizeof(num), "%d", o.stop_sig);
         setenv("BATON_RUN_STOP_SIGNAL", num, 1);

@@ -194,6 +194,11 @@ static int sup_open(struct sup *s)
         .flags = BATON_NO_THREAD | BATON_WAIT_LOCK,
         .log = sup_lib_log,
         .log_ctx = s,
+        .probation_ms = o->probation_ms,
+        .max_generations = o->max_generations,
+        /* Our own drain ends with the stop signal, then SIGKILL: the
+         * library's bound is the backstop for a wedged copy. */
+        .drain_timeout_ms = o->drain_s > 0 && o->drain_s < 80000 ? (o->drain_s + 15) * 1000 : 0,
     };
     int r;
 
@@ -678,6 +683,28 @@ static int sup_wait_ready(struct sup *s)
     }
 }
 
+/* Read the upgrade events: true once a successor is final. One on
+ * probation is not: our program serves on beside it, and alone again if
+ * it dies (the library gives the directory back to us). */
+static bool sup_released(struct sup *s)
+{
+    struct baton_event ev;
+    bool done = false;
+    int t;
+
+    while ((t = baton_upgrade_event(s->b, &ev)) > 0) {
+        if (t == BATON_EVENT_STEP_DOWN && s->o->probation_ms > 0)
+            sup_log(s, "generation %d (pid %d) serves, on probation for %d ms: serving on",
+                    ev.generation, (int)ev.pid, s->o->probation_ms);
+        else if (t == BATON_EVENT_RESUME)
+            sup_say(s, "generation %d (pid %d) died on probation: generation %d serves alone again",
+                    ev.generation, (int)ev.pid, baton_generation(s->b));
+        else if (t == BATON_EVENT_RELEASED)
+            done = true;
+    }
+    return done;
+}
+
 /*
  * Serve until the program is gone: stopped because a successor took over
  * (the upgrade fd), because TERM or INT came, or on its own. Returns our
@@ -706,7 +733,7 @@ static int sup_serve(struct sup *s)
             break;
         if (p[2].revents & POLLIN)
             baton_dispatch(s->b);
-        if (p[3].revents & POLLIN) {
+        if ((p[3].revents & POLLIN) && sup_released(s)) {
             s->superseded = true;
             sup_stop(s, "a successor serves");
         }

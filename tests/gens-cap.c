@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The cap on generations alive at once, with long keep-alive clients that
+ * never move (baton-echo --no-handoff --drain-timeout 60000
+ * --max-generations CAP): UPGRADES upgrades, 100 ms apart, each after
+ * CONNS new connections to the generation serving then. Requires:
+ *   - never more than CAP + 1 baton-echo processes of this directory (a
+ *     thread counts them all along);
+ *   - every connection that breaks belongs to a generation the owner said
+ *     it ended, and for each ended generation the number of connections it
+ *     said that cost is exactly the number that broke;
+ *   - the connections of the generations still alive all still answer.
+ *
+ * usage: test-gens-cap BIN_DIR
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "internal.h"
+
+#define CAP      4
+#define UPGRADES 20
+#define CONNS    3
+#define GENS     (UPGRADES + 2)
+#define WAIT_MS  10000
+
+static char bin[PATH_MAX], dir[PATH_MAX], logpath[PATH_MAX];
+static int port, dirfd_;
+
+struct client {
+    int fd, gen;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    struct client c[UPGRADES * CONNS + CONNS];
+    int n;
+    int errors[GENS + 1];
+    atomic_bool stop;
+    atomic_long cycles;
+    atomic_int procs_max;
+} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+/* Every connection asks once a turn; a broken one counts against its
+ * generation and is closed. */
+static void *io_main(void *arg)
+{
+    char resp[64];
+
+    (void)arg;
+    while (!atomic_load(&S.stop)) {
+        pthread_mutex_lock(&S.mu);
+        for (int i = 0; i < S.n; i++) {
+            struct client *c = &S.c[i];
+            if (c->fd < 0)
+                continue;
+            if (t_ask(c->fd, "ping", resp, sizeof(resp), 5000) == 0 && !strcmp(resp, "ping"))
+                continue;
+            S.errors[c->gen]++;
+            close(c->fd);
+            c->fd = -1;
+        }
+        pthread_mutex_unlock(&S.mu);
+        atomic_fetch_add(&S.cycles, 1);
+        sleep_ms(2);
+    }
+    return NULL;
+}
+
+/* baton-echo processes of our directory, zombies not counted. */
+static int count_procs(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return 0;
+    while ((e = readdir(d))) {
+        char path[300], buf[4096], st[512];
+        ssize_t len;
+        int fd;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        len = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        buf[len] = 0;
+        for (ssize_t k = 0; k < len; k++)
+            if (!buf[k])
+                buf[k] = ' ';
+        if (!strstr(buf, "baton-echo") || !strstr(buf, dir))
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        len = read(fd, st, sizeof(st) - 1);
+        close(fd);
+        st[len > 0 ? len : 0] = 0;
+        char *p = strrchr(st, ')');
+        if (p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X')
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void *count_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&S.stop)) {
+        int n = count_procs();
+        if (n > atomic_load(&S.procs_max))
+            atomic_store(&S.procs_max, n);
+        sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void wait_cycles(int k)
+{
+    long until = atomic_load(&S.cycles) + k;
+    for (int i = 0; i < WAIT_MS && atomic_load(&S.cycles) < until; i++)
+        sleep_ms(1);
+    T_GE(atomic_load(&S.cycles), until);
+}
+
+static int owner_gen(void)
+{
+    struct baton__record rec;
+    int g = 0;
+
+    if (baton__record_read(dirfd_, &rec) == 0) {
+        g = rec.generation;
+        baton__record_free(&rec);
+    }
+    return g;
+}
+
+/* CONNS connections to the generation serving now, each answered once. */
+static void connect_some(int gen)
+{
+    char resp[64];
+
+    for (int i = 0; i < CONNS; i++) {
+        int fd = T_OK(t_tcp_connect(AF_INET, port, 5000));
+        T_OK(t_ask(fd, "hello", resp, sizeof(resp), 5000));
+        pthread_mutex_lock(&S.mu);
+        S.c[S.n++] = (struct client){fd, gen};
+        pthread_mutex_unlock(&S.mu);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    char cmd[PATH_MAX * 4], line[512], upcmd[PATH_MAX * 2];
+    int reported[GENS + 1], ended = 0, survivors = 0;
+    struct t_proc echo;
+    pthread_t io, counter;
+    FILE *f;
+
+    t_init(argc, argv);
+    if (argc < 2)
+        t_fail(__FILE__, __LINE__, "usage: test-gens-cap BIN_DIR");
+    snprintf(bin, sizeof(bin), "%s", argv[1]);
+    t_path(dir, "coord");
+    t_path(logpath, "echo.log");
+    port = t_free_port(AF_INET);
+    snprintf(cmd, sizeof(cmd),
+             "exec '%s/baton-echo' --dir '%s' --listen tcp://127.0.0.1:%d --no-handoff "
+             "--drain-timeout 60000 --max-generations %d >/dev/null 2>>'%s'",
+             bin, dir, port, CAP, logpath);
+    char *eargv[] = {"/bin/sh", "-c", cmd, NULL};
+    t_spawn_exec(&echo, eargv, NULL);
+    for (int i = 0; i < WAIT_MS && (dirfd_ = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0;
+         i++)
+        sleep_ms(1);
+    T_SYS(dirfd_);
+    for (int i = 0; i < WAIT_MS && owner_gen() != 1; i++)
+        sleep_ms(1);
+    T_EQ(owner_gen(), 1);
+    T_EQ(pthread_create(&io, NULL, io_main, NULL), 0);
+    T_EQ(pthread_create(&counter, NULL, count_main, NULL), 0);
+
+    snprintf(upcmd, sizeof(upcmd), "%s/baton", bin);
+    for (int r = 1; r <= UPGRADES; r++) {
+        char *uargv[] = {upcmd, "upgrade", dir, NULL};
+        char out[1024];
+        connect_some(r);
+        T_EQ(owner_gen(), r);
+        T_EQ(t_run(uargv, WAIT_MS, out, sizeof(out)), 0);
+        T_EQ(owner_gen(), r + 1);
+        sleep_ms(100); /* the pace the issue names: 100 ms apart */
+    }
+    connect_some(UPGRADES + 1);
+    wait_cycles(5);
+    atomic_store(&S.stop, true);
+    pthread_join(io, NULL);
+    pthread_join(counter, NULL);
+
+    /* What the owners said each ending cost. */
+    memset(reported, -1, sizeof(reported));
+    f = fopen(logpath, "r");
+    T_ASSERT(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *at = strstr(line, "ending generation ");
+        int g, pid, cost;
+        if (!at)
+            continue;
+        if (sscanf(at, "ending generation %d (pid %d), over the cap of %*d generations: %d", &g,
+                   &pid, &cost) != 3 ||
+            g < 1 || g > GENS)
+            t_fail(__FILE__, __LINE__, "unexpected line: %s", line);
+        T_EQ(reported[g], -1); /* each ended once */
+        reported[g] = cost;
+        ended++;
+    }
+    fclose(f);
+    t_log("%d upgrades, cap %d: at most %d processes at once; %d generations ended", UPGRADES,
+          CAP, atomic_load(&S.procs_max), ended);
+    T_LE(atomic_load(&S.procs_max), CAP + 1);
+    for (int g = 1; g <= UPGRADES + 1; g++) {
+        if (reported[g] < 0) {
+            if (S.errors[g])
+                t_fail(__FILE__, __LINE__,
+                       "generation %d was not ended, yet %d of its connections broke", g,
+                       S.errors[g]);
+            survivors++;
+            continue;
+        }
+        if (S.errors[g] != reported[g])
+            t_fail(__FILE__, __LINE__,
+                   "generation %d: %d connection(s) broke, its ending was said to cut %d", g,
+                   S.errors[g], reported[g]);
+    }
+    /* Alive at the end: the owner and CAP - 1 draining ones. */
+    T_EQ(survivors, CAP);
+    T_EQ(ended, UPGRADES + 1 - CAP);
+    for (int i = 0; i < S.n; i++)
+        if (S.c[i].fd >= 0)
+            close(S.c[i].fd);
+    /* Generation 1 was ended long ago: reap it. */
+    T_EQ(t_proc_wait(&echo, WAIT_MS), 0); /* it drains, then exits 0 */
+    close(dirfd_);
+    return t_done();
+}
