@@ -75,6 +75,33 @@ int main(int argc, char **argv)
     o = t_opts(dir, -1, 0);
     T_EQ(open_err(&o), -EINVAL);
 
+    /* Probation, cap, drain bound and grace out of range: named, with the
+     * range, in the message. */
+    {
+        static const struct {
+            int field, value;
+            const char *name;
+        } bad[] = {
+            {0, -1, "probation_ms"},     {0, BATON_PROBATION_MAX_MS + 1, "probation_ms"},
+            {1, -1, "max_generations"},  {1, 1, "max_generations"},
+            {1, BATON_MAX_GENERATIONS_MAX + 1, "max_generations"},
+            {2, -1, "drain_timeout_ms"}, {2, BATON_PROBATION_MAX_MS + 1, "drain_timeout_ms"},
+            {3, -1, "kill_grace_ms"},    {3, 60001, "kill_grace_ms"},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            o = t_opts(dir, 0, 0);
+            *(bad[i].field == 0   ? &o.probation_ms
+              : bad[i].field == 1 ? &o.max_generations
+              : bad[i].field == 2 ? &o.drain_timeout_ms
+                                  : &o.kill_grace_ms) = bad[i].value;
+            T_EQ(open_err(&o), -EINVAL);
+            if (!strstr(baton_last_error(NULL), bad[i].name) ||
+                !strstr(baton_last_error(NULL), "out of range"))
+                t_fail(__FILE__, __LINE__, "%s = %d: %s", bad[i].name, bad[i].value,
+                       baton_last_error(NULL));
+        }
+    }
+
     /* A directory path longer than PATH_MAX. */
     memset(longdir, 'd', sizeof(longdir) - 1);
     longdir[0] = '/';

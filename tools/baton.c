@@ -39,7 +39,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s status DIR [--json] [--watch]\n"
-            "       %s wait DIR --generation N [--timeout S]\n"
+            "       %s wait DIR --generation N [--final] [--timeout S]\n"
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
             "           [--pidfile FILE] [--probation S] [--max-generations N]\n"
@@ -51,7 +51,8 @@ static void usage(FILE *f)
             "\n"
             "status   show the process serving DIR: pid, generation, since when, named fds;\n"
             "         every live generation (serving, draining) and the last takeover, timed\n"
-            "wait     exit 0 once generation N or later serves DIR (default timeout 30 s)\n"
+            "wait     exit 0 once generation N or later serves DIR (default timeout 30 s);\n"
+            "         --final: and has passed its probation (exit 1 if it was rolled back)\n"
             "upgrade  ask the owner of DIR to start its successor; exit 0 once it serves\n"
             "         (default timeout 30 s), or once it passed its probation; on failure,\n"
             "         or a rollback, the old owner serves on\n"
@@ -341,9 +342,19 @@ static int cmd_status(const char *dir, bool json)
             printf("{\"serving\":false");
             status_json_tail(g, ng, u);
         } else {
-            fprintf(stderr, "%s: nobody serves %s%s%s\n", prog, dir,
-                    r == -EPROTO ? " (garbled owner record)" : "",
-                    r == 0 ? " (stale owner record)" : "");
+            const struct baton__gen *back = NULL;
+            for (int i = 0; i < ng && !back; i++)
+                if (g[i].rolling_back)
+                    back = &g[i];
+            if (back)
+                fprintf(stderr,
+                        "%s: nobody owns %s this moment: generation %d (pid %d) is taking it "
+                        "back (its successor died on probation)\n",
+                        prog, dir, back->generation, back->pid);
+            else
+                fprintf(stderr, "%s: nobody serves %s%s%s\n", prog, dir,
+                        r == -EPROTO ? " (garbled owner record)" : "",
+                        r == 0 ? " (stale owner record)" : "");
             status_text_tail(g, ng, u);
         }
         if (r == 0)
@@ -415,9 +426,28 @@ static void wait_change(int ino, uint64_t deadline)
             ;
 }
 
-static int cmd_wait(const char *dir, int generation, int timeout_s)
+/* --final: no live generation has a successor on probation (0: none), or
+ * one rolled back from generation >= N since we started (-1), or neither
+ * yet (1). */
+static int probation_state(struct cdir *d, int generation, unsigned long long since_ms)
+{
+    struct baton__gen *g = NULL;
+    struct baton__upgrade u;
+    int n = baton__gens_read(d->fd, &g), pending = 0;
+
+    for (int i = 0; i < n; i++)
+        pending |= g[i].probation_until != 0 || g[i].rolling_back;
+    free(g);
+    if (baton__upgrade_read(d->fd, &u) == 0 && u.result == -EOWNERDEAD &&
+        u.to_gen >= generation && u.at_ms + 1000 >= since_ms)
+        return -1;
+    return pending;
+}
+
+static int cmd_wait(const char *dir, int generation, int timeout_s, bool final)
 {
     uint64_t deadline = baton__now_ms() + (uint64_t)timeout_s * 1000;
+    unsigned long long since_ms = baton__realtime_ms();
     int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), last = 0;
     struct cdir d = {.fd = -1};
 
@@ -437,9 +467,17 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
             snprintf(path, sizeof(path), "/proc/self/fd/%d", d.fd);
             inotify_add_watch(ino, path, IN_MOVED_TO | IN_CREATE | IN_DELETE);
         }
+        if (r == 0 && final && probation_state(&d, generation, since_ms) < 0) {
+            fprintf(stderr, "%s: generation %d of %s died on probation: rolled back\n", prog,
+                    generation, dir);
+            if (ino >= 0)
+                close(ino);
+            cdir_close(&d);
+            return 1;
+        }
         if (r == 0 && record_read(&d, &rec) == 0) {
             int a = rec.generation >= generation ? owner_alive(&d, &rec) : 0;
-            bool ok = a > 0;
+            bool ok = a > 0 && (!final || probation_state(&d, generation, since_ms) == 0);
             last = rec.generation;
             baton__record_free(&rec);
             if (a < 0) {
@@ -449,7 +487,7 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
                 return 1;
             }
             if (ok) {
-                printf("%s: generation %d serves\n", dir, last);
+                printf("%s: generation %d serves%s\n", dir, last, final ? " for good" : "");
                 if (ino >= 0)
                     close(ino);
                 cdir_close(&d);
@@ -463,8 +501,8 @@ static int cmd_wait(const char *dir, int generation, int timeout_s)
     if (ino >= 0)
         close(ino);
     if (d.fd >= 0 || baton__now_ms() >= deadline)
-        fprintf(stderr, "%s: timed out after %d s waiting for generation %d of %s (now: %d)\n",
-                prog, timeout_s, generation, dir, last);
+        fprintf(stderr, "%s: timed out after %d s waiting for generation %d of %s%s (now: %d)\n",
+                prog, timeout_s, generation, dir, final ? " to pass its probation" : "", last);
     cdir_close(&d);
     return 1;
 }
@@ -895,7 +933,7 @@ int main(int argc, char **argv)
 {
     const char *cmd, *dir;
     int generation = -1, timeout = 30;
-    bool json = false, watch = false;
+    bool json = false, watch = false, final = false;
 
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
@@ -925,6 +963,8 @@ int main(int argc, char **argv)
             json = true;
         else if (status && !strcmp(argv[i], "--watch"))
             watch = true;
+        else if (wait && !strcmp(argv[i], "--final"))
+            final = true;
         else if (wait && !strcmp(argv[i], "--generation") && i + 1 < argc &&
                  !parse_int(argv[i + 1], 1, &generation))
             i++;
@@ -951,7 +991,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s wait: --generation N is required\n", prog);
             return EXIT_USAGE;
         }
-        return cmd_wait(dir, generation, timeout);
+        return cmd_wait(dir, generation, timeout, final);
     }
     if (!strcmp(cmd, "upgrade"))
         return cmd_upgrade(dir, timeout);
