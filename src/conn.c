@@ -44,11 +44,19 @@ static void conn_unsignal(baton *b)
 
 /* The unconfirmed connections: ours if the predecessor is gone (nobody
  * else will serve them), else its own (it gave up on us), so we close
- * our copies. */
+ * our copies. Deciding waits up to 200 ms for the predecessor to die,
+ * with b->mu held: the application's baton_conn_accept() waits too. So
+ * only when there is something to decide: after every handed connection
+ * was confirmed, the link ends as a predecessor exits, and waiting for its
+ * teardown (a few ms, up to the 200) stalled the connections the
+ * successor had just taken. */
 static void resolve_unconfirmed(baton *b)
 {
-    bool keep = baton__pid_gone(b->pred_pid, 200);
+    bool keep;
 
+    if (b->cq_acked == b->cq_n)
+        return;
+    keep = baton__pid_gone(b->pred_pid, 200);
     for (size_t i = b->cq_acked; i < b->cq_n && !keep; i++) {
         close(b->cq[i].fd);
         free(b->cq[i].state);
