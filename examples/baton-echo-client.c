@@ -96,6 +96,7 @@ struct client {
     int64_t end;             /* duration mode: stop sending then (us) */
     int64_t last_reply;      /* us, 0 before the first */
     int64_t max_gap;         /* us between two consecutive answers */
+    int64_t max_wait;        /* us from sending a line to its answer */
     uint64_t sent, resent, ok, connects;
     uint64_t errors[E_KINDS];
     size_t in_len, out_len;
@@ -149,8 +150,9 @@ static void usage(FILE *f)
                "  --verbose         report every reconnect, and each gap over 3 intervals\n"
                "\n"
                "Prints sent, ok, reconnects, max_gap_ms (the longest wait between two\n"
-               "consecutive replies) and the errors by kind. Exits 0 only if every line was\n"
-               "answered once, in order, with no error.\n");
+               "consecutive replies), max_wait_ms (the longest wait for the reply to one\n"
+               "line: the server's pause, whatever the pace) and the errors by kind. Exits 0\n"
+               "only if every line was answered once, in order, with no error.\n");
 }
 
 static int parse_num(const char *s, uint64_t max, uint64_t *ret)
@@ -398,6 +400,8 @@ static void on_reply(struct client *c, const char *line, size_t len)
                c->acked + 1, r - 1);
         c->errors[E_MISSING] += r - c->acked - 2; /* one error per line skipped */
     }
+    if (now - c->sent_at[r % WINDOW] > c->max_wait)
+        c->max_wait = now - c->sent_at[r % WINDOW];
     c->acked = r;
     c->ok++;
     if (c->last_reply && now - c->last_reply > c->max_gap)
@@ -555,9 +559,10 @@ static int summary(const struct client *c)
     for (int k = 0; k < E_KINDS; k++)
         total += c->errors[k];
     printf("sent=%" PRIu64 " resent=%" PRIu64 " ok=%" PRIu64 " unanswered=%" PRIu64
-           " connections=%" PRIu64 " reconnects=%" PRIu64 " max_gap_ms=%.1f errors=%" PRIu64,
+           " connections=%" PRIu64 " reconnects=%" PRIu64 " max_gap_ms=%.1f max_wait_ms=%.1f"
+           " errors=%" PRIu64,
            c->sent, c->resent, c->ok, unanswered, c->connects, c->connects ? c->connects - 1 : 0,
-           c->max_gap / 1000.0, total);
+           c->max_gap / 1000.0, c->max_wait / 1000.0, total);
     for (int k = 0; k < E_KINDS; k++)
         printf(" %s=%" PRIu64, err_names[k], c->errors[k]);
     printf("\n");

@@ -9,8 +9,10 @@
 # second copy started by hand, `baton upgrade DIR` and SIGHUP to the owner.
 # Each upgrade is waited for with `baton wait DIR --generation N`. Prints
 # the client's summary and a final line with the largest gap between two
-# replies; exits 0 only if every upgrade succeeded and the client saw no
-# error on its single connection.
+# replies (at least the 10 ms pace) and the longest wait for the reply to
+# one line (the pause itself); exits 0 only if every upgrade succeeded and
+# the client saw no error on its single connection. bench/pause.c
+# (baton-bench-pause) measures the pause finer and says where it goes.
 #
 # shellcheck disable=SC2317 # cleanup runs from a trap
 #
@@ -168,10 +170,12 @@ result=$(tail -n 1 "$T/client.out")
 errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$result")
 conns=$(sed -n 's/.*connections=\([0-9]*\).*/\1/p' <<<"$result")
 gap=$(sed -n 's/.*max_gap_ms=\([0-9.]*\).*/\1/p' <<<"$result")
+wait_ms=$(sed -n 's/.*max_wait_ms=\([0-9.]*\).*/\1/p' <<<"$result")
 if ((client_status != 0 || failed)) || [[ $errors != 0 || $conns != 1 ]]; then
     sed -n '1,20p' "$T/client.err"
     show_logs
     log "FAILED: ${errors:-?} errors, ${conns:-?} connection(s), largest gap ${gap:-?} ms"
     exit 1
 fi
-log "$UPGRADES upgrades, ${errors} errors, 1 connection, largest gap ${gap} ms"
+log "$UPGRADES upgrades, ${errors} errors, 1 connection, largest gap ${gap} ms" \
+    "(a line every $INTERVAL_MS ms), longest wait for one reply ${wait_ms} ms"
