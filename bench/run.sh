@@ -629,6 +629,17 @@ if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-takeover ]]; then
         log "baton-bench-takeover failed (see $RAW/takeover.all); $BENCH_OUT/takeover.txt is left as it was"
     fi
 fi
+# bench/pause.c: the pause a client sees on an open connection through 20
+# upgrades, and trigger to the new process answering, beside a bare exec.
+if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-pause ]]; then
+    log "running baton-bench-pause"
+    if timeout -k 5 300 "$BIN/baton-bench-pause" >"$RAW/pause.all" 2>&1; then
+        grep -v 'coordination dir in' "$RAW/pause.all" >"$RAW/pause.txt"
+        cp "$RAW/pause.txt" "$BENCH_OUT/pause.txt"
+    else
+        log "baton-bench-pause failed (see $RAW/pause.all); $BENCH_OUT/pause.txt is left as it was"
+    fi
+fi
 
 log "analysing"
 python3 "$HERE/analyze.py" "$RAW" "$BENCH_OUT" || die "analysis failed"

@@ -46,6 +46,54 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * BATON_EXAMPLE_TRACE=FILE: append "PID MICROSECONDS EVENT" lines
+ * (CLOCK_MONOTONIC, comparable between processes) at the steps of an
+ * upgrade, for bench/pause.c: where a client's pause goes. Off, it costs a
+ * branch. The first event of each kind after a handoff is all it records
+ * on a connection, never one per request.
+ */
+static int trace_fd = -1;
+static int64_t trace_last_read; /* us: the last read of any connection */
+static bool trace_adopted, trace_accepted;
+static bool trace_read, trace_reply = true; /* the next read, reply are traced */
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void trace_at(const char *event, int64_t us)
+{
+    char buf[96];
+    int n;
+
+    if (trace_fd < 0)
+        return;
+    n = snprintf(buf, sizeof buf, "%d %lld %s\n", (int)getpid(), (long long)us, event);
+    if (write(trace_fd, buf, n) < 0) {
+        /* A trace is best effort. */
+    }
+}
+
+static void trace(const char *event)
+{
+    if (trace_fd >= 0)
+        trace_at(event, now_us());
+}
+
+static void trace_open(void)
+{
+    const char *path = getenv("BATON_EXAMPLE_TRACE");
+
+    if (path && *path)
+        trace_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    trace("start");
+}
+
 /* One write(2) per line, so that lines from the library's thread, the
  * upgrade thread and a successor sharing our stderr do not interleave. */
 void server_log(const char *fmt, ...)
@@ -340,6 +388,9 @@ static int conn_flush(struct server *s, struct conn *c)
         if (n < 0)
             return errno == EAGAIN ? 0 : -1;
         c->out_off += n;
+        if (trace_reply)
+            trace("first-reply");
+        trace_reply = false;
     }
     c->out_off = c->out_len = 0;
     if (c->state == C_CLOSING && !c->peer_eof)
@@ -363,6 +414,12 @@ static int conn_read(struct server *s, struct conn *c)
     if (n > 0) {
         if (!drop)
             c->in_len += n;
+        if (trace_fd >= 0) {
+            trace_last_read = now_us();
+            if (trace_read)
+                trace_at("first-read", trace_last_read);
+            trace_read = false;
+        }
         return 0;
     }
     if (n < 0)
@@ -458,6 +515,9 @@ static void accept_all(struct server *s, struct watch *w)
         int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd >= 0) {
+            if (trace_fd >= 0 && !trace_accepted)
+                trace("first-accept");
+            trace_accepted = true;
             conn_new(s, fd);
             continue;
         }
@@ -557,8 +617,11 @@ static void hand_off(struct server *s)
     size_t taken;
     int r = -ENOMEM;
 
+    trace_at("last-read", trace_last_read);
+    trace("handoff-start");
     if (burst_collect(s, &h) == 0)
         r = baton_handoff_batch(s->b, h.v, h.n);
+    trace("handoff-confirmed");
     taken = burst_settle(s, &h);
     s->handing = r >= 0 && taken == h.n;
     if (r < 0)
@@ -618,6 +681,10 @@ static void conn_adopt(struct server *s, int fd, const char *state, size_t len)
     c = conn_new(s, fd);
     if (!c)
         return;
+    if (trace_fd >= 0 && !trace_adopted) {
+        trace("adopted");
+        trace_adopted = trace_read = trace_reply = true;
+    }
     s->ops->feed(s, c, state, len);
     conn_settle(s, c);
 }
@@ -652,11 +719,13 @@ static void inbound_event(struct server *s)
     size_t len;
     int fd;
 
+    trace("inbound");
     while ((fd = inbound_take(s, buf, sizeof buf, &state, &len)) >= 0) {
         conn_adopt(s, fd, state, len);
         if (state != buf)
             free(state);
     }
+    trace("inbound-done");
     if (fd == -EAGAIN)
         return;
     if (fd != -ENOTCONN)
@@ -860,6 +929,7 @@ static void server_run(struct server *s)
 {
     struct epoll_event evs[MAX_EVENTS];
 
+    trace("serving");
     /* Our predecessor may still hand us connections while we drain; a
      * successor on probation may still die and give the service back. */
     while (!(s->draining && s->nconns == 0 && !s->inbound_open && (s->released || s->stopping))) {
@@ -981,6 +1051,7 @@ static int server_start(struct server *s, void (*ready)(struct server *s))
         server_log("baton_open(%s): %s", s->cfg->dir, baton_strerror(r));
         return -1;
     }
+    trace("opened");
     /* Our predecessor hands us its connections once we are ready. */
     if (baton_inherited(s->b)) {
         s->inbound = (struct watch){W_INBOUND, baton_conn_fd(s->b)};
@@ -996,6 +1067,7 @@ static int server_start(struct server *s, void (*ready)(struct server *s))
         server_log("baton_ready: %s (%s)", baton_strerror(r), baton_last_error(s->b));
         return -1;
     }
+    trace("ready");
     s->upgrade = (struct watch){W_UPGRADE, baton_upgrade_fd(s->b)};
     if (watch_ctl(s, EPOLL_CTL_ADD, &s->upgrade, EPOLLIN) < 0)
         return -1;
@@ -1032,6 +1104,7 @@ int server_main(int argc, char **argv, const struct server_ops *ops,
     struct server s = {.ops = ops, .cfg = &cfg, .epfd = -1, .sig.fd = -1, .up_done.fd = -1};
     int r;
 
+    trace_open();
     prog = ops->prog;
     r = parse_args(argc, argv, ops, &cfg);
     if (r != 0)
@@ -1042,7 +1115,9 @@ int server_main(int argc, char **argv, const struct server_ops *ops,
         return 1;
     }
     server_run(&s);
+    trace("loop-end");
     server_stop(&s);
+    trace("exit");
     server_log("exiting");
     return 0;
 }
