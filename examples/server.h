@@ -31,7 +31,7 @@ struct config {
     int nlisten;
     int drain_timeout_ms;
     int ready_delay_ms;
-    int probation_ms; /* --probation: the old copy may take the service back */
+    int probation_ms;    /* --probation: the old copy may take the service back */
     int max_generations; /* --max-generations; 0: the library's default */
     bool no_handoff;     /* --no-handoff: drain every connection instead */
     bool verbose;

@@ -218,11 +218,11 @@ enum {
 };
 
 struct baton_event {
-    int type;          /* BATON_EVENT_* */
-    pid_t pid;         /* the successor */
-    int generation;    /* its generation */
-    unsigned lost;     /* RESUME: handed connections it had confirmed, now gone */
-    unsigned resv[4];  /* zero */
+    int type;         /* BATON_EVENT_* */
+    pid_t pid;        /* the successor */
+    int generation;   /* its generation */
+    unsigned lost;    /* RESUME: handed connections it had confirmed, now gone */
+    unsigned resv[4]; /* zero */
 };
 
 /* The next upgrade event, without blocking: its type (BATON_EVENT_NONE when

@@ -111,8 +111,8 @@ struct baton_run__state {
     baton *b;
     char dir[PATH_MAX];
     int drain_ms, stop_sig, ready_ms, min_backlog;
-    int idle_close_ms; /* BATON_RUN_IDLE_CLOSE_MS: baton_run__conn_idle() */
-    bool draining;     /* manager: draining (stop.c) */
+    int idle_close_ms;                 /* BATON_RUN_IDLE_CLOSE_MS: baton_run__conn_idle() */
+    bool draining;                     /* manager: draining (stop.c) */
     int probation_ms, max_generations; /* BATON_RUN_PROBATION_MS, BATON_RUN_MAX_GENERATIONS */
     /* upgrade_fd: readable once a successor is final (every process of the
      * copy watches it); lib_upgrade_fd: the library's events, which the

@@ -289,10 +289,9 @@ static int check_options(const struct baton_options *o)
                            o->probation_ms, BATON_PROBATION_MAX_MS);
     if (o->max_generations < 0 || o->max_generations == 1 ||
         o->max_generations > BATON_MAX_GENERATIONS_MAX)
-        return baton__fail(NULL, EINVAL,
-                           "baton_open: max_generations %d is out of range (0 for %d, else 2 to %d)",
-                           o->max_generations, BATON_MAX_GENERATIONS_DEFAULT,
-                           BATON_MAX_GENERATIONS_MAX);
+        return baton__fail(
+            NULL, EINVAL, "baton_open: max_generations %d is out of range (0 for %d, else 2 to %d)",
+            o->max_generations, BATON_MAX_GENERATIONS_DEFAULT, BATON_MAX_GENERATIONS_MAX);
     if (o->drain_timeout_ms < 0 || o->drain_timeout_ms > BATON_PROBATION_MAX_MS)
         return baton__fail(NULL, EINVAL,
                            "baton_open: drain_timeout_ms %d is out of range (0 for none, at most "

@@ -74,8 +74,8 @@ static int end_gen(baton *b, const struct baton__gen *g, const char *why)
     }
     if (syscall(SYS_pidfd_send_signal, fd, SIGTERM, NULL, 0) < 0) {
         int err = errno;
-        baton__log(b, BATON_LOG_WARNING, "cannot end generation %d (pid %d), %s: %s",
-                   g->generation, g->pid, why, strerror(err));
+        baton__log(b, BATON_LOG_WARNING, "cannot end generation %d (pid %d), %s: %s", g->generation,
+                   g->pid, why, strerror(err));
         close(fd);
         return -err;
     }
@@ -94,8 +94,8 @@ static int end_gen(baton *b, const struct baton__gen *g, const char *why)
         snprintf(cost, sizeof(cost), "%d connection%s cut", g->conns, g->conns == 1 ? "" : "s");
     else
         snprintf(cost, sizeof(cost), "its connections (number unknown) cut");
-    baton__log(b, BATON_LOG_WARNING, "ending generation %d (pid %d), %s: %s", g->generation,
-               g->pid, why, cost);
+    baton__log(b, BATON_LOG_WARNING, "ending generation %d (pid %d), %s: %s", g->generation, g->pid,
+               why, cost);
     return 0;
 }
 
@@ -144,8 +144,7 @@ void baton__gens_check(baton *b)
         return;
     n = baton__gens_read(b->dirfd, &g);
     for (int i = 0; i < n; i++) {
-        if (!g[i].draining || !g[i].drain_until || g[i].pid == getpid() ||
-            ending_of(b, g[i].pid))
+        if (!g[i].draining || !g[i].drain_until || g[i].pid == getpid() || ending_of(b, g[i].pid))
             continue;
         if (g[i].drain_until <= now) {
             end_gen(b, &g[i], "past its drain bound");

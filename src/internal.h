@@ -209,8 +209,8 @@ struct baton {
         uint64_t began, until, until_rt; /* until_rt: realtime ms, for gen.PID */
         uint64_t retry_at;               /* rolling back: try the lock again then */
         bool rolling_back;
-        uint64_t job;            /* its job token, 0 none */
-        struct baton__times t;   /* its takeover, for DIR/last-upgrade */
+        uint64_t job;          /* its job token, 0 none */
+        struct baton__times t; /* its takeover, for DIR/last-upgrade */
         char why[192];
     } prob;
     unsigned handed; /* connections our successor confirmed (baton_handoff*) */

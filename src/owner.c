@@ -629,8 +629,8 @@ static void prob_start(baton *b, struct baton__peer *succ)
 static void prob_pass(baton *b)
 {
     prob_stop_watching(b);
-    baton__log(b, BATON_LOG_INFO, "successor pid %d passed its probation (%d ms)",
-               (int)b->prob.pid, b->opts.probation_ms);
+    baton__log(b, BATON_LOG_INFO, "successor pid %d passed its probation (%d ms)", (int)b->prob.pid,
+               b->opts.probation_ms);
     baton__gen_write(b);
     event_push(b, BATON_EVENT_RELEASED, b->prob.pid, b->prob.generation, 0);
     prob_answer(b, 0, "passed its probation");
@@ -702,8 +702,8 @@ static void prob_resume(baton *b)
     {
         /* The takeover's own timeline, with the outcome it came to. */
         struct baton__peer was = {.pid = b->prob.pid, .job = b->prob.job, .t = b->prob.t};
-        snprintf(status, sizeof(status), "rolled back: %s; generation %d serves again",
-                 b->prob.why, b->generation);
+        snprintf(status, sizeof(status), "rolled back: %s; generation %d serves again", b->prob.why,
+                 b->generation);
         baton__upgrade_write(b, &was, -EOWNERDEAD, status);
     }
     snprintf(status, sizeof(status), "serving, generation %d (rolled back: %s)", b->generation,

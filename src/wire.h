@@ -21,20 +21,20 @@
 #define BATON__TEXT_MAX  255
 
 enum baton__msg_type {
-    BATON__MSG_REQ = 1,       /* -> owner: what the peer wants */
-    BATON__MSG_HELLO = 2,     /* owner ->: generation, pid, counts */
-    BATON__MSG_FDS = 3,       /* owner ->: a batch of named fds */
-    BATON__MSG_STATE = 4,     /* owner ->: state length, with its memfd */
-    BATON__MSG_END = 5,       /* owner ->: nothing more follows */
-    BATON__MSG_READY = 6,     /* -> owner: the successor serves */
-    BATON__MSG_COMMIT = 7,    /* owner ->: publish, I step down */
-    BATON__MSG_PUBLISHED = 8, /* -> owner: control socket is ours */
-    BATON__MSG_RESULT = 9,    /* owner -> tool: outcome of an upgrade */
-    BATON__MSG_ERROR = 10,    /* either way: why the peer is dropped */
-    BATON__MSG_CONN = 11,     /* old owner -> successor: connections */
-    BATON__MSG_ACK = 12,      /* successor -> old owner: taken */
-    BATON__MSG_DONE = 13,     /* old owner -> successor: no more */
-    BATON__MSG_RELEASED = 14, /* owner -> successor: PUBLISHED heard */
+    BATON__MSG_REQ = 1,        /* -> owner: what the peer wants */
+    BATON__MSG_HELLO = 2,      /* owner ->: generation, pid, counts */
+    BATON__MSG_FDS = 3,        /* owner ->: a batch of named fds */
+    BATON__MSG_STATE = 4,      /* owner ->: state length, with its memfd */
+    BATON__MSG_END = 5,        /* owner ->: nothing more follows */
+    BATON__MSG_READY = 6,      /* -> owner: the successor serves */
+    BATON__MSG_COMMIT = 7,     /* owner ->: publish, I step down */
+    BATON__MSG_PUBLISHED = 8,  /* -> owner: control socket is ours */
+    BATON__MSG_RESULT = 9,     /* owner -> tool: outcome of an upgrade */
+    BATON__MSG_ERROR = 10,     /* either way: why the peer is dropped */
+    BATON__MSG_CONN = 11,      /* old owner -> successor: connections */
+    BATON__MSG_ACK = 12,       /* successor -> old owner: taken */
+    BATON__MSG_DONE = 13,      /* old owner -> successor: no more */
+    BATON__MSG_RELEASED = 14,  /* owner -> successor: PUBLISHED heard */
     BATON__MSG_PROBATION = 15, /* owner -> tool: the successor serves, on probation */
     BATON__MSG_TYPE_MAX = 15,
 };

@@ -82,11 +82,15 @@ int main(int argc, char **argv)
             int field, value;
             const char *name;
         } bad[] = {
-            {0, -1, "probation_ms"},     {0, BATON_PROBATION_MAX_MS + 1, "probation_ms"},
-            {1, -1, "max_generations"},  {1, 1, "max_generations"},
+            {0, -1, "probation_ms"},
+            {0, BATON_PROBATION_MAX_MS + 1, "probation_ms"},
+            {1, -1, "max_generations"},
+            {1, 1, "max_generations"},
             {1, BATON_MAX_GENERATIONS_MAX + 1, "max_generations"},
-            {2, -1, "drain_timeout_ms"}, {2, BATON_PROBATION_MAX_MS + 1, "drain_timeout_ms"},
-            {3, -1, "kill_grace_ms"},    {3, 60001, "kill_grace_ms"},
+            {2, -1, "drain_timeout_ms"},
+            {2, BATON_PROBATION_MAX_MS + 1, "drain_timeout_ms"},
+            {3, -1, "kill_grace_ms"},
+            {3, 60001, "kill_grace_ms"},
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
             o = t_opts(dir, 0, 0);

@@ -241,8 +241,8 @@ int main(int argc, char **argv)
         ended++;
     }
     fclose(f);
-    t_log("%d upgrades, cap %d: at most %d processes at once; %d generations ended", UPGRADES,
-          CAP, atomic_load(&S.procs_max), ended);
+    t_log("%d upgrades, cap %d: at most %d processes at once; %d generations ended", UPGRADES, CAP,
+          atomic_load(&S.procs_max), ended);
     T_LE(atomic_load(&S.procs_max), CAP + 1);
     for (int g = 1; g <= UPGRADES + 1; g++) {
         if (reported[g] < 0) {

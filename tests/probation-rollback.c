@@ -36,9 +36,9 @@
 #include "harness.h"
 #include "internal.h"
 
-#define LONG        4
-#define PROBATION   300 /* ms */
-#define WAIT_MS     10000
+#define LONG      4
+#define PROBATION 300 /* ms */
+#define WAIT_MS   10000
 
 static char bin[PATH_MAX], dir[PATH_MAX], logpath[PATH_MAX];
 static int port, dirfd_;
@@ -219,8 +219,8 @@ static void round_once(int r, int old, int gen)
         T_EQ(breaks, 0);
     }
     if (r % 10 == 0)
-        t_log("round %d: killed pid %d %u ms in, %u lost, %ld refused so far", r, succ, delay,
-              lost, atomic_load(&L.refused));
+        t_log("round %d: killed pid %d %u ms in, %u lost, %ld refused so far", r, succ, delay, lost,
+              atomic_load(&L.refused));
 }
 
 int main(int argc, char **argv)
@@ -239,8 +239,9 @@ int main(int argc, char **argv)
     port = t_free_port(AF_INET);
     snprintf(a_listen, sizeof(a_listen), "tcp://127.0.0.1:%d", port);
     snprintf(a_prob, sizeof(a_prob), "%d", PROBATION);
-    snprintf(cmd, sizeof(cmd), "exec '%s/baton-echo' --dir '%s' --listen %s --probation %s >/dev/null 2>>'%s'",
-             bin, dir, a_listen, a_prob, logpath);
+    snprintf(cmd, sizeof(cmd),
+             "exec '%s/baton-echo' --dir '%s' --listen %s --probation %s >/dev/null 2>>'%s'", bin,
+             dir, a_listen, a_prob, logpath);
     char *eargv[] = {"/bin/sh", "-c", cmd, NULL};
     t_spawn_exec(&echo, eargv, NULL);
     for (int i = 0; i < WAIT_MS && (dirfd_ = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0;
@@ -258,8 +259,8 @@ int main(int argc, char **argv)
         round_once(r, old, gen);
     t_log("%d rounds: %ld refused, %ld short connections answered, %ld broken, %ld long "
           "connections lost with a successor",
-          rounds, atomic_load(&L.refused), atomic_load(&L.short_ok),
-          atomic_load(&L.short_broken), atomic_load(&L.long_breaks));
+          rounds, atomic_load(&L.refused), atomic_load(&L.short_ok), atomic_load(&L.short_broken),
+          atomic_load(&L.long_breaks));
     T_EQ(atomic_load(&L.refused), 0);
 
     /* A successor that stops without dying: the deadline decides for it. */

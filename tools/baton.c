@@ -236,7 +236,9 @@ static const char *gen_state(const struct baton__gen *g)
  * (EOWNERDEAD), which is not an error of its own. */
 static const char *upgrade_outcome(const struct baton__upgrade *u)
 {
-    return u->result == 0 ? "ok" : u->result == -EOWNERDEAD ? "rolled back" : baton_strerror(u->result);
+    return u->result == 0             ? "ok"
+           : u->result == -EOWNERDEAD ? "rolled back"
+                                      : baton_strerror(u->result);
 }
 
 static void status_json_tail(const struct baton__gen *g, int ng, const struct baton__upgrade *u)
@@ -438,8 +440,8 @@ static int probation_state(struct cdir *d, int generation, unsigned long long si
     for (int i = 0; i < n; i++)
         pending |= g[i].probation_until != 0 || g[i].rolling_back;
     free(g);
-    if (baton__upgrade_read(d->fd, &u) == 0 && u.result == -EOWNERDEAD &&
-        u.to_gen >= generation && u.at_ms + 1000 >= since_ms)
+    if (baton__upgrade_read(d->fd, &u) == 0 && u.result == -EOWNERDEAD && u.to_gen >= generation &&
+        u.at_ms + 1000 >= since_ms)
         return -1;
     return pending;
 }
@@ -596,8 +598,8 @@ static int cmd_upgrade(const char *dir, int timeout_s)
         fprintf(stderr, "%s: upgrade of %s rolled back: %.*s; the old owner serves again\n", prog,
                 dir, (int)m.u.result.text_len, m.u.result.text);
     else
-        fprintf(stderr, "%s: upgrade of %s failed: %.*s (%s); the old owner serves on\n", prog,
-                dir, (int)m.u.result.text_len, m.u.result.text,
+        fprintf(stderr, "%s: upgrade of %s failed: %.*s (%s); the old owner serves on\n", prog, dir,
+                (int)m.u.result.text_len, m.u.result.text,
                 baton_strerror(m.u.result.err ? m.u.result.err : -EPROTO));
     if (have_up && up.result != 0) {
         fprintf(stderr, "  ");

@@ -20,8 +20,8 @@ struct run_opts {
     int drain_s;     /* --drain-timeout */
     int stop_sig;    /* --stop-signal */
     int ready_timeout_s;
-    int ready_after_ms; /* --ready-after; 0: wait for READY=1 only */
-    int probation_ms;   /* --probation */
+    int ready_after_ms;  /* --ready-after; 0: wait for READY=1 only */
+    int probation_ms;    /* --probation */
     int max_generations; /* --max-generations; 0: the library's default */
     const struct run_listen *listen;
     size_t nlisten;
