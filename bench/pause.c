@@ -64,9 +64,21 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Stops every child (every server is one: we are their subreaper) and
+ * exits: a failed run leaves nothing behind. */
 static void die(const char *what)
 {
+    char path[64];
+    FILE *f;
+    int pid;
+
     fprintf(stderr, "pause: %s\n", what);
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    f = fopen(path, "re");
+    while (f && fscanf(f, "%d", &pid) == 1)
+        kill(pid, SIGKILL);
+    if (f)
+        fclose(f);
     exit(1);
 }
 
@@ -426,7 +438,7 @@ static void wait_for(int pid, const char *name, int64_t since)
 
     if (!run_until(ev_seen, &w, now_us() + WAIT_US)) {
         fprintf(stderr, "pause: no \"%s\" from pid %d in time (see %s/echo.log)\n", name, pid, top);
-        exit(1);
+        die("giving up");
     }
 }
 
