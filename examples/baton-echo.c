@@ -107,10 +107,12 @@ static bool echo_movable(const struct conn *c)
  */
 static size_t echo_state(const struct conn *c, char *dst)
 {
-    if (dst) {
+    /* A connection that never wrote has no output buffer (c->out NULL):
+     * memcpy() from NULL is undefined even for 0 bytes. */
+    if (dst && conn_out_pending(c))
         memcpy(dst, c->out + c->out_off, conn_out_pending(c));
+    if (dst && c->in_len)
         memcpy(dst + conn_out_pending(c), c->in, c->in_len);
-    }
     return conn_out_pending(c) + c->in_len;
 }
 

@@ -295,7 +295,9 @@ int baton_handoff_batch(baton *b, struct baton_conn *conns, size_t n);
 int baton_handoff_done(baton *b);
 
 /* Successor (BATON_TAKE_CONNS): readable while handed connections wait, or
- * once none will come any more. Owned by the handle. */
+ * once none will come any more, and as a batch arrives on the link (then
+ * baton_conn_accept() reads it itself; it may find nothing: -EAGAIN). An
+ * epoll fd; owned by the handle. */
 int baton_conn_fd(const baton *b);
 
 /* Successor: take one handed connection: returns its fd (ours now,

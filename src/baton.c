@@ -301,6 +301,16 @@ static int check_options(const struct baton_options *o)
         return baton__fail(NULL, EINVAL,
                            "baton_open: kill_grace_ms %d is out of range (0 for %d, at most 60000)",
                            o->kill_grace_ms, BATON__KILL_GRACE_MS);
+    /* A takeover that waits for a generation over the cap to be ended must
+     * not time out first: the grace, and 2 s for the exit to be seen. */
+    if (o->kill_grace_ms &&
+        o->kill_grace_ms + 2000 >=
+            (o->ready_timeout_ms ? o->ready_timeout_ms : BATON__DEFAULT_TIMEOUT_MS))
+        return baton__fail(NULL, EINVAL,
+                           "baton_open: kill_grace_ms (%d) is out of range: it must end 2000 ms "
+                           "before ready_timeout_ms (%d)",
+                           o->kill_grace_ms,
+                           o->ready_timeout_ms ? o->ready_timeout_ms : BATON__DEFAULT_TIMEOUT_MS);
     if (strlen(o->dir) >= sizeof(((baton *)0)->dir))
         return baton__fail(NULL, ENAMETOOLONG, "baton_open: directory path too long");
     return 0;
@@ -317,13 +327,18 @@ static baton *handle_new(const struct baton_options *opts)
         b->opts.ready_timeout_ms = BATON__DEFAULT_TIMEOUT_MS;
     if (b->opts.max_generations == 0)
         b->opts.max_generations = BATON_MAX_GENERATIONS_DEFAULT;
+    /* The default grace, shortened to fit a short ready timeout. */
     if (b->opts.kill_grace_ms == 0)
-        b->opts.kill_grace_ms = BATON__KILL_GRACE_MS;
+        b->opts.kill_grace_ms =
+            b->opts.ready_timeout_ms - 2000 < BATON__KILL_GRACE_MS
+                ? (b->opts.ready_timeout_ms > 4000 ? b->opts.ready_timeout_ms - 2000
+                                                   : b->opts.ready_timeout_ms / 2)
+                : BATON__KILL_GRACE_MS;
     snprintf(b->dir, sizeof(b->dir), "%s", opts->dir);
     b->opts.dir = b->dir;
     b->dirfd = b->lockfd = b->pred_fd = -1;
     b->own_state_fd = b->ctl_fd = -1;
-    b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = b->connfd = -1;
+    b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = b->connfd = b->connep = -1;
     b->inotifyfd = -1;
     b->job.pidfd = -1;
     b->prob.pidfd = -1;
@@ -441,8 +456,9 @@ BATON_EXPORT void baton_free(baton *b)
     } else if (b->lockfd >= 0) {
         close(b->lockfd);
     }
-    int fds[] = {b->dirfd,  b->pred_fd,   b->own_state_fd, b->ctl_fd,    b->epfd,   b->timerfd,
-                 b->wakefd, b->upgradefd, b->jobfd,        b->job.pidfd, b->connfd, b->inotifyfd};
+    int fds[] = {b->dirfd,   b->pred_fd, b->own_state_fd, b->ctl_fd, b->epfd,
+                 b->timerfd, b->wakefd,  b->upgradefd,    b->jobfd,  b->job.pidfd,
+                 b->connfd,  b->connep,  b->inotifyfd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);

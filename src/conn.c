@@ -72,6 +72,7 @@ static void pred_end(baton *b, const char *why)
     if (why)
         baton__log(b, BATON_LOG_WARNING, "link to predecessor pid %d: %s", (int)b->pred_pid, why);
     epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->pred_fd, NULL);
+    epoll_ctl(b->connep, EPOLL_CTL_DEL, b->pred_fd, NULL);
     close(b->pred_fd);
     b->pred_fd = -1;
     b->pred_done = true;
@@ -197,7 +198,7 @@ static int confirm(baton *b)
 
 BATON_EXPORT int baton_conn_fd(const baton *b)
 {
-    return b ? b->connfd : -EINVAL;
+    return b ? b->connep : -EINVAL;
 }
 
 BATON_EXPORT int baton_conn_accept(baton *b, void *state_buf, size_t buf_len, size_t *ret_len)
@@ -293,12 +294,14 @@ static void link_give_back(baton *b, struct baton__peer *p, bool broken)
     pthread_mutex_lock(&b->mu);
     p->app_busy = false;
     b->handoff_busy = false;
-    if (broken) {
+    /* A successor that died meanwhile on probation: its link is of no use. */
+    if (broken || b->prob.await_app) {
         baton__drop_peer(b, p, 0, NULL);
     } else {
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = baton__peer_tag(b, p)};
         epoll_ctl(b->epfd, EPOLL_CTL_ADD, p->fd, &ev);
     }
+    baton__prob_app_done(b);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -358,6 +361,7 @@ static int read_acks(baton *b, struct handoff *h)
         }
         if (baton__msg_decode(h->buf, len, &m) < 0 || m.type != BATON__MSG_ACK)
             return -EPROTO;
+        size_t was = h->taken;
         for (uint32_t i = 0; i < m.u.ack.count; i++) {
             uint32_t idx = baton__get32(m.u.ack.ids + 4 * i) - h->seq;
             if (idx < h->n && h->v[idx].result == -EINPROGRESS) {
@@ -366,6 +370,10 @@ static int read_acks(baton *b, struct handoff *h)
                 h->waiting--;
             }
         }
+        /* Counted as they are confirmed: lost if it dies on probation. */
+        pthread_mutex_lock(&b->mu);
+        b->handed += (unsigned)(h->taken - was);
+        pthread_mutex_unlock(&b->mu);
     }
 }
 
@@ -458,9 +466,6 @@ BATON_EXPORT int baton_handoff_batch(baton *b, struct baton_conn *conns, size_t 
                     h.waiting + h.taken,
                     r == -ETIMEDOUT ? "the successor did not confirm in time"
                                     : "the link to the successor failed");
-    pthread_mutex_lock(&b->mu);
-    b->handed += (unsigned)h.taken; /* lost if it dies on probation */
-    pthread_mutex_unlock(&b->mu);
     link_give_back(b, p, r < 0 && r != -ENOMEM);
     return (int)h.taken;
 }

@@ -653,12 +653,11 @@ unsigned long long baton__proc_start(pid_t pid)
         return 0;
     buf[n] = 0;
     /* The command may hold spaces and parentheses: count from the last ')'.
-     * Field 3, the state, follows it: a zombie (Z) or a dead one (X) is
-     * gone as far as we are concerned. Field 22, starttime, is the 20th
-     * after it. */
+     * Field 22, starttime, is the 20th after it. Whatever the state: this
+     * is the process's identity (a leader that called pthread_exit() shows
+     * as a zombie while its threads serve on); whether it lives is the
+     * pidfd's to say (baton__pid_gone()). */
     p = strrchr(buf, ')');
-    if (p && (p[1] != ' ' || p[2] == 'Z' || p[2] == 'X'))
-        return 0;
     for (int field = 2; p && field < 22; field++)
         p = strchr(p + 1, ' ');
     if (p)
@@ -793,8 +792,8 @@ int baton__gens_read(int dirfd, struct baton__gen **ret)
         int pid, len = 0;
 
         if (sscanf(e->d_name, "gen.%d%n", &pid, &len) != 1 || e->d_name[len] || pid <= 0 ||
-            gen_parse(dirfd, e->d_name, &g) < 0 || g.pid != pid ||
-            baton__proc_start(pid) != g.start)
+            gen_parse(dirfd, e->d_name, &g) < 0 || g.pid != pid || !g.start ||
+            baton__proc_start(pid) != g.start || baton__pid_gone(pid, 0))
             continue;
         if (n == cap) {
             struct baton__gen *nv = realloc(v, (cap ? 2 * cap : 8) * sizeof(*v));

@@ -17,12 +17,15 @@
  * process that reused the pid. What it cost (the connections the
  * generation said it had) is logged and written in DIR/last-upgrade.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,8 +53,40 @@ static int nending(const baton *b)
     return n;
 }
 
-/* End generation g: 0, or -errno (it is gone, reused its pid, is not ours
- * to signal, or every slot is taken). */
+/* Does pid hold our coordination directory open? Every generation does
+ * (its handle's directory fd); a process that a stale or planted gen.PID
+ * names (after a reboot in a persistent directory, start times repeat)
+ * does not. A process whose fds we may not read is not ours to end. */
+static bool holds_dir(baton *b, pid_t pid)
+{
+    char path[64];
+    struct stat want, st;
+    struct dirent *e;
+    bool found = false;
+    DIR *d;
+    int fd;
+
+    if (fstat(b->dirfd, &want) < 0)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return false;
+    }
+    while (!found && (e = readdir(d)))
+        found = e->d_name[0] != '.' && fstatat(fd, e->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode) &&
+                st.st_dev == want.st_dev && st.st_ino == want.st_ino;
+    closedir(d);
+    return found;
+}
+
+/* End generation g: 0, or -errno (it is gone, reused its pid, is not a
+ * generation of this directory older than ours, is not ours to signal, or
+ * every slot is taken). */
 static int end_gen(baton *b, const struct baton__gen *g, const char *why)
 {
     struct baton__ending *e = NULL;
@@ -63,12 +98,18 @@ static int end_gen(baton *b, const struct baton__gen *g, const char *why)
             e = &b->ending[i];
     if (!e)
         return -ENOSPC;
+    if (!g->start || g->generation >= b->generation)
+        return -ESRCH;
     fd = (int)syscall(SYS_pidfd_open, g->pid, 0);
     if (fd < 0)
         return -errno;
     /* The pidfd pins the process; the start time says it is the one the
-     * record names. */
-    if (baton__proc_start(g->pid) != g->start) {
+     * record names, and its open directory that it is one of ours. */
+    if (baton__proc_start(g->pid) != g->start || !holds_dir(b, g->pid)) {
+        baton__log(b, BATON_LOG_WARNING,
+                   "%s/gen.%d names pid %d, which is not a generation of this directory: left "
+                   "alone",
+                   b->dir, g->pid, g->pid);
         close(fd);
         return -ESRCH;
     }
@@ -102,15 +143,24 @@ static int end_gen(baton *b, const struct baton__gen *g, const char *why)
 int baton__gens_room(baton *b)
 {
     struct baton__gen *g = NULL;
-    int n = baton__gens_read(b->dirfd, &g), want, busy;
+    int n = baton__gens_read(b->dirfd, &g), live, want, busy;
     char note[96];
 
     if (n < 0)
         return 0; /* nothing to go by: the takeover goes ahead */
-    /* With the successor, n + 1 would be alive; those ending already
-     * count as gone once they have exited. */
-    want = n + 1 - b->opts.max_generations;
+    /* With the successor, n + 1 would be alive. Those we are ending count
+     * until their pidfd says they have exited, record or no record: one
+     * removes its gen.PID as it frees its handle, well before its exit
+     * (at-exit handlers, a sanitizer's leak check). */
     busy = nending(b);
+    live = n;
+    for (int i = 0; i < BATON__ENDING_MAX; i++) {
+        bool listed = false;
+        for (int k = 0; k < n && b->ending[i].pid && !listed; k++)
+            listed = g[k].pid == b->ending[i].pid;
+        live += b->ending[i].pid && !listed;
+    }
+    want = live + 1 - b->opts.max_generations;
     /* Oldest first: gens_read gives the newest first. */
     for (int i = n - 1; i >= 0 && want > busy; i--) {
         char why[64];

@@ -167,6 +167,10 @@ struct baton {
     struct baton__qconn *cq;
     size_t cq_head, cq_acked, cq_n, cq_cap;
     int connfd; /* eventfd: connections wait, or none will come */
+    /* baton_conn_fd(): an epoll set of connfd and, once we serve, the link
+     * itself, so that the application wakes as a batch arrives rather than
+     * when the dispatcher has queued it (a thread switch later). */
+    int connep;
     bool pred_done;
     /* Owner side: ids of handed connections; one handoff at a time. */
     uint32_t conn_seq;
@@ -209,6 +213,7 @@ struct baton {
         uint64_t began, until, until_rt; /* until_rt: realtime ms, for gen.PID */
         uint64_t retry_at;               /* rolling back: try the lock again then */
         bool rolling_back;
+        bool await_app;        /* died during a handoff: roll back when it returns */
         uint64_t job;          /* its job token, 0 none */
         struct baton__times t; /* its takeover, for DIR/last-upgrade */
         char why[192];
@@ -369,6 +374,9 @@ void baton__owner_forget(baton *b);
 int baton__owner_dispatch(baton *b);
 /* The next upgrade event (baton_upgrade_event()). */
 int baton__event_pop(baton *b, struct baton_event *ev);
+/* The application is done with the successor link: a rollback that waited
+ * for it goes ahead. Called with b->mu held. */
+void baton__prob_app_done(baton *b);
 int baton__job_start(baton *b, char *const argv[], int timeout_ms, bool local);
 void baton__drop_peer(baton *b, struct baton__peer *p, int err, const char *why);
 uint64_t baton__peer_tag(const baton *b, const struct baton__peer *p);

@@ -83,12 +83,18 @@ int baton__owner_init(baton *b)
     b->upgradefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
     b->jobfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     b->connfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    b->connep = epoll_create1(EPOLL_CLOEXEC);
     b->txbuf = malloc(BATON__MSG_MAX);
     if (!b->txbuf)
         return -ENOMEM;
     if (b->epfd < 0 || b->timerfd < 0 || b->wakefd < 0 || b->upgradefd < 0 || b->jobfd < 0 ||
-        b->connfd < 0)
+        b->connfd < 0 || b->connep < 0)
         return baton__fail(b, errno, "creating the control loop's fds");
+    {
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (epoll_ctl(b->connep, EPOLL_CTL_ADD, b->connfd, &ev) < 0)
+            return baton__fail(b, errno, "epoll_ctl(connections)");
+    }
     if (ep_add(b, b->timerfd, EPOLLIN, TAG_TIMER) < 0 || ep_add(b, b->wakefd, EPOLLIN, TAG_WAKE))
         return baton__fail(b, errno, "epoll_ctl");
     return 0;
@@ -406,12 +412,14 @@ static int start_takeover(baton *b, struct baton__peer *p, int slot)
     if (baton__gens_room(b) > 0) {
         /* Over the cap: the oldest draining generations are ending; this
          * takeover starts once they have exited (room_made()). */
-        if (!p->waits_room)
+        if (!p->waits_room) {
             baton__log(b, BATON_LOG_INFO,
                        "successor pid %d waits until generations over the cap have exited",
                        (int)p->pid);
+            /* Once: the grace, and a margin for the exit to be seen. */
+            p->deadline = baton__now_ms() + (uint64_t)b->opts.kill_grace_ms + 2000;
+        }
         p->waits_room = true;
-        p->deadline = baton__now_ms() + (uint64_t)b->opts.kill_grace_ms + 2000;
         return 0;
     }
     p->waits_room = false;
@@ -641,7 +649,8 @@ static pid_t other_owner(baton *b)
 {
     pid_t owner = baton__record_pid(b);
 
-    if (owner > 0 && owner != b->prob.pid && owner != getpid() && kill(owner, 0) == 0)
+    /* Alive by its pidfd: a zombie or a reused pid is no owner. */
+    if (owner > 0 && owner != b->prob.pid && owner != getpid() && !baton__pid_gone(owner, 0))
         return owner;
     return 0;
 }
@@ -663,14 +672,20 @@ static void prob_resume(baton *b)
     }
     other = r == 0 ? other_owner(b) : 0;
     if (other) {
+        struct baton__record rec;
+        int gen = 0;
+        if (baton__record_read(b->dirfd, &rec) == 0) {
+            gen = rec.pid == other ? rec.generation : 0;
+            baton__record_free(&rec);
+        }
         baton__unlock(b);
         b->prob.rolling_back = false;
         baton__log(b, BATON_LOG_INFO, "pid %d took over meanwhile: stepping down again",
                    (int)other);
         b->superseded = true;
         baton__gen_write(b);
-        event_push(b, BATON_EVENT_STEP_DOWN, other, 0, 0);
-        event_push(b, BATON_EVENT_RELEASED, other, 0, 0);
+        event_push(b, BATON_EVENT_STEP_DOWN, other, gen, 0);
+        event_push(b, BATON_EVENT_RELEASED, other, gen, 0);
         prob_answer(b, 0, "a later generation serves");
         return;
     }
@@ -717,12 +732,39 @@ static void prob_resume(baton *b)
  * serves, we take the service back. The application hears it first (its
  * listeners are still open: what queued meanwhile is accepted), the
  * directory follows. */
+/* Announce the rollback and take the directory back: the application
+ * hears it at once (its listeners were never closed: what queued meanwhile
+ * is accepted), the directory follows. */
+static void prob_rollback(baton *b)
+{
+    unsigned lost = b->handed;
+    size_t len = strlen(b->prob.why);
+
+    snprintf(b->prob.why + len, sizeof(b->prob.why) - len, "; %u handed connection(s) lost with it",
+             lost);
+    baton__log(b, BATON_LOG_WARNING, "%s; rolling back", b->prob.why);
+    b->superseded = false;
+    b->draining_since_ms = 0;
+    b->handoff_ended = false;
+    b->handed = 0;
+    b->prob.await_app = false;
+    b->prob.retry_at = 0;
+    baton__gen_write(b);
+    event_push(b, BATON_EVENT_RESUME, b->prob.pid, b->prob.generation, lost);
+    prob_resume(b);
+}
+
+/* The successor died within its probation: unless a later generation
+ * serves, we take the service back. If the application is handing off on
+ * the link right now, the rollback waits until it is done with it
+ * (baton__prob_app_done()): only then is the count of connections the
+ * successor confirmed, and so lost with it, final. */
 static void prob_died(baton *b)
 {
     siginfo_t si = {0};
     char how[64];
-    unsigned lost = b->handed;
     uint64_t ms = baton__now_ms() - b->prob.began;
+    bool busy = false;
 
     if (b->prob.pidfd < 0)
         return;
@@ -735,9 +777,8 @@ static void prob_died(baton *b)
         snprintf(how, sizeof(how), "died");
     prob_stop_watching(b);
     snprintf(b->prob.why, sizeof(b->prob.why),
-             "successor pid %d (generation %d) %s %llu ms into its probation; %u handed "
-             "connection(s) lost with it",
-             (int)b->prob.pid, b->prob.generation, how, (unsigned long long)ms, lost);
+             "successor pid %d (generation %d) %s %llu ms into its probation", (int)b->prob.pid,
+             b->prob.generation, how, (unsigned long long)ms);
     if (other_owner(b)) {
         baton__log(b, BATON_LOG_INFO, "%s; a later generation serves: nothing to roll back",
                    b->prob.why);
@@ -746,21 +787,29 @@ static void prob_died(baton *b)
         prob_answer(b, 0, "a later generation serves");
         return;
     }
-    baton__log(b, BATON_LOG_WARNING, "%s; rolling back", b->prob.why);
     /* Its link is of no use any more; a handoff on it fails. */
-    for (int i = 0; i < BATON__MAX_PEERS; i++)
-        if (b->peers[i].fd >= 0 && b->peers[i].phase == BATON__PEER_SUCCESSOR &&
-            !b->peers[i].app_busy)
-            baton__drop_peer(b, &b->peers[i], 0, NULL);
-    b->superseded = false;
-    b->draining_since_ms = 0;
-    b->handoff_ended = false;
-    b->handed = 0;
+    for (int i = 0; i < BATON__MAX_PEERS; i++) {
+        struct baton__peer *p = &b->peers[i];
+        if (p->fd < 0 || p->phase != BATON__PEER_SUCCESSOR)
+            continue;
+        if (p->app_busy)
+            busy = true;
+        else
+            baton__drop_peer(b, p, 0, NULL);
+    }
     b->prob.rolling_back = true;
-    b->prob.retry_at = 0;
-    baton__gen_write(b);
-    event_push(b, BATON_EVENT_RESUME, b->prob.pid, b->prob.generation, lost);
-    prob_resume(b);
+    if (busy) {
+        b->prob.await_app = true;
+        baton__gen_write(b);
+        return;
+    }
+    prob_rollback(b);
+}
+
+void baton__prob_app_done(baton *b)
+{
+    if (b->prob.await_app)
+        prob_rollback(b);
 }
 
 static void step_down(baton *b, struct baton__peer *p)
@@ -774,22 +823,25 @@ static void step_down(baton *b, struct baton__peer *p)
     p->t.serving = baton__now_us();
     b->draining_since_ms = baton__realtime_ms();
     b->handed = 0;
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->ctl_fd, NULL);
+    close(b->ctl_fd);
+    b->ctl_fd = -1;
+    if (probation)
+        prob_start(b, p);
     {
         char text[256];
         snprintf(text, sizeof(text), "serving%s%s", b->cap_note[0] ? "; " : "", b->cap_note);
         baton__upgrade_write(b, p, 0, text);
         b->cap_note[0] = 0;
     }
-    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->ctl_fd, NULL);
-    close(b->ctl_fd);
-    b->ctl_fd = -1;
     baton__log(b, BATON_LOG_INFO, "successor pid %d (generation %d) serves; stepping down",
                (int)p->pid, b->generation + 1);
-    if (probation)
-        prob_start(b, p);
     baton__gen_write(b);
     if (job_active(b))
         job_finish(b, 0, b->generation + 1, p->pid, "ready");
+    /* Last: the application's handoff needs the lock we hold anyway, so
+     * telling it sooner would gain nothing, and when it hears, the records
+     * are written and no file of ours is open. */
     event_push(b, BATON_EVENT_STEP_DOWN, p->pid, b->generation + 1, 0);
     if (b->prob.pidfd < 0)
         event_push(b, BATON_EVENT_RELEASED, p->pid, b->generation + 1, 0);
@@ -1153,6 +1205,13 @@ int baton__owner_start(baton *b, int ctl_fd)
      * over it, and its end tells us the predecessor is gone. */
     if (r == 0 && b->pred_fd >= 0)
         r = ep_add(b, b->pred_fd, EPOLLIN, TAG_PRED);
+    /* The application's baton_conn_fd() wakes on the link too: its
+     * baton_conn_accept() reads the link itself. */
+    if (r == 0 && b->pred_fd >= 0 && (b->opts.flags & BATON_TAKE_CONNS)) {
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (epoll_ctl(b->connep, EPOLL_CTL_ADD, b->pred_fd, &ev) < 0)
+            r = -errno;
+    }
     /* Best effort: without inotify we still put our socket back whenever
      * a successor we were talking to fails. */
     b->inotifyfd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);

@@ -5,7 +5,9 @@
  * SIGTERM and waits for ever. Generation 2, the owner, must end it: not
  * before its bound, with SIGTERM, then SIGKILL after its kill grace, and
  * say so in its log. A generation with no bound (generation 2 itself,
- * once superseded by 3) is left alone.
+ * once superseded by 3) is left alone. Nor is a process that a gen.PID
+ * planted in the directory names, with its right start time: it holds no
+ * handle on this directory.
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,11 +18,12 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "internal.h"
 
 #define BOUND 300 /* ms */
 #define GRACE 200 /* ms */
 
-enum { MSG_BOUND_LOGGED = 2001, MSG_KILL_LOGGED = 2002 };
+enum { MSG_BOUND_LOGGED = 2001, MSG_KILL_LOGGED = 2002, MSG_STRANGER_LOGGED = 2003 };
 
 static char dir[PATH_MAX];
 static int log_chan = -1;
@@ -40,6 +43,8 @@ static void owner_log(void *ctx, int level, const char *msg)
         t_tell(log_chan, MSG_BOUND_LOGGED);
     if (strstr(msg, "sending SIGKILL"))
         t_tell(log_chan, MSG_KILL_LOGGED);
+    if (strstr(msg, "not a generation of this directory"))
+        t_tell(log_chan, MSG_STRANGER_LOGGED);
 }
 
 /* Generation 1: bounded, and deaf to SIGTERM once superseded. */
@@ -108,6 +113,31 @@ int main(int argc, char **argv)
     char resp[64];
     T_OK(t_request(AF_INET, port, "hello", resp, sizeof(resp)));
     T_HEAR_EQ(g2.chan, T_MSG_SERVED);
+
+    /* The attack: a gen.PID planted in the directory, naming a process of
+     * ours that is no generation (right pid, right start time, past its
+     * "drain bound"). The owner looks (inotify) and leaves it alone. */
+    {
+        struct t_proc stranger;
+        char path[PATH_MAX + 32], tmp[PATH_MAX + 32], text[512];
+        char *sargv[] = {"/bin/sleep", "30", NULL};
+        FILE *f;
+
+        t_spawn_exec(&stranger, sargv, NULL);
+        snprintf(tmp, sizeof(tmp), "%s/.planted", dir);
+        snprintf(path, sizeof(path), "%s/gen.%d", dir, (int)stranger.pid);
+        snprintf(text, sizeof(text),
+                 "baton-gen 1\npid %d\nstart %llu\ngeneration 1\nstate draining\nsince 1\n"
+                 "draining_since 1\nconns 7\nprobation_until 0\ndrain_until 1\n",
+                 (int)stranger.pid, baton__proc_start(stranger.pid));
+        f = fopen(tmp, "w");
+        T_ASSERT(f && fputs(text, f) >= 0 && fclose(f) == 0);
+        T_SYS(rename(tmp, path));
+        T_HEAR_EQ(g2.chan, MSG_STRANGER_LOGGED);
+        T_EQ(t_proc_exited(&stranger, 200), -ETIMEDOUT); /* not signalled */
+        t_proc_kill(&stranger);
+        unlink(path);
+    }
 
     /* Generation 2 has no bound: superseded by 3, it is not ended. */
     t_spawn(&g3, owner_main, NULL);

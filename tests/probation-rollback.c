@@ -179,6 +179,15 @@ static void read_all(int fd, char *buf, size_t cap)
     close(fd);
 }
 
+/* The servers' log, the last lines, for a failure's message. */
+static void dump_log(void)
+{
+    char cmd[PATH_MAX + 32];
+    snprintf(cmd, sizeof(cmd), "tail -n 40 '%s' >&2", logpath);
+    if (system(cmd) != 0)
+        t_log("cannot show %s", logpath);
+}
+
 static void round_once(int r, int old, int gen)
 {
     struct t_proc up;
@@ -197,8 +206,10 @@ static void round_once(int r, int old, int gen)
     T_SYS(kill(succ, SIGKILL));
     status = t_proc_wait(&up, WAIT_MS);
     read_all(fd, out, sizeof(out));
-    if (status != 1 || (!strstr(out, "rolled back") && !strstr(out, "failed")))
+    if (status != 1 || (!strstr(out, "rolled back") && !strstr(out, "failed"))) {
+        dump_log();
         t_fail(__FILE__, __LINE__, "round %d: baton upgrade exited %d: %s", r, status, out);
+    }
     /* It answers once the directory is ours again. */
     T_EQ(owner(&g), old);
     T_EQ(g, gen);

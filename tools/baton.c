@@ -521,6 +521,7 @@ static int cmd_upgrade(const char *dir, int timeout_s)
     size_t len, nfds;
     int fd, fds[BATON__BATCH_MAX], r;
     bool probation = false;
+    unsigned succ_gen = 0, succ_pid = 0;
 
     r = cdir_open(dir, &d);
     if (r < 0 && r != -ENOENT)
@@ -563,6 +564,8 @@ static int cmd_upgrade(const char *dir, int timeout_s)
         /* The successor serves; the old owner may still take the service
          * back if it dies within its probation: the outcome comes then. */
         probation = true;
+        succ_gen = m.u.result.generation;
+        succ_pid = m.u.result.pid;
         printf("%s: generation %u serves (pid %u), on probation for %d ms\n", dir,
                m.u.result.generation, m.u.result.pid, (int)m.u.result.err);
         fflush(stdout);
@@ -571,6 +574,25 @@ static int cmd_upgrade(const char *dir, int timeout_s)
     close(fd);
     if (r == 0 && m.type == BATON__MSG_PROBATION)
         r = -EPROTO;
+    if (r == -ECONNRESET && probation) {
+        /* The old owner went away during the probation: nobody can roll
+         * back any more. What serves now is what counts. */
+        struct baton__record rec;
+        int alive = 0;
+        if (cdir_open(dir, &d) == 0) {
+            if (record_read(&d, &rec) == 0) {
+                alive = owner_alive(&d, &rec) > 0 ? rec.pid : 0;
+                baton__record_free(&rec);
+            }
+            cdir_close(&d);
+        }
+        if (alive && alive == (int)succ_pid) {
+            printf("%s: the old owner went away during the probation; generation %u (pid %u) "
+                   "serves\n",
+                   dir, succ_gen, succ_pid);
+            return 0;
+        }
+    }
     if (r < 0) {
         fprintf(stderr, "%s: upgrade of %s: %s\n", prog, dir,
                 r == -ECONNRESET ? "the owner hung up" : baton_strerror(r));
@@ -581,9 +603,8 @@ static int cmd_upgrade(const char *dir, int timeout_s)
     cdir_close(&d);
     if (m.type == BATON__MSG_RESULT && m.u.result.err == 0) {
         if (probation)
-            printf("%s: generation %u passed its probation (pid %u): %.*s\n", dir,
-                   m.u.result.generation, m.u.result.pid, (int)m.u.result.text_len,
-                   m.u.result.text);
+            printf("%s: generation %u (pid %u): %.*s\n", dir, m.u.result.generation, m.u.result.pid,
+                   (int)m.u.result.text_len, m.u.result.text);
         else
             printf("%s: generation %u serves (pid %u)\n", dir, m.u.result.generation,
                    m.u.result.pid);
@@ -824,14 +845,24 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
             i++, ready_opts = true;
         else if (arg && !strcmp(a, "--listen") && !run_parse_listen(argv[i + 1], o, listen))
             i++;
-        else if (arg && !strcmp(a, "--probation") &&
-                 !parse_seconds_ms(argv[i + 1], BATON_PROBATION_MAX_MS, &o->probation_ms))
-            i++;
-        else if (arg && !strcmp(a, "--max-generations") &&
-                 !parse_int(argv[i + 1], 2, &o->max_generations) &&
-                 o->max_generations <= BATON_MAX_GENERATIONS_MAX)
-            i++;
-        else {
+        else if (arg && !strcmp(a, "--probation")) {
+            if (parse_seconds_ms(argv[++i], BATON_PROBATION_MAX_MS, &o->probation_ms) < 0) {
+                fprintf(stderr,
+                        "%s run: --probation %s: not a number of seconds from 0 to %d "
+                        "(a fraction allowed: 0.5)\n",
+                        prog, argv[i], BATON_PROBATION_MAX_MS / 1000);
+                return EXIT_USAGE;
+            }
+        } else if (arg && !strcmp(a, "--max-generations")) {
+            if (parse_int(argv[++i], 0, &o->max_generations) < 0 || o->max_generations == 1 ||
+                o->max_generations > BATON_MAX_GENERATIONS_MAX) {
+                fprintf(stderr,
+                        "%s run: --max-generations %s: not 0 (the default, %d) or a number "
+                        "from 2 to %d\n",
+                        prog, argv[i], BATON_MAX_GENERATIONS_DEFAULT, BATON_MAX_GENERATIONS_MAX);
+                return EXIT_USAGE;
+            }
+        } else {
             fprintf(stderr, "%s run: bad argument '%s'\n", prog, a);
             usage(stderr);
             return EXIT_USAGE;
