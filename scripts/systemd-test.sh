@@ -20,7 +20,12 @@
 #   7. the single-unit flavour, socket-activated: the first connection
 #      starts baton-httpd.service with systemd's socket (http0), and
 #      `systemctl reload` under load takes over with no failed request while
-#      systemd follows the new main pid.
+#      systemd follows the new main pid;
+#   8. the same with --probation: the new process SIGKILLed within it, the
+#      old one serves again and stays systemd's main process all along,
+#      `systemctl reload` fails, STATUS= says "rolled back", no connect is
+#      refused; then a reload whose new process passes returns 0 and systemd
+#      follows it.
 # Exit 0 pass, 1 fail, 77 skip (not root, or no way to boot the container).
 set -uo pipefail
 
@@ -319,5 +324,51 @@ new=$(main_pid baton-httpd.service)
     fail "after reload: MainPID $new, answer '$(http_get)'"
 wait_for 30 bash -c "! nsenter -t $leader -a sh -c 'kill -0 $pid'" || fail "old process $pid still runs"
 say "ok: socket activation, then reload under load: 0 errors, systemd follows pid $pid -> $new"
+
+# --- 8: a probation: the successor killed within it, then one that passes --
+ct mkdir -p /run/systemd/system/baton-httpd.service.d
+ct sh -c 'printf "[Service]\nEnvironment=BATON_HTTPD_OPTS=\"--probation 4000\"\n" \
+    >/run/systemd/system/baton-httpd.service.d/probation.conf'
+ct systemctl daemon-reload
+ct systemctl restart baton-httpd.service || fail "restart baton-httpd.service with a probation"
+pid=$(main_pid baton-httpd.service)
+gen=$(ct baton status /run/baton-httpd --json | sed -n 's/.*"generation":\([0-9]*\).*/\1/p')
+load "$work/load-rollback.json" -c 10 -r 100 -d 6 &
+load_pid=$!
+sleep 1
+ct systemctl reload baton-httpd.service >"$work/reload-rollback.log" 2>&1 &
+reload_pid=$!
+owner() { ct baton status /run/baton-httpd --json 2>/dev/null | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'; }
+wait_for 10 bash -c "p=\$(nsenter -t $leader -a baton status /run/baton-httpd --json 2>/dev/null |
+    sed -n 's/.*\"pid\":\([0-9]*\).*/\1/p'); [ -n \"\$p\" ] && [ \"\$p\" != $pid ]" ||
+    fail "no successor took over from pid $pid"
+succ=$(owner)
+# On probation, the old process stays systemd's main process.
+[ "$(main_pid baton-httpd.service)" = "$pid" ] ||
+    fail "systemd's main pid moved to $(main_pid baton-httpd.service) during the probation"
+ct sh -c "kill -KILL $succ"
+if wait "$reload_pid"; then
+    fail "systemctl reload succeeded although the new process died on probation"
+fi
+wait "$load_pid"
+wait_for 10 bash -c "[ \"\$(nsenter -t $leader -a baton status /run/baton-httpd --json 2>/dev/null |
+    sed -n 's/.*\"pid\":\([0-9]*\).*/\1/p')\" = $pid ]" || fail "pid $pid did not take the service back"
+ct systemctl is-active --quiet baton-httpd.service || fail "baton-httpd.service is not active after the rollback"
+[ "$(main_pid baton-httpd.service)" = "$pid" ] || fail "systemd's main pid is not $pid after the rollback"
+ct systemctl show -p StatusText --value baton-httpd.service | grep -q "rolled back" ||
+    fail "STATUS= does not say the rollback: $(ct systemctl show -p StatusText --value baton-httpd.service)"
+[ "$(http_get)" = "$(answer "$pid" "$gen")" ] || fail "after the rollback: '$(http_get)'"
+[ "$(json "$work/load-rollback.json" 'd["errors"]["connect-refused"]')" = 0 ] ||
+    fail "connects refused during the rollback: $(json "$work/load-rollback.json" 'd["errors"]')"
+grep -q "rolled back" "$work/reload-rollback.log" || ct journalctl -q -u baton-httpd.service |
+    grep -q "rolled back" || fail "neither reload nor the journal says the rollback"
+say "ok: probation: the new process (pid $succ) SIGKILLed within it; pid $pid serves again," \
+    "systemd's main pid all along, reload failed, 0 connects refused" \
+    "($(json "$work/load-rollback.json" 'd["errors"]["total"]') lost with the killed process)"
+ct systemctl reload baton-httpd.service || fail "reload with a probation that passes"
+new=$(main_pid baton-httpd.service)
+[ "$new" != "$pid" ] && [ "$(http_get)" = "$(answer "$new" $((gen + 1)))" ] ||
+    fail "after a passed probation: MainPID $new, answer '$(http_get)'"
+say "ok: probation passed: reload returned 0 and systemd follows pid $pid -> $new"
 
 say "PASS"

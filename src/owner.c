@@ -637,6 +637,8 @@ static void prob_start(baton *b, struct baton__peer *succ)
 static void prob_pass(baton *b)
 {
     prob_stop_watching(b);
+    /* The successor left systemd's MAINPID to us meanwhile. */
+    baton__sd_notify_mainpid(b, b->prob.pid);
     baton__log(b, BATON_LOG_INFO, "successor pid %d passed its probation (%d ms)", (int)b->prob.pid,
                b->opts.probation_ms);
     baton__gen_write(b);
@@ -900,7 +902,10 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
          * (shut its side at its deadline), this send fails and we keep
          * serving, with our socket put back. */
         baton__fault("o-stepdown");
-        r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_RELEASED), NULL, 0);
+        r = baton__send(
+            p->fd, buf,
+            baton__enc_released(buf, b->opts.probation_ms > 0 ? BATON__RELEASED_PROBATION : 0),
+            NULL, 0);
         if (r < 0) {
             ctl_check(b);
             break;
@@ -1253,7 +1258,9 @@ void baton__owner_stop(baton *b)
         b->thread_running = false;
     }
     if (b->prob.pidfd >= 0) {
-        /* Nobody can roll back now: what the tools waited for is decided. */
+        /* Nobody can roll back now: what the tools waited for is decided,
+         * and systemd's main process is the successor. */
+        baton__sd_notify_mainpid(b, b->prob.pid);
         prob_stop_watching(b);
         prob_answer(b, 0, "the old generation exited before the probation ended");
     }
