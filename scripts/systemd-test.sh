@@ -326,10 +326,10 @@ wait_for 30 bash -c "! nsenter -t $leader -a sh -c 'kill -0 $pid'" || fail "old 
 say "ok: socket activation, then reload under load: 0 errors, systemd follows pid $pid -> $new"
 
 # --- 8: a probation: the successor killed within it, then one that passes --
-ct mkdir -p /run/systemd/system/baton-httpd.service.d
-ct sh -c 'printf "[Service]\nEnvironment=BATON_HTTPD_OPTS=\"--probation 4000\"\n" \
-    >/run/systemd/system/baton-httpd.service.d/probation.conf'
-ct systemctl daemon-reload
+# Where a user sets it (EnvironmentFile= overrides the unit's Environment=).
+ct sed -i 's/^BATON_HTTPD_OPTS=.*/BATON_HTTPD_OPTS="--probation 4000"/' /etc/default/baton-httpd
+ct grep -q '^BATON_HTTPD_OPTS="--probation 4000"$' /etc/default/baton-httpd ||
+    fail "cannot set BATON_HTTPD_OPTS in /etc/default/baton-httpd"
 ct systemctl restart baton-httpd.service || fail "restart baton-httpd.service with a probation"
 pid=$(main_pid baton-httpd.service)
 gen=$(ct baton status /run/baton-httpd --json | sed -n 's/.*"generation":\([0-9]*\).*/\1/p')

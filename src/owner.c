@@ -511,9 +511,15 @@ static void on_dir_change(baton *b)
             gens |= e->len && strncmp(e->name, "gen.", 4) == 0;
             p += sizeof(*e) + e->len;
         }
-    /* A generation started draining (its drain bound is in its record). */
-    if (gens && !b->superseded)
-        baton__gens_check(b);
+    /* A generation started draining (its drain bound is in its record):
+     * look 100 ms later, once for a burst of changes, and not while a
+     * predecessor hands us its connections under the same lock (its
+     * record changes then). Drain bounds are seconds. */
+    if (gens && !b->superseded) {
+        uint64_t soon = baton__now_ms() + 100;
+        if (!b->gens_check_at || b->gens_check_at > soon)
+            b->gens_check_at = soon;
+    }
     if (!ours || b->superseded)
         return;
     for (int i = 0; i < BATON__MAX_PEERS; i++)
