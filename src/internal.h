@@ -150,7 +150,6 @@ struct baton {
     int generation;
     bool inherited;
     bool ready;
-    bool on_probation;          /* our predecessor may take the service back: it keeps MAINPID */
     uint64_t since_ms;          /* realtime ms at which we became the owner */
     uint64_t draining_since_ms; /* realtime ms at which a successor took over */
     int conns;                  /* connections still ours, -1 unknown (gen.PID) */
@@ -418,7 +417,5 @@ int baton__sd_listen_fds(baton *b);
 void baton__sd_notify_ready(baton *b);
 /* MAINPID and STATUS= (a rollback: we serve again). */
 void baton__sd_notify_status(baton *b, const char *status);
-/* MAINPID=pid: the successor passed its probation. */
-void baton__sd_notify_mainpid(baton *b, pid_t pid);
 
 #endif

@@ -643,8 +643,6 @@ static void prob_start(baton *b, struct baton__peer *succ)
 static void prob_pass(baton *b)
 {
     prob_stop_watching(b);
-    /* The successor left systemd's MAINPID to us meanwhile. */
-    baton__sd_notify_mainpid(b, b->prob.pid);
     baton__log(b, BATON_LOG_INFO, "successor pid %d passed its probation (%d ms)", (int)b->prob.pid,
                b->opts.probation_ms);
     baton__gen_write(b);
@@ -767,7 +765,7 @@ static void prob_rollback(baton *b)
  * the link right now, the rollback waits until it is done with it
  * (baton__prob_app_done()): only then is the count of connections the
  * successor confirmed, and so lost with it, final. */
-static void prob_died(baton *b)
+static void prob_died(baton *b, const char *gave_up)
 {
     siginfo_t si = {0};
     char how[64];
@@ -776,8 +774,10 @@ static void prob_died(baton *b)
 
     if (b->prob.pidfd < 0)
         return;
-    if (waitid(P_PIDFD, b->prob.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid &&
-        si.si_code != CLD_EXITED)
+    if (gave_up)
+        snprintf(how, sizeof(how), "%s", gave_up);
+    else if (waitid(P_PIDFD, b->prob.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid &&
+             si.si_code != CLD_EXITED)
         snprintf(how, sizeof(how), "was killed by signal %d", si.si_status);
     else if (si.si_pid)
         snprintf(how, sizeof(how), "exited with status %d", si.si_status);
@@ -908,10 +908,7 @@ static void on_message(baton *b, struct baton__peer *p, int slot, const struct b
          * (shut its side at its deadline), this send fails and we keep
          * serving, with our socket put back. */
         baton__fault("o-stepdown");
-        r = baton__send(
-            p->fd, buf,
-            baton__enc_released(buf, b->opts.probation_ms > 0 ? BATON__RELEASED_PROBATION : 0),
-            NULL, 0);
+        r = baton__send(p->fd, buf, baton__enc_empty(buf, BATON__MSG_RELEASED), NULL, 0);
         if (r < 0) {
             ctl_check(b);
             break;
@@ -947,12 +944,18 @@ static void on_peer(baton *b, int slot, int fd, uint32_t events)
         if (r == -EAGAIN)
             return;
         if (r < 0) {
+            /* Our successor on probation hung up, alive: if it no longer
+             * owns the directory (it freed its handle), it gave up. */
+            bool gave_up = p->phase == BATON__PEER_SUCCESSOR && b->prob.pidfd >= 0 &&
+                           p->pid == b->prob.pid && baton__record_pid(b) != b->prob.pid;
             if (p->phase == BATON__PEER_PUBLISH)
                 ctl_check(b);
             /* A peer that hangs up before asking anything is `baton status`
              * checking that we live: nothing to report. */
             bool quiet = p->phase == BATON__PEER_SUCCESSOR || p->phase == BATON__PEER_REQ;
             baton__drop_peer(b, p, 0, r == -ECONNRESET ? (quiet ? NULL : "hung up") : strerror(-r));
+            if (gave_up)
+                prob_died(b, "gave the directory up (freed its handle)");
             return;
         }
         if (nfds) {
@@ -1170,7 +1173,7 @@ int baton__owner_dispatch(baton *b)
             on_doomed(b, (int)((d >> 8) & 0xff));
             break;
         case TAG_PROB:
-            prob_died(b);
+            prob_died(b, NULL);
             break;
         case TAG_ENDING:
             baton__gens_exited(b, (int)((d >> 8) & 0xff));
@@ -1264,9 +1267,7 @@ void baton__owner_stop(baton *b)
         b->thread_running = false;
     }
     if (b->prob.pidfd >= 0) {
-        /* Nobody can roll back now: what the tools waited for is decided,
-         * and systemd's main process is the successor. */
-        baton__sd_notify_mainpid(b, b->prob.pid);
+        /* Nobody can roll back now: what the tools waited for is decided. */
         prob_stop_watching(b);
         prob_answer(b, 0, "the old generation exited before the probation ended");
     }

@@ -284,8 +284,6 @@ static int wait_released(baton *b, uint64_t deadline)
     }
     if (r == 0)
         r = expect(b, x, BATON__MSG_RELEASED, 0);
-    if (r == 0)
-        b->on_probation = x->m.u.released.flags & BATON__RELEASED_PROBATION;
     free(x);
     return r;
 }

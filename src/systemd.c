@@ -212,15 +212,8 @@ void baton__sd_notify_ready(baton *b)
         return;
     if (fdstore_wanted(b))
         fdstore_push(b, sock, &sa, salen);
-    /* On probation, the predecessor stays systemd's main process (a unit
-     * whose main process died would be failed or restarted, our rollback
-     * with it) and hands MAINPID over when we pass. */
-    if (b->on_probation)
-        snprintf(msg, sizeof(msg), "READY=1\nSTATUS=serving, generation %d (on probation)",
-                 b->generation);
-    else
-        snprintf(msg, sizeof(msg), "READY=1\nMAINPID=%d\nSTATUS=serving, generation %d",
-                 (int)getpid(), b->generation);
+    snprintf(msg, sizeof(msg), "READY=1\nMAINPID=%d\nSTATUS=serving, generation %d", (int)getpid(),
+             b->generation);
     r = notify_send(sock, &sa, salen, msg, -1);
     if (r < 0)
         baton__log(b, BATON_LOG_WARNING, "sd_notify(%s): %s", getenv("NOTIFY_SOCKET"),
@@ -243,24 +236,5 @@ void baton__sd_notify_status(baton *b, const char *status)
     snprintf(msg, sizeof(msg), "MAINPID=%d\nSTATUS=%s", (int)getpid(), status);
     if (notify_send(sock, &sa, salen, msg, -1) < 0)
         baton__log(b, BATON_LOG_WARNING, "sd_notify(STATUS=%s) failed", status);
-    close(sock);
-}
-
-void baton__sd_notify_mainpid(baton *b, pid_t pid)
-{
-    struct sockaddr_un sa;
-    socklen_t salen;
-    char msg[96];
-    int sock;
-
-    if (notify_addr(&sa, &salen) < 0)
-        return;
-    sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (sock < 0)
-        return;
-    snprintf(msg, sizeof(msg), "MAINPID=%d\nSTATUS=serving, generation %d", (int)pid,
-             b->generation + 1);
-    if (notify_send(sock, &sa, salen, msg, -1) < 0)
-        baton__log(b, BATON_LOG_WARNING, "sd_notify(MAINPID=%d) failed", (int)pid);
     close(sock);
 }

@@ -160,14 +160,6 @@ size_t baton__enc_empty(void *buf, int type)
     return baton__msg_header(buf, type, 0);
 }
 
-size_t baton__enc_released(void *buf, uint32_t flags)
-{
-    if (!flags)
-        return baton__msg_header(buf, BATON__MSG_RELEASED, 0);
-    put32((uint8_t *)buf + BATON__HDR_LEN, flags);
-    return baton__msg_header(buf, BATON__MSG_RELEASED, 4);
-}
-
 size_t baton__fds_begin(void *buf)
 {
     return 4; /* the count, filled in by baton__fds_end */
@@ -310,13 +302,9 @@ int baton__msg_decode(const void *buf, size_t len, struct baton__msg *m)
             plen != 4 + 4 * (size_t)m->u.ack.count)
             return -EPROTO;
         return 0;
-    case BATON__MSG_RELEASED:
-        if (plen != 0 && plen != 4)
-            return -EPROTO;
-        m->u.released.flags = plen ? get32(p) : 0;
-        return 0;
     case BATON__MSG_END:
     case BATON__MSG_DONE:
+    case BATON__MSG_RELEASED:
     case BATON__MSG_COMMIT:
     case BATON__MSG_PUBLISHED:
         return plen == 0 ? 0 : -EPROTO;

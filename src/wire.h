@@ -41,9 +41,6 @@ enum baton__msg_type {
 
 /* READY flags */
 #define BATON__READY_TAKES_CONNS 1u
-/* RELEASED's optional u32: the old owner keeps systemd's MAINPID until the
- * successor has passed its probation (it then hands it over itself). */
-#define BATON__RELEASED_PROBATION 1u
 /* Ids in one ACK: as many as fit the payload. */
 #define BATON__ACK_MAX ((BATON__PAYLOAD_MAX - 4) / 4)
 
@@ -81,9 +78,6 @@ struct baton__msg {
         struct {
             uint32_t pid, flags;
         } ready;
-        struct {
-            uint32_t flags; /* BATON__RELEASED_*; 0 for the empty form */
-        } released;
         struct {
             uint32_t count;
             struct baton__wire_conn {
@@ -129,9 +123,6 @@ size_t baton__enc_ack(void *buf, const uint32_t *ids, uint32_t count);
 size_t baton__enc_result(void *buf, int type, int32_t err, uint32_t generation, uint32_t pid,
                          const char *text);
 size_t baton__enc_empty(void *buf, int type);
-/* RELEASED: the empty form for flags 0 (all a successor from before the
- * flags understands), else with the u32. */
-size_t baton__enc_released(void *buf, uint32_t flags);
 
 /* Append one entry to an FDS message being built in buf whose payload is
  * *len bytes so far (start with baton__fds_begin). Returns 0, or -ENOSPC
