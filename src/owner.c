@@ -695,6 +695,15 @@ static void prob_resume(baton *b)
         prob_answer(b, 0, "a later generation serves");
         return;
     }
+    /* The history first: whoever sees our owner record again finds the
+     * last upgrade rolled back. */
+    {
+        /* The takeover's own timeline, with the outcome it came to. */
+        struct baton__peer was = {.pid = b->prob.pid, .job = b->prob.job, .t = b->prob.t};
+        snprintf(status, sizeof(status), "rolled back: %s; generation %d serves again", b->prob.why,
+                 b->generation);
+        baton__upgrade_write(b, &was, -EOWNERDEAD, status);
+    }
     if (r == 0)
         r = baton__ctl_create(b, &fd, tmp, sizeof(tmp));
     if (r == 0) {
@@ -720,13 +729,6 @@ static void prob_resume(baton *b)
                    baton__last_err());
         b->ctl_retry_at = baton__now_ms() + 1000;
     }
-    {
-        /* The takeover's own timeline, with the outcome it came to. */
-        struct baton__peer was = {.pid = b->prob.pid, .job = b->prob.job, .t = b->prob.t};
-        snprintf(status, sizeof(status), "rolled back: %s; generation %d serves again", b->prob.why,
-                 b->generation);
-        baton__upgrade_write(b, &was, -EOWNERDEAD, status);
-    }
     snprintf(status, sizeof(status), "serving, generation %d (rolled back: %s)", b->generation,
              b->prob.why);
     baton__sd_notify_status(b, status);
@@ -734,10 +736,6 @@ static void prob_resume(baton *b)
     prob_answer(b, -EOWNERDEAD, b->prob.why);
 }
 
-/* The successor died within its probation: unless a later generation
- * serves, we take the service back. The application hears it first (its
- * listeners are still open: what queued meanwhile is accepted), the
- * directory follows. */
 /* Announce the rollback and take the directory back: the application
  * hears it at once (its listeners were never closed: what queued meanwhile
  * is accepted), the directory follows. */
