@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -47,13 +48,14 @@ struct client {
 
 static struct {
     pthread_mutex_t mu;
+    pthread_cond_t cv; /* a turn of the client thread */
     struct client c[UPGRADES * CONNS + CONNS];
     int n;
     int errors[GENS + 1];
     atomic_bool stop;
     atomic_long cycles;
     atomic_int procs_max;
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} S = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static void sleep_ms(int ms)
 {
@@ -81,9 +83,10 @@ static void *io_main(void *arg)
             close(c->fd);
             c->fd = -1;
         }
-        pthread_mutex_unlock(&S.mu);
         atomic_fetch_add(&S.cycles, 1);
-        sleep_ms(2);
+        pthread_cond_broadcast(&S.cv);
+        pthread_mutex_unlock(&S.mu);
+        sleep_ms(2); /* pacing: a turn every 2 ms or so */
     }
     return NULL;
 }
@@ -181,28 +184,32 @@ static void *count_main(void *arg)
             atomic_store(&S.procs_max, n);
             snprintf(seen_max, sizeof(seen_max), "%s", seen);
         }
-        sleep_ms(1);
+        sleep_ms(1); /* a sample a millisecond */
     }
     return NULL;
 }
 
+/* Until the client thread has done k more turns (it signals each). */
 static void wait_cycles(int k)
 {
-    long until = atomic_load(&S.cycles) + k;
-    for (int i = 0; i < WAIT_MS && atomic_load(&S.cycles) < until; i++)
-        sleep_ms(1);
-    T_GE(atomic_load(&S.cycles), until);
+    struct timespec until;
+    long want;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WAIT_MS / 1000;
+    pthread_mutex_lock(&S.mu);
+    want = atomic_load(&S.cycles) + k;
+    while (atomic_load(&S.cycles) < want && pthread_cond_timedwait(&S.cv, &S.mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&S.mu);
+    T_GE(atomic_load(&S.cycles), want);
 }
 
 static int owner_gen(void)
 {
-    struct baton__record rec;
     int g = 0;
 
-    if (baton__record_read(dirfd_, &rec) == 0) {
-        g = rec.generation;
-        baton__record_free(&rec);
-    }
+    t_owner_pid(dirfd_, &g);
     return g;
 }
 
@@ -241,12 +248,8 @@ int main(int argc, char **argv)
              bin, dir, port, CAP, logpath);
     char *eargv[] = {"/bin/sh", "-c", cmd, NULL};
     t_spawn_exec(&echo, eargv, NULL);
-    for (int i = 0; i < WAIT_MS && (dirfd_ = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0;
-         i++)
-        sleep_ms(1);
-    T_SYS(dirfd_);
-    for (int i = 0; i < WAIT_MS && owner_gen() != 1; i++)
-        sleep_ms(1);
+    T_EQ(t_wait_owner(dir, echo.pid, WAIT_MS), 0);
+    dirfd_ = T_SYS(open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     T_EQ(owner_gen(), 1);
     T_EQ(pthread_create(&io, NULL, io_main, NULL), 0);
     T_EQ(pthread_create(&counter, NULL, count_main, NULL), 0);
@@ -322,20 +325,15 @@ int main(int argc, char **argv)
         int n = baton__gens_read(dirfd_, &g);
         for (int i = 0; i < n; i++)
             kill(g[i].pid, SIGTERM);
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < WAIT_MS && kill(g[i].pid, 0) == 0; k++) {
-                char st[64], buf[512];
-                snprintf(st, sizeof(st), "/proc/%d/stat", g[i].pid);
-                int fd = open(st, O_RDONLY | O_CLOEXEC);
-                ssize_t len = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-                if (fd >= 0)
-                    close(fd);
-                buf[len > 0 ? len : 0] = 0;
-                char *p = strrchr(buf, ')');
-                if (!p || p[1] != ' ' || p[2] == 'Z')
-                    break; /* exited; its parent (or we) reaps it */
-                sleep_ms(1);
-            }
+        /* Each one's exit, by its pidfd (zombies count as exited: their
+         * parent, or we, reap them). */
+        for (int i = 0; i < n; i++) {
+            struct pollfd p = {.fd = (int)syscall(SYS_pidfd_open, g[i].pid, 0), .events = POLLIN};
+            if (p.fd < 0)
+                continue; /* gone already */
+            T_EQ(poll(&p, 1, WAIT_MS), 1);
+            close(p.fd);
+        }
         free(g);
     }
     /* Generation 1 was ended long ago: reap it. */

@@ -17,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "internal.h"
 
 #define MAX_PROCS 256
 
@@ -946,4 +948,83 @@ void t_private_mounts(void)
     (void)stx;
 #endif
     t_fail(__FILE__, __LINE__, "making / private in a new mount namespace: %s", strerror(err));
+}
+
+int t_dir_wait(const char *dir, bool (*pred)(void *arg), void *arg, int timeout_ms)
+{
+    const uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE | IN_ONLYDIR;
+    char parent[PATH_MAX], *slash;
+    struct timespec now;
+    long long deadline;
+    int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), r = -ETIMEDOUT;
+
+    if (ino < 0)
+        t_fail(__FILE__, __LINE__, "inotify_init1: %m");
+    snprintf(parent, sizeof(parent), "%s", dir);
+    slash = strrchr(parent, '/');
+    if (slash && slash != parent)
+        *slash = 0;
+    /* The parent too: the directory may not exist yet. */
+    inotify_add_watch(ino, parent, mask);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    deadline = now.tv_sec * 1000LL + now.tv_nsec / 1000000 + timeout_ms;
+    for (;;) {
+        struct pollfd p = {.fd = ino, .events = POLLIN};
+        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        long long left;
+
+        /* Watched before looking, so no change after the look is missed. */
+        inotify_add_watch(ino, dir, mask);
+        if (pred(arg)) {
+            r = 0;
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        left = deadline - (now.tv_sec * 1000LL + now.tv_nsec / 1000000);
+        if (left <= 0)
+            break;
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+            t_fail(__FILE__, __LINE__, "poll(inotify): %m");
+        while (read(ino, buf, sizeof(buf)) > 0) {
+        }
+    }
+    close(ino);
+    return r;
+}
+
+int t_owner_pid(int dirfd, int *gen)
+{
+    struct baton__record rec;
+    int pid = 0;
+
+    if (baton__record_read(dirfd, &rec) == 0) {
+        pid = rec.pid;
+        if (gen)
+            *gen = rec.generation;
+        baton__record_free(&rec);
+    }
+    return pid;
+}
+
+struct owner_is {
+    const char *dir;
+    pid_t pid;
+};
+
+static bool owner_is(void *arg)
+{
+    struct owner_is *o = arg;
+    int fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), pid;
+
+    if (fd < 0)
+        return false;
+    pid = t_owner_pid(fd, NULL);
+    close(fd);
+    return pid == o->pid;
+}
+
+int t_wait_owner(const char *dir, pid_t pid, int timeout_ms)
+{
+    struct owner_is o = {dir, pid};
+    return t_dir_wait(dir, owner_is, &o, timeout_ms);
 }

@@ -191,6 +191,18 @@ void t_proc_adopt(struct t_proc *p, pid_t pid);
  * path, so that it touches no fd a library thread may be closing. */
 int t_fds_with_ino(long long ino, int *ret_fd);
 
+/* Wait until pred(arg) holds, woken by each change in directory dir (a
+ * file created, renamed in, written or removed: inotify), or until dir
+ * itself appears; checked at once and after every change. 0, or
+ * -ETIMEDOUT after timeout_ms. */
+int t_dir_wait(const char *dir, bool (*pred)(void *arg), void *arg, int timeout_ms);
+/* The pid the owner record of the directory dirfd names (its generation
+ * in *gen unless NULL): 0 when there is none or it is unreadable. */
+int t_owner_pid(int dirfd, int *gen);
+/* Wait (t_dir_wait()) until the owner record of dir names pid: 0, or
+ * -ETIMEDOUT. */
+int t_wait_owner(const char *dir, pid_t pid, int timeout_ms);
+
 /* The st_ino of fd, for "the same open file" checks across processes. */
 long long t_ino(int fd);
 

@@ -10,7 +10,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -57,18 +56,6 @@ static int quitter_main(int chan, void *arg)
     return 0;
 }
 
-static int owner_pid(int dirfd)
-{
-    struct baton__record rec;
-    int pid = 0;
-
-    if (baton__record_read(dirfd, &rec) == 0) {
-        pid = rec.pid;
-        baton__record_free(&rec);
-    }
-    return pid;
-}
-
 int main(int argc, char **argv)
 {
     struct t_proc g1, g2;
@@ -85,11 +72,8 @@ int main(int argc, char **argv)
     T_HEAR_EQ(g2.chan, T_MSG_DONE);
     T_HEAR_EQ(g1.chan, BATON_EVENT_RESUME);
     dirfd = T_SYS(open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    for (int i = 0; i < T_TIMEOUT && owner_pid(dirfd) != g1.pid; i++) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    T_EQ(owner_pid(dirfd), g1.pid);
+    /* It takes the directory back: its owner record names it again. */
+    T_EQ(t_wait_owner(dir, g1.pid, T_TIMEOUT), 0);
     T_EQ(t_proc_exited(&g2, 0), -ETIMEDOUT); /* it lives on */
     t_tell(g2.chan, T_MSG_STOP);
     T_EQ(t_proc_wait(&g2, T_TIMEOUT), 0);

@@ -48,6 +48,8 @@ struct load {
     atomic_long refused, short_ok, short_broken, long_breaks, cycles;
 };
 static struct load L;
+static pthread_mutex_t cycle_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cycle_cv = PTHREAD_COND_INITIALIZER;
 
 static void sleep_ms(int ms)
 {
@@ -98,7 +100,10 @@ static void *load_main(void *arg)
             close(fd);
         }
         n++;
+        pthread_mutex_lock(&cycle_mu);
         atomic_fetch_add(&L.cycles, 1);
+        pthread_cond_broadcast(&cycle_cv);
+        pthread_mutex_unlock(&cycle_mu);
         sleep_ms(1); /* pacing: about a turn per millisecond or two */
     }
     for (int i = 0; i < LONG; i++)
@@ -107,57 +112,59 @@ static void *load_main(void *arg)
     return NULL;
 }
 
+/* Until the load thread has done k more turns (it signals each). */
 static void wait_cycles(int k)
 {
-    long until = atomic_load(&L.cycles) + k;
-    for (int i = 0; i < WAIT_MS && atomic_load(&L.cycles) < until; i++)
-        sleep_ms(1);
-    T_GE(atomic_load(&L.cycles), until);
+    struct timespec until;
+    long want;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WAIT_MS / 1000;
+    pthread_mutex_lock(&cycle_mu);
+    want = atomic_load(&L.cycles) + k;
+    while (atomic_load(&L.cycles) < want &&
+           pthread_cond_timedwait(&cycle_cv, &cycle_mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&cycle_mu);
+    T_GE(atomic_load(&L.cycles), want);
 }
 
 /* The owner record's pid and generation (0 when unreadable). */
 static int owner(int *gen)
 {
-    struct baton__record rec;
-    int pid = 0;
+    return t_owner_pid(dirfd_, gen);
+}
 
-    if (baton__record_read(dirfd_, &rec) == 0) {
-        pid = rec.pid;
-        if (gen)
-            *gen = rec.generation;
-        baton__record_free(&rec);
-    }
-    return pid;
+static bool owner_not(void *arg)
+{
+    int now = owner(NULL);
+    return now > 0 && now != *(int *)arg;
 }
 
 static int wait_owner_not(int pid)
 {
-    int now = 0;
-    for (int i = 0; i < WAIT_MS; i++) {
-        now = owner(NULL);
-        if (now > 0 && now != pid)
-            return now;
-        sleep_ms(1);
-    }
-    t_fail(__FILE__, __LINE__, "no successor took over from pid %d", pid);
+    if (t_dir_wait(dir, owner_not, &pid, WAIT_MS) < 0)
+        t_fail(__FILE__, __LINE__, "no successor took over from pid %d", pid);
+    return owner(NULL);
 }
 
-/* Until pid's gen.PID says its successor's probation runs (it stepped
- * down). */
+/* Does pid's gen.PID say its successor's probation runs (it stepped down)? */
+static bool on_probation(void *arg)
+{
+    struct baton__gen *g = NULL;
+    bool on = false;
+    int n = baton__gens_read(dirfd_, &g);
+
+    for (int k = 0; k < n; k++)
+        on |= g[k].pid == *(int *)arg && g[k].draining && g[k].probation_until;
+    free(g);
+    return on;
+}
+
 static void wait_probation(int pid)
 {
-    for (int i = 0; i < WAIT_MS; i++) {
-        struct baton__gen *g = NULL;
-        bool on = false;
-        int n = baton__gens_read(dirfd_, &g);
-        for (int k = 0; k < n; k++)
-            on |= g[k].pid == pid && g[k].draining && g[k].probation_until;
-        free(g);
-        if (on)
-            return;
-        sleep_ms(1);
-    }
-    t_fail(__FILE__, __LINE__, "pid %d never put its successor on probation", pid);
+    if (t_dir_wait(dir, on_probation, &pid, WAIT_MS) < 0)
+        t_fail(__FILE__, __LINE__, "pid %d never put its successor on probation", pid);
 }
 
 /* `baton upgrade DIR`, started; its stdout and stderr in *out. */
@@ -255,12 +262,8 @@ int main(int argc, char **argv)
              dir, a_listen, a_prob, logpath);
     char *eargv[] = {"/bin/sh", "-c", cmd, NULL};
     t_spawn_exec(&echo, eargv, NULL);
-    for (int i = 0; i < WAIT_MS && (dirfd_ = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0;
-         i++)
-        sleep_ms(1);
-    T_SYS(dirfd_);
-    for (int i = 0; i < WAIT_MS && !owner(NULL); i++)
-        sleep_ms(1);
+    T_EQ(t_wait_owner(dir, echo.pid, WAIT_MS), 0);
+    dirfd_ = T_SYS(open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     old = owner(&gen);
     T_EQ(old, echo.pid);
     T_EQ(pthread_create(&load, NULL, load_main, NULL), 0);

@@ -13,7 +13,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -64,18 +63,6 @@ static int later_main(int chan, void *arg)
     return 0;
 }
 
-static int owner_pid(int dirfd)
-{
-    struct baton__record rec;
-    int pid = 0;
-
-    if (baton__record_read(dirfd, &rec) == 0) {
-        pid = rec.pid;
-        baton__record_free(&rec);
-    }
-    return pid;
-}
-
 int main(int argc, char **argv)
 {
     struct t_proc g1, g2, g3;
@@ -93,7 +80,7 @@ int main(int argc, char **argv)
     T_HEAR_EQ(g2.chan, T_MSG_SUPERSEDED);
 
     dirfd = T_SYS(open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    T_EQ(owner_pid(dirfd), g3.pid);
+    T_EQ(t_owner_pid(dirfd, NULL), g3.pid);
     /* 3 dies unreaped: a zombie the owner record still names. */
     T_SYS(kill(g3.pid, SIGKILL));
     T_EQ(t_proc_exited(&g3, T_TIMEOUT), 0);
@@ -101,11 +88,8 @@ int main(int argc, char **argv)
     /* 2 dies within 1's probation: 1 takes the service back. */
     T_SYS(kill(g2.pid, SIGKILL));
     T_HEAR_EQ(g1.chan, BATON_EVENT_RESUME);
-    for (int i = 0; i < T_TIMEOUT && owner_pid(dirfd) != g1.pid; i++) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    T_EQ(owner_pid(dirfd), g1.pid);
+    /* It takes the directory back: its owner record names it again. */
+    T_EQ(t_wait_owner(dir, g1.pid, T_TIMEOUT), 0);
     T_EQ(t_proc_wait(&g2, T_TIMEOUT), 128 + SIGKILL);
     T_EQ(t_proc_wait(&g3, T_TIMEOUT), 128 + SIGKILL);
     t_tell(g1.chan, T_MSG_STOP);

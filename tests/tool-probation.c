@@ -23,19 +23,11 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
 
 static char dir[PATH_MAX], tool[PATH_MAX];
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
 
 /* Waits for the next upgrade event and tells its type, pid, generation
  * and lost count. */
@@ -103,6 +95,20 @@ static int status(char *out, size_t cap, bool json)
     return r;
 }
 
+/* Does `baton status` exit rc and say want? (For t_dir_wait().) */
+struct status_has {
+    char *out;
+    size_t cap;
+    const char *want;
+    int rc;
+};
+
+static bool status_has(void *arg)
+{
+    struct status_has *h = arg;
+    return status(h->out, h->cap, false) == h->rc && strstr(h->out, h->want);
+}
+
 static void want(const char *out, const char *s)
 {
     if (!strstr(out, s))
@@ -113,7 +119,7 @@ int main(int argc, char **argv)
 {
     struct t_proc g1, g2, g2b;
     char out[8192], s[PATH_MAX + 64];
-    int lockfd, rolling = 0;
+    int lockfd;
 
     t_init(argc, argv);
     if (argc < 2)
@@ -154,21 +160,11 @@ int main(int argc, char **argv)
     T_HEAR_EQ(g1.chan, 2);
     T_HEAR_EQ(g1.chan, 0);
     snprintf(s, sizeof(s), "1    pid %-8d rolling-back", (int)g1.pid);
-    for (int i = 0; i < 2000 && !rolling; i++) {
-        rolling = status(out, sizeof(out), false) == 3 && strstr(out, s) != NULL;
-        if (!rolling)
-            sleep_ms(1);
-    }
-    if (!rolling)
+    if (t_dir_wait(dir, status_has, &(struct status_has){out, sizeof(out), s, 3}, T_TIMEOUT) < 0)
         t_fail(__FILE__, __LINE__, "never listed rolling back:\n%s", out);
     close(lockfd);
-    for (int i = 0; i < 2000; i++) {
-        status(out, sizeof(out), false);
-        snprintf(s, sizeof(s), ": pid %d, generation 1, serving", (int)g1.pid);
-        if (strstr(out, s))
-            break;
-        sleep_ms(1);
-    }
+    snprintf(s, sizeof(s), ": pid %d, generation 1, serving", (int)g1.pid);
+    T_EQ(t_dir_wait(dir, status_has, &(struct status_has){out, sizeof(out), s, 0}, T_TIMEOUT), 0);
     want(out, s);
     want(out, "rolled back");
     want(out, "handed connection(s) lost");
