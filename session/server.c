@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The server side: sessions, client links, peer links and moves.
- *
- * Everything runs from baton_session_server_dispatch() on one epoll fd. A
- * session or link that ends is marked dead and freed at the end of the
- * dispatch, so that callbacks and the frame loop never see freed memory.
+ * The server handle: new and free, the dispatch, links, timers and ticks,
+ * accept, settle, and refusals logged once per episode. What the files of
+ * the server side hold is listed in server-internal.h.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,132 +19,18 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "server-internal.h"
 
-#define HASH_SIZE    4096
 #define TICK_MS      50
 #define HANDSHAKE_MS 10000
 #define IDLE_MS      60000
-/* A move is a straggler after this long, or 8 times the usual, if more. */
-#define STRAGGLER_MS 250
-#define ERR_MAX      256
 /* A listener that cannot accept (no fds) rests this long, doubling. */
 #define ACCEPT_REST_MIN_MS 100
 #define ACCEPT_REST_MAX_MS 1000
 /* An episode of refusals ends after this long without one. */
 #define EPISODE_QUIET_MS 10000
 
-enum { L_LISTEN = 1, L_PEERLISTEN, L_CLIENT, L_PEER_IN, L_PEER_OUT, L_TIMER };
-enum { P_CONNECTING, P_WAIT_HELLO, P_WAIT_CHAL, P_WAIT_AUTH, P_READY };
-enum { S_ACTIVE, S_MOVING, S_FROZEN, S_DEAD };
-/* Kinds of refusal that a remote party can repeat at will: each is logged
- * once per episode (refuse_log()). */
-enum { EP_ACCEPT, EP_FULL, EP_DEADLINE, EP_IDLE, EP_CLIENT, EP_PEER, EP_N };
-
-struct episode {
-    int64_t first_ms, last_ms;
-    unsigned long n;
-};
-
-struct peer;
-struct expect;
-
-struct slink {
-    struct baton__slink l;
-    struct slink *next, *prev;
-    baton_session *s;       /* L_CLIENT: the session, once there is one */
-    struct expect *pending; /* L_CLIENT: a RESUME waiting for its EXPORT */
-    struct peer *peer;      /* L_PEER_OUT */
-    int pstate;
-    uint8_t nonce_out[32], nonce_in[32];
-    int64_t deadline;   /* handshake deadline (a listener: end of its rest), 0 none */
-    int64_t last_in_ms; /* when it last brought bytes (the idle limit) */
-    int rest_ms;        /* a listener: its current rest after accept failed */
-    bool paused;        /* a listener: out of epoll while it rests */
-    bool pings;         /* L_CLIENT: its client sent PING (the idle limit applies) */
-    bool dead;
-};
-
-/* At the next server: a session the current server announced (OFFER). */
-struct expect {
-    uint8_t id[BATON__S_ID_LEN];
-    struct slink *peer_link, *client;
-    uint64_t handled;
-    int64_t deadline;
-    /* TAKEs sent for this session and not yet answered. The current
-     * server answers them in order, so while more than one is out an
-     * answer is for an older one, whose client is gone. */
-    unsigned takes;
-    struct expect *hnext, *next, *prev;
-};
-
-/* A list of sessions, in the order they were asked to move. */
-struct slist {
-    baton_session *head, *tail;
-    unsigned n;
-};
-
-struct peer {
-    char name[BATON_SESSION_NAME_MAX + 1];
-    char client_addr[BATON_SESSION_ADDR_MAX + 1];
-    struct baton__saddr addr;
-    struct slink *link;
-    uint32_t batch;
-    /* Moves to this peer: waiting for a place in the window (waiting),
-     * announced and not yet told to their client (offered), and how many
-     * are in the window (announced and not yet taken nor called off). */
-    struct slist waiting, offered;
-    unsigned inflight;
-    /* Moves that have taken far longer than moves here usually do (a
-     * client that is gone, or a lost SYN that costs a second): each keeps
-     * its deadline but leaves the window, up to a window's worth of them,
-     * so that a few cannot hold up every other session's move. usual_ms
-     * is a running average of how long moves took. */
-    unsigned stragglers;
-    int64_t usual_ms;
-    struct peer *next;
-};
-
-struct baton_session {
-    baton_session_server *srv;
-    uint8_t id[BATON__S_ID_LEN];
-    char hex[2 * BATON__S_ID_LEN + 1];
-    struct slink *link;
-    int state;
-    uint64_t in_handled, in_acked_sent, out_sent;
-    struct baton__squeue q; /* q.base: what the client acknowledged */
-    struct peer *mpeer;
-    struct slist *list; /* mpeer's waiting or offered list, or NULL */
-    uint32_t batch;
-    int64_t offered_ms;
-    bool offered, straggler, move_sent, token_ok, dirty;
-    uint8_t token[BATON__S_TOK_LEN];
-    int64_t deadline;
-    void *data;
-    baton_session *next, *prev, *hnext, *dnext, *lnext, *lprev;
-};
-
-struct baton_session_server {
-    struct baton_session_server_options o;
-    uint8_t *key;
-    int epfd, timerfd;
-    int tick_ms; /* the timer's period, 0 off */
-    bool in_dispatch;
-    struct slink lsn, plsn, tmr;
-    struct slink *links;
-    baton_session *sessions, *dirty, *hash[HASH_SIZE];
-    struct expect *expects, *ehash[HASH_SIZE];
-    struct peer *peers;
-    size_t count;
-    uint8_t *scratch;
-    struct episode ep[EP_N];
-    char err[ERR_MAX];
-};
-
-static void set_err(baton_session_server *srv, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(baton_session_server *srv, int level, const char *fmt, ...)
+void baton__srv_set_err(baton_session_server *srv, int level, const char *fmt, ...)
 {
     va_list ap;
 
@@ -155,27 +39,6 @@ static void set_err(baton_session_server *srv, int level, const char *fmt, ...)
     va_end(ap);
     if (srv->o.log)
         srv->o.log(srv->o.ctx, level, srv->err);
-}
-
-static unsigned hkey(const uint8_t *id)
-{
-    return baton__s_get32(id) % HASH_SIZE;
-}
-
-static baton_session *find_session(baton_session_server *srv, const uint8_t *id)
-{
-    for (baton_session *s = srv->hash[hkey(id)]; s; s = s->hnext)
-        if (s->state != S_DEAD && memcmp(s->id, id, BATON__S_ID_LEN) == 0)
-            return s;
-    return NULL;
-}
-
-static struct expect *find_expect(baton_session_server *srv, const uint8_t *id)
-{
-    for (struct expect *e = srv->ehash[hkey(id)]; e; e = e->hnext)
-        if (memcmp(e->id, id, BATON__S_ID_LEN) == 0)
-            return e;
-    return NULL;
 }
 
 /* Run the timer every ms (0: stop it). */
@@ -190,8 +53,7 @@ static void timer_set(baton_session_server *srv, int ms)
         srv->tick_ms = ms;
 }
 
-/* Something has a deadline soon: tick fast. */
-static void arm_timer(baton_session_server *srv)
+void baton__srv_arm_timer(baton_session_server *srv)
 {
     timer_set(srv, TICK_MS);
 }
@@ -206,8 +68,7 @@ static int slow_tick_ms(const baton_session_server *srv)
     return ms < TICK_MS ? TICK_MS : ms > 1000 ? 1000 : ms;
 }
 
-/* "127.0.0.1:4242", the other end of k, for logs. */
-static const char *link_who(const struct slink *k, char *buf, size_t cap)
+const char *baton__srv_link_who(const struct slink *k, char *buf, size_t cap)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -246,10 +107,7 @@ static const char *const ep_what[EP_N] = {
  * costs a line, not a line per connection: the first one says what was
  * refused and why, and when the episode ends (EPISODE_QUIET_MS without
  * one) a line counts them. last_error has each. */
-static void refuse_log(baton_session_server *srv, int ep, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void refuse_log(baton_session_server *srv, int ep, const char *fmt, ...)
+void baton__srv_refuse_log(baton_session_server *srv, int ep, const char *fmt, ...)
 {
     struct episode *e = &srv->ep[ep];
     int64_t now = baton__s_now_ms();
@@ -299,67 +157,12 @@ static bool episodes_tick(baton_session_server *srv, int64_t now)
     return open;
 }
 
-static void list_add(struct slist *l, baton_session *s)
-{
-    s->list = l;
-    s->lnext = NULL;
-    s->lprev = l->tail;
-    if (l->tail)
-        l->tail->lnext = s;
-    else
-        l->head = s;
-    l->tail = s;
-    l->n++;
-}
-
-static void list_remove(baton_session *s)
-{
-    struct slist *l = s->list;
-
-    if (!l)
-        return;
-    if (s->lprev)
-        s->lprev->lnext = s->lnext;
-    else
-        l->head = s->lnext;
-    if (s->lnext)
-        s->lnext->lprev = s->lprev;
-    else
-        l->tail = s->lprev;
-    l->n--;
-    s->list = NULL;
-    s->lnext = s->lprev = NULL;
-}
-
-/* The session's move is over (done, called off, or the session ended):
- * it leaves its peer's lists and frees its place in the window. */
-static void move_detach(baton_session *s)
-{
-    list_remove(s);
-    if (s->mpeer && s->offered) {
-        if (s->straggler)
-            s->mpeer->stragglers--;
-        else
-            s->mpeer->inflight--;
-    }
-    s->offered = s->straggler = false;
-}
-
-static void mark_dirty(baton_session *s)
-{
-    if (s->dirty)
-        return;
-    s->dirty = true;
-    s->dnext = s->srv->dirty;
-    s->srv->dirty = s;
-}
-
 /* ---- links ---- */
 
 /* A new link may carry only its handshake's frames, so that until it is
  * a session or an authenticated peer it costs a page of buffer at most,
  * and only until its handshake deadline. */
-static struct slink *link_new(baton_session_server *srv, int fd, int kind)
+struct slink *baton__srv_link_new(baton_session_server *srv, int fd, int kind)
 {
     struct slink *k = calloc(1, sizeof(*k));
     uint32_t allow = kind == L_CLIENT    ? BATON__S_RX_CLIENT_NEW
@@ -373,15 +176,12 @@ static struct slink *link_new(baton_session_server *srv, int fd, int kind)
         k->l.wmax = BATON__S_WBUF_CLIENT_MAX;
     k->last_in_ms = baton__s_now_ms();
     k->deadline = k->last_in_ms + srv->o.handshake_timeout_ms;
-    k->next = srv->links;
-    if (srv->links)
-        srv->links->prev = k;
-    srv->links = k;
-    arm_timer(srv);
+    baton__list_add(&srv->links, &k->node);
+    baton__srv_arm_timer(srv);
     return k;
 }
 
-static void link_kill(baton_session_server *srv, struct slink *k)
+void baton__srv_link_kill(baton_session_server *srv, struct slink *k)
 {
     if (k->dead)
         return;
@@ -391,21 +191,14 @@ static void link_kill(baton_session_server *srv, struct slink *k)
     k->l.events = 0;
 }
 
-static void link_free(baton_session_server *srv, struct slink *k)
+static void link_free(struct slink *k)
 {
-    if (k->prev)
-        k->prev->next = k->next;
-    else
-        srv->links = k->next;
-    if (k->next)
-        k->next->prev = k->prev;
+    baton__list_del(&k->node);
     baton__slink_release(&k->l);
     free(k);
 }
 
-/* Write what is buffered and keep epoll in step; a broken link is killed
- * (its owner notices through l.eof). */
-static void link_flush(baton_session_server *srv, struct slink *k)
+void baton__srv_link_flush(baton_session_server *srv, struct slink *k)
 {
     int r;
 
@@ -421,850 +214,11 @@ static void link_flush(baton_session_server *srv, struct slink *k)
         k->l.eof = true;
 }
 
-/* Tell the other side why, best effort, and end the link. */
-static void link_refuse(baton_session_server *srv, struct slink *k, int err, const char *text)
+void baton__srv_link_refuse(baton_session_server *srv, struct slink *k, int err, const char *text)
 {
     baton__slink_put_close(&k->l, baton__s_err_code(err), text);
     (void)baton__slink_flush(&k->l);
-    link_kill(srv, k);
-}
-
-/* ---- sessions ---- */
-
-static baton_session *session_new(baton_session_server *srv, const uint8_t *id)
-{
-    baton_session *s = calloc(1, sizeof(*s));
-    unsigned h;
-
-    if (!s)
-        return NULL;
-    s->srv = srv;
-    memcpy(s->id, id, BATON__S_ID_LEN);
-    baton__s_hex(id, s->hex);
-    h = hkey(id);
-    s->hnext = srv->hash[h];
-    srv->hash[h] = s;
-    s->next = srv->sessions;
-    if (srv->sessions)
-        srv->sessions->prev = s;
-    srv->sessions = s;
-    srv->count++;
-    return s;
-}
-
-/* The session ends here (closed, lost or moved away): no callback. */
-static void session_end(baton_session *s)
-{
-    baton_session_server *srv = s->srv;
-
-    if (s->state == S_DEAD)
-        return;
-    move_detach(s);
-    s->state = S_DEAD;
-    srv->count--;
-    if (s->link) {
-        s->link->s = NULL;
-        link_kill(srv, s->link);
-        s->link = NULL;
-    }
-}
-
-static void session_close(baton_session *s, int err)
-{
-    baton_session_server *srv = s->srv;
-
-    if (s->state == S_DEAD)
-        return;
-    session_end(s);
-    if (srv->o.on_close)
-        srv->o.on_close(srv->o.ctx, s, err);
-}
-
-static void session_free(baton_session_server *srv, baton_session *s)
-{
-    baton_session **pp = &srv->hash[hkey(s->id)];
-
-    while (*pp != s)
-        pp = &(*pp)->hnext;
-    *pp = s->hnext;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        srv->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    baton__squeue_free(&s->q);
-    free(s);
-}
-
-/* A malformed or hostile frame on a client link, or a deadline passed:
- * tell the client, end the session if there is one; everything else
- * carries on. ep is the kind of refusal, for the log. */
-static void client_error(baton_session_server *srv, struct slink *k, int err, int ep,
-                         const char *what)
-{
-    char text[200], who[64];
-
-    baton__s_fmt(text, sizeof(text), "%s: %s", what, baton_session_strerror(err));
-    refuse_log(srv, ep, "client %s, session %s: %s; connection closed",
-               link_who(k, who, sizeof(who)), k->s ? k->s->hex : "(none yet)", text);
-    link_refuse(srv, k, err, text);
-    if (k->pending) {
-        k->pending->client = NULL;
-        k->pending = NULL;
-    }
-    if (k->s) {
-        baton_session *s = k->s;
-        s->link = NULL;
-        k->s = NULL;
-        session_close(s, err);
-    }
-}
-
-/* Encode queued messages and acknowledgements and write them. */
-static void session_flush(baton_session *s)
-{
-    baton_session_server *srv = s->srv;
-    struct slink *k = s->link;
-    uint64_t before;
-
-    if (!k || k->dead || (s->state != S_ACTIVE && s->state != S_MOVING))
-        return;
-    before = s->out_sent;
-    if (baton__s_encode_data(&k->l, &s->q, &s->out_sent, s->in_handled) < 0)
-        return;
-    if (s->out_sent != before)
-        s->in_acked_sent = s->in_handled;
-    if (s->in_handled > s->in_acked_sent) {
-        uint8_t *p = baton__slink_put(&k->l, BATON__S_ACK, 8);
-        if (p) {
-            baton__s_put64(p, s->in_handled);
-            s->in_acked_sent = s->in_handled;
-        }
-    }
-    link_flush(srv, k);
-    if (k->l.eof) {
-        s->link = NULL;
-        k->s = NULL;
-        link_kill(srv, k);
-        session_close(s, k->l.err ? k->l.err : -ECONNRESET);
-    }
-}
-
-/* An acknowledgement from the client: it may not exceed what we sent. */
-static int session_ack(baton_session *s, uint64_t ack)
-{
-    if (ack > s->q.base + s->q.count)
-        return -EBADMSG;
-    if (ack > s->q.base) {
-        baton__squeue_ack(&s->q, ack);
-        if (s->out_sent < ack)
-            s->out_sent = ack;
-    }
-    return 0;
-}
-
-static int on_client_session_frame(baton_session_server *srv, struct slink *k,
-                                   const struct baton__sframe *f)
-{
-    baton_session *s = k->s;
-    int r;
-
-    switch (f->type) {
-    case BATON__S_DATA:
-        if ((r = session_ack(s, f->u.data.ack)) < 0)
-            return r;
-        if (f->u.data.seq <= s->in_handled)
-            return 0; /* a resend of what we handled: drop it */
-        if (f->u.data.seq != s->in_handled + 1)
-            return -EPROTO;
-        srv->o.on_message(srv->o.ctx, s, f->u.data.data, f->u.data.len);
-        s->in_handled++;
-        mark_dirty(s);
-        return 0;
-    case BATON__S_ACK:
-        return session_ack(s, f->u.ack.count);
-    case BATON__S_PING: {
-        /* The answer tells the client how often to ping. One PONG waits
-         * unsent at most: a client that pings and never reads must not
-         * make us queue an answer to each. */
-        uint8_t *p;
-        k->pings = true;
-        if (k->l.pong)
-            return 0;
-        p = baton__slink_put(&k->l, BATON__S_PONG, 4);
-        if (!p)
-            return k->l.eof ? 0 : -ENOMEM;
-        baton__s_put32(p, (uint32_t)srv->o.idle_timeout_ms);
-        k->l.pong = true;
-        mark_dirty(s);
-        return 0;
-    }
-    case BATON__S_CLOSE:
-        s->link = NULL;
-        k->s = NULL;
-        link_kill(srv, k);
-        session_close(s, baton__s_code_err(f->u.close.code));
-        return 0;
-    }
-    return -EPROTO;
-}
-
-/* At the session cap a new session is refused with CLOSE(FULL), which the
- * client library reports as -EUSERS; the sessions held are untouched.
- * what: "HELLO" or "RESUME". */
-static bool server_full(baton_session_server *srv, struct slink *k, const char *what)
-{
-    char who[64];
-
-    if (srv->count < (size_t)srv->o.max_sessions)
-        return false;
-    refuse_log(srv, EP_FULL,
-               "client %s: %s refused: the server holds %zu sessions, its maximum "
-               "(max_sessions)",
-               link_who(k, who, sizeof(who)), what, srv->count);
-    link_refuse(srv, k, -EUSERS, "server full: it holds as many sessions as it may");
-    return true;
-}
-
-static int on_hello(baton_session_server *srv, struct slink *k)
-{
-    uint8_t id[BATON__S_ID_LEN], *p;
-    baton_session *s;
-    int r;
-
-    if (server_full(srv, k, "HELLO"))
-        return 0;
-    if ((r = baton__s_random(id, sizeof(id))) < 0)
-        return r;
-    s = session_new(srv, id);
-    if (!s)
-        return -ENOMEM;
-    p = baton__slink_put(&k->l, BATON__S_WELCOME, BATON__S_ID_LEN);
-    if (!p) {
-        session_end(s);
-        return -ENOMEM;
-    }
-    memcpy(p, id, BATON__S_ID_LEN);
-    s->link = k;
-    k->s = s;
-    k->deadline = 0;
-    baton__slink_allow(&k->l, BATON__S_RX_CLIENT);
-    if (srv->o.on_open)
-        srv->o.on_open(srv->o.ctx, s);
-    mark_dirty(s);
-    return 0;
-}
-
-/* At the next server: a client presents a session id and token. We ask
- * the server that announced the session to hand it over (TAKE); it checks
- * the token, which only it knows. */
-/* A RESUME refused before anything was asked of the current server:
- * anyone may send one, so it is logged once per episode. */
-static int resume_refuse(baton_session_server *srv, struct slink *k, int err, const char *why)
-{
-    char who[64];
-
-    refuse_log(srv, EP_CLIENT, "client %s: RESUME refused: %s", link_who(k, who, sizeof(who)), why);
-    link_refuse(srv, k, err, why);
-    return 0;
-}
-
-static int on_resume(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
-{
-    struct expect *e = find_expect(srv, f->u.resume.id);
-    baton_session *held = find_session(srv, f->u.resume.id);
-    uint8_t *p;
-
-    if (held && held->state != S_FROZEN)
-        return resume_refuse(srv, k, -EACCES, "resume token refused: already used");
-    if (!e || !e->peer_link || e->peer_link->dead)
-        return resume_refuse(srv, k, -ENOENT, "unknown session: no server announced it here");
-    if (e->client)
-        return resume_refuse(srv, k, -EACCES,
-                             "resume token refused: a resume is already in progress");
-    /* Refused here, before the TAKE, the session stays at the current
-     * server and its client goes on there. A session of ours coming back
-     * (frozen) replaces itself and does not count. */
-    if (!held && server_full(srv, k, "RESUME"))
-        return 0;
-    p = baton__slink_put(&e->peer_link->l, BATON__S_TAKE, 48);
-    if (!p)
-        return -ENOMEM;
-    memcpy(p, f->u.resume.id, 16);
-    memcpy(p + 16, f->u.resume.token, 32);
-    link_flush(srv, e->peer_link);
-    e->client = k;
-    e->handled = f->u.resume.handled;
-    e->takes++;
-    k->pending = e;
-    baton__slink_allow(&k->l, BATON__S_RX_CLIENT_RESUMING);
-    return 0;
-}
-
-static void on_client_frame(baton_session_server *srv, struct slink *k,
-                            const struct baton__sframe *f)
-{
-    int r = -EPROTO;
-
-    if (k->s)
-        r = on_client_session_frame(srv, k, f);
-    else if (k->pending)
-        r = -EPROTO; /* nothing may come before RESUMED */
-    else if (f->type == BATON__S_HELLO)
-        r = on_hello(srv, k);
-    else if (f->type == BATON__S_RESUME)
-        r = on_resume(srv, k, f);
-    else if (f->type == BATON__S_CLOSE) {
-        link_kill(srv, k);
-        r = 0;
-    }
-    if (r < 0) {
-        char what[64];
-        baton__s_fmt(what, sizeof(what), "%s frame", baton__sframe_name(f->type));
-        client_error(srv, k, r, EP_CLIENT, what);
-    }
-}
-
-/* ---- moves: the current server's side ---- */
-
-static void move_fail(baton_session *s, int err)
-{
-    baton_session_server *srv = s->srv;
-
-    move_detach(s);
-    /* The client was told to move: tell it the move is off, so that it
-     * comes back now rather than wait for the next server (STAY goes out
-     * with the session's flush at the end of this dispatch). */
-    if (s->move_sent && s->link && !s->link->dead)
-        (void)baton__slink_put(&s->link->l, BATON__S_STAY, 0);
-    s->mpeer = NULL;
-    s->move_sent = s->token_ok = false;
-    s->deadline = 0;
-    if (s->state == S_FROZEN) {
-        s->state = S_ACTIVE;
-        if (!s->link || s->link->dead || baton__slink_watch(&s->link->l, srv->epfd, s->link) < 0) {
-            session_close(s, -ECONNABORTED);
-            return;
-        }
-    }
-    if (s->state == S_MOVING)
-        s->state = S_ACTIVE;
-    /* A moving client does not ping: its idle time starts afresh. */
-    if (s->link)
-        s->link->last_in_ms = baton__s_now_ms();
-    mark_dirty(s);
-    if (srv->o.on_moved)
-        srv->o.on_moved(srv->o.ctx, s, err);
-}
-
-/* The peer link to p broke or was refused: every session not yet taken
- * stays here. */
-static void peer_down(baton_session_server *srv, struct peer *p, int err)
-{
-    set_err(srv, BATON_SESSION_LOG_WARNING, "peer %s: link down: %s; moves called off", p->name,
-            err == -EACCES ? "authentication failed: wrong key" : baton_session_strerror(err));
-    if (p->link) {
-        p->link->peer = NULL;
-        link_kill(srv, p->link);
-        p->link = NULL;
-    }
-    for (baton_session *s = srv->sessions; s; s = s->next)
-        if (s->mpeer == p && (s->state == S_MOVING || s->state == S_FROZEN))
-            move_fail(s, err);
-}
-
-/* Announce to p as many waiting sessions as the window has room for, in
- * frames of at most BATON__S_OFFER_MAX. A session's move deadline starts
- * here: the next server keeps an announced session about as long. */
-static void peer_offer(baton_session_server *srv, struct peer *p)
-{
-    int64_t deadline = baton__s_now_ms() + srv->o.move_timeout_ms;
-    unsigned window = (unsigned)srv->o.move_window;
-
-    if (!p->link || p->link->pstate != P_READY)
-        return;
-    while (p->waiting.head && p->inflight < window) {
-        uint32_t n = window - p->inflight;
-        uint8_t *f;
-        if (n > p->waiting.n)
-            n = p->waiting.n;
-        if (n > BATON__S_OFFER_MAX)
-            n = BATON__S_OFFER_MAX;
-        f = baton__slink_put(&p->link->l, BATON__S_OFFER, 8 + 16 * n);
-        if (!f)
-            break;
-        p->batch++;
-        baton__s_put32(f, p->batch);
-        baton__s_put32(f + 4, n);
-        for (uint32_t i = 0; i < n; i++) {
-            baton_session *s = p->waiting.head;
-            memcpy(f + 8 + 16 * i, s->id, 16);
-            list_remove(s);
-            list_add(&p->offered, s);
-            s->offered = true;
-            s->batch = p->batch;
-            s->offered_ms = deadline - srv->o.move_timeout_ms;
-            s->deadline = deadline;
-            p->inflight++;
-        }
-        arm_timer(srv);
-    }
-    link_flush(srv, p->link);
-}
-
-/* The next server knows the sessions of batch: send their clients MOVE. */
-static void on_offered(baton_session_server *srv, struct peer *p, uint32_t batch)
-{
-    size_t al = strlen(p->client_addr);
-    baton_session *s, *n;
-
-    for (s = p->offered.head; s; s = n) {
-        uint8_t *f;
-        n = s->lnext;
-        if (s->batch != batch)
-            continue;
-        list_remove(s);
-        if (s->state != S_MOVING || s->move_sent || !s->link)
-            continue;
-        if (baton__s_random(s->token, sizeof(s->token)) < 0 ||
-            !(f = baton__slink_put(&s->link->l, BATON__S_MOVE, (uint32_t)(34 + al)))) {
-            move_fail(s, -ENOMEM);
-            continue;
-        }
-        memcpy(f, s->token, 32);
-        baton__s_put16(f + 32, (uint16_t)al);
-        memcpy(f + 34, p->client_addr, al);
-        s->token_ok = true;
-        s->move_sent = true;
-        mark_dirty(s);
-    }
-}
-
-/* TAKE: the next server has our client, which showed the token. Check it
- * (one use only), freeze the session and export it. */
-static void on_take(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
-{
-    baton_session *s = find_session(srv, f->u.take.id);
-    size_t slen = 0, need;
-    uint8_t *p;
-    int r = 0;
-
-    if (!s || s->state != S_MOVING || !s->mpeer || s->mpeer->link != k || !s->token_ok ||
-        !baton__s_equal(s->token, f->u.take.token, BATON__S_TOK_LEN)) {
-        set_err(srv, BATON_SESSION_LOG_WARNING,
-                "TAKE with a forged, replayed or stale token refused");
-        p = baton__slink_put(&k->l, BATON__S_REFUSE, 20);
-        if (p) {
-            memcpy(p, f->u.take.id, 16);
-            baton__s_put32(p + 16, s ? BATON__SC_TOKEN : BATON__SC_UNKNOWN);
-        }
-        return;
-    }
-    s->token_ok = false;
-    if (srv->o.export_state)
-        r = srv->o.export_state(srv->o.ctx, s, srv->scratch, BATON_SESSION_STATE_MAX, &slen);
-    if (r < 0 || slen > BATON_SESSION_STATE_MAX) {
-        p = baton__slink_put(&k->l, BATON__S_REFUSE, 20);
-        if (p) {
-            memcpy(p, s->id, 16);
-            baton__s_put32(p + 16, BATON__SC_REFUSED);
-        }
-        move_fail(s, r < 0 ? r : -EMSGSIZE);
-        return;
-    }
-    need = 48 + slen + 4 * s->q.count + s->q.bytes;
-    p = baton__slink_put(&k->l, BATON__S_EXPORT, (uint32_t)need);
-    if (!p) {
-        move_fail(s, -ENOMEM);
-        return;
-    }
-    memcpy(p, s->id, 16);
-    baton__s_put64(p + 16, s->in_handled);
-    baton__s_put64(p + 24, s->q.base);
-    baton__s_put64(p + 32, s->q.base + s->q.count);
-    baton__s_put32(p + 40, (uint32_t)slen);
-    memcpy(p + 44, srv->scratch, slen);
-    p += 44 + slen;
-    baton__s_put32(p, (uint32_t)s->q.count);
-    p += 4;
-    for (uint64_t q = s->q.base + 1; q <= s->q.base + s->q.count; q++) {
-        const struct baton__smsg *m = baton__squeue_get(&s->q, q);
-        baton__s_put32(p, m->len);
-        memcpy(p + 4, m->data, m->len);
-        p += 4 + m->len;
-    }
-    s->state = S_FROZEN;
-    /* Stop reading the old link but keep it open: if the next server dies
-     * before it confirms, the client falls back to it. */
-    if (s->link && s->link->l.events) {
-        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, s->link->l.fd, NULL);
-        s->link->l.events = 0;
-    }
-}
-
-static void finish_moved(baton_session_server *srv, baton_session *s)
-{
-    struct peer *p = s->mpeer;
-
-    if (p && s->offered && !s->straggler) {
-        int64_t took = baton__s_now_ms() - s->offered_ms;
-        p->usual_ms = p->usual_ms ? (7 * p->usual_ms + took) / 8 : took;
-    }
-    session_end(s);
-    if (srv->o.on_moved)
-        srv->o.on_moved(srv->o.ctx, s, 0);
-}
-
-static void on_taken(baton_session_server *srv, struct slink *k, const uint8_t *id)
-{
-    baton_session *s = find_session(srv, id);
-
-    if (s && s->state == S_FROZEN && s->mpeer && s->mpeer->link == k)
-        finish_moved(srv, s);
-}
-
-/* DECLINE: the next server did not take the session after all (its
- * client had gone): the move is off and the session is ours again. */
-static void on_declined(baton_session_server *srv, struct slink *k, const uint8_t *id)
-{
-    baton_session *s = find_session(srv, id);
-
-    if (s && s->state == S_FROZEN && s->mpeer && s->mpeer->link == k)
-        move_fail(s, -ECONNABORTED);
-}
-
-/* ---- moves: the next server's side ---- */
-
-static void expect_free(baton_session_server *srv, struct expect *e)
-{
-    struct expect **pp = &srv->ehash[hkey(e->id)];
-
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        srv->expects = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    if (e->client)
-        e->client->pending = NULL;
-    free(e);
-}
-
-static void on_offer(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
-{
-    int64_t deadline = baton__s_now_ms() + srv->o.move_timeout_ms + 1000;
-    uint8_t *p;
-
-    for (uint32_t i = 0; i < f->u.offer.n; i++) {
-        const uint8_t *id = f->u.offer.ids + 16 * i;
-        struct expect *e = find_expect(srv, id);
-        if (e) {
-            e->peer_link = k;
-            e->deadline = deadline;
-            continue;
-        }
-        e = calloc(1, sizeof(*e));
-        if (!e)
-            break;
-        memcpy(e->id, id, 16);
-        e->peer_link = k;
-        e->deadline = deadline;
-        e->hnext = srv->ehash[hkey(id)];
-        srv->ehash[hkey(id)] = e;
-        e->next = srv->expects;
-        if (srv->expects)
-            srv->expects->prev = e;
-        srv->expects = e;
-    }
-    arm_timer(srv);
-    p = baton__slink_put(&k->l, BATON__S_OFFERED, 8);
-    if (p) {
-        baton__s_put32(p, f->u.offer.batch);
-        baton__s_put32(p + 4, f->u.offer.n);
-    }
-}
-
-static void on_refuse(baton_session_server *srv, const struct baton__sframe *f)
-{
-    struct expect *e = find_expect(srv, f->u.refuse.id);
-    int err = baton__s_code_err(f->u.refuse.code);
-    struct slink *c;
-
-    if (e && e->takes)
-        e->takes--;
-    /* No client waits, or the refusal answers an older TAKE (its client
-     * left) and the current client's is still out. */
-    if (!e || !e->client || e->takes)
-        return;
-    c = e->client;
-    e->client = NULL;
-    c->pending = NULL;
-    set_err(srv, BATON_SESSION_LOG_WARNING, "resume refused by the current server: %s",
-            baton_session_strerror(err));
-    link_refuse(srv, c, err,
-                err == -EACCES ? "resume token refused: forged, replayed or stale"
-                               : "the current server refused to hand the session over");
-    /* A forged token must not spoil the real client's move. */
-    if (err != -EACCES)
-        expect_free(srv, e);
-}
-
-static int import_session(baton_session_server *srv, struct slink *c, uint64_t h,
-                          const struct baton__sframe *f)
-{
-    baton_session *s, *old = find_session(srv, f->u.exp.id);
-    const uint8_t *m = f->u.exp.msgs;
-    uint8_t *p;
-    int r = 0;
-
-    /* We held this session before and have not heard the confirmation of
-     * its last move yet: the session came back, so it was taken. */
-    if (old && old->state == S_FROZEN)
-        finish_moved(srv, old);
-    else if (old)
-        return -EEXIST;
-    s = session_new(srv, f->u.exp.id);
-    if (!s)
-        return -ENOMEM;
-    s->in_handled = s->in_acked_sent = f->u.exp.in_handled;
-    s->q.base = f->u.exp.out_acked;
-    for (uint32_t i = 0; i < f->u.exp.nmsg && r == 0; i++) {
-        uint32_t ml;
-        const uint8_t *d = baton__sframe_export_next(&m, &ml);
-        r = baton__squeue_push(&s->q, d, ml);
-    }
-    if (r == 0 && srv->o.import_state)
-        r = srv->o.import_state(srv->o.ctx, s, f->u.exp.state, f->u.exp.state_len);
-    if (r < 0) {
-        session_end(s);
-        link_refuse(srv, c, -ECONNABORTED, "session lost: the next server could not import it");
-        return 0;
-    }
-    /* The client's count must lie between what it acknowledged and what
-     * was sent. */
-    if (h < s->q.base || h > s->q.base + s->q.count) {
-        session_end(s);
-        if (srv->o.on_close)
-            srv->o.on_close(srv->o.ctx, s, -EBADMSG);
-        link_refuse(srv, c, -EBADMSG, "RESUME count acknowledges more than was sent");
-        return 0;
-    }
-    baton__squeue_ack(&s->q, h);
-    s->out_sent = h;
-    p = baton__slink_put(&c->l, BATON__S_RESUMED, 8);
-    if (p)
-        baton__s_put64(p, s->in_handled);
-    s->link = c;
-    c->s = s;
-    c->deadline = 0;
-    c->last_in_ms = baton__s_now_ms();
-    baton__slink_allow(&c->l, BATON__S_RX_CLIENT);
-    mark_dirty(s);
-    return 0;
-}
-
-static void on_export(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
-{
-    struct expect *e = find_expect(srv, f->u.exp.id);
-    baton_session *held;
-    struct slink *c;
-    uint64_t h;
-    uint8_t *p;
-
-    if (e && e->takes)
-        e->takes--;
-    /* The client that asked for it is gone (it went back to the current
-     * server, or away), or this answers an older TAKE: we must not take a
-     * session nobody here will serve. DECLINE, and the current server
-     * keeps it (a TAKEN here would end it there under its client). */
-    if (!e || !e->client || e->client->dead || e->takes) {
-        set_err(srv, BATON_SESSION_LOG_WARNING,
-                "EXPORT of a session whose client went away: declined");
-        p = baton__slink_put(&k->l, BATON__S_DECLINE, 16);
-        if (p)
-            memcpy(p, f->u.exp.id, 16);
-        if (e && !e->takes && (!e->client || e->client->dead))
-            expect_free(srv, e);
-        return;
-    }
-    /* Sessions opened since the RESUME may have filled the server: decline,
-     * and the current server keeps the session for its client. */
-    held = find_session(srv, f->u.exp.id);
-    if (!(held && held->state == S_FROZEN) && server_full(srv, e->client, "RESUME")) {
-        p = baton__slink_put(&k->l, BATON__S_DECLINE, 16);
-        if (p)
-            memcpy(p, f->u.exp.id, 16);
-        expect_free(srv, e);
-        return;
-    }
-    p = baton__slink_put(&k->l, BATON__S_TAKEN, 16);
-    if (p)
-        memcpy(p, f->u.exp.id, 16);
-    c = e->client;
-    h = e->handled;
-    e->client = NULL;
-    c->pending = NULL;
-    expect_free(srv, e);
-    if (import_session(srv, c, h, f) < 0)
-        link_refuse(srv, c, -ECONNABORTED, "session lost: import failed");
-}
-
-/* ---- peer links ---- */
-
-static void peer_send_hello(baton_session_server *srv, struct slink *k)
-{
-    uint8_t *p = baton__slink_put(&k->l, BATON__S_PHELLO, 32);
-
-    if (p && baton__s_random(k->nonce_out, 32) == 0)
-        memcpy(p, k->nonce_out, 32);
-    k->pstate = P_WAIT_CHAL;
-}
-
-/* Mutual challenge-response: the connecting side sends a nonce; the
- * accepting side answers with its nonce and a MAC over both; the
- * connecting side checks it and answers with its own MAC over both. The
- * labels differ so that one MAC cannot be reflected as the other. */
-static int on_peer_auth(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
-{
-    uint8_t mac[32], *p;
-
-    if (k->l.kind == L_PEER_IN && k->pstate == P_WAIT_HELLO && f->type == BATON__S_PHELLO) {
-        memcpy(k->nonce_in, f->u.auth.nonce, 32);
-        if (baton__s_random(k->nonce_out, 32) < 0 ||
-            baton__s_hmac(srv->key, srv->o.key_len, "baton-s-accept", k->nonce_in, k->nonce_out,
-                          mac) < 0)
-            return -EIO;
-        p = baton__slink_put(&k->l, BATON__S_PCHAL, 64);
-        if (!p)
-            return -ENOMEM;
-        memcpy(p, k->nonce_out, 32);
-        memcpy(p + 32, mac, 32);
-        k->pstate = P_WAIT_AUTH;
-        return 0;
-    }
-    if (k->l.kind == L_PEER_IN && k->pstate == P_WAIT_AUTH && f->type == BATON__S_PAUTH) {
-        if (baton__s_hmac(srv->key, srv->o.key_len, "baton-s-connect", k->nonce_in, k->nonce_out,
-                          mac) < 0)
-            return -EIO;
-        if (!baton__s_equal(mac, f->u.auth.mac, 32))
-            return -EACCES;
-        k->pstate = P_READY;
-        k->deadline = 0;
-        baton__slink_allow(&k->l, BATON__S_RX_PEER);
-        return 0;
-    }
-    if (k->l.kind == L_PEER_OUT && k->pstate == P_WAIT_CHAL && f->type == BATON__S_PCHAL) {
-        memcpy(k->nonce_in, f->u.auth.nonce, 32);
-        if (baton__s_hmac(srv->key, srv->o.key_len, "baton-s-accept", k->nonce_out, k->nonce_in,
-                          mac) < 0)
-            return -EIO;
-        if (!baton__s_equal(mac, f->u.auth.mac, 32))
-            return -EACCES;
-        if (baton__s_hmac(srv->key, srv->o.key_len, "baton-s-connect", k->nonce_out, k->nonce_in,
-                          mac) < 0)
-            return -EIO;
-        p = baton__slink_put(&k->l, BATON__S_PAUTH, 32);
-        if (!p)
-            return -ENOMEM;
-        memcpy(p, mac, 32);
-        k->pstate = P_READY;
-        k->deadline = 0;
-        baton__slink_allow(&k->l, BATON__S_RX_NEXT);
-        if (k->peer)
-            peer_offer(srv, k->peer);
-        return 0;
-    }
-    return -EPROTO;
-}
-
-static int on_peer_frame(baton_session_server *srv, struct slink *k, const struct baton__sframe *f)
-{
-    if (f->type == BATON__S_CLOSE)
-        return baton__s_code_err(f->u.close.code) ?: -ECONNRESET;
-    if (k->pstate != P_READY)
-        return on_peer_auth(srv, k, f);
-    if (k->l.kind == L_PEER_IN) {
-        if (f->type == BATON__S_OFFER)
-            on_offer(srv, k, f);
-        else if (f->type == BATON__S_EXPORT)
-            on_export(srv, k, f);
-        else if (f->type == BATON__S_REFUSE)
-            on_refuse(srv, f);
-        else
-            return -EPROTO;
-        return 0;
-    }
-    if (f->type == BATON__S_OFFERED && k->peer)
-        on_offered(srv, k->peer, f->u.offer.batch);
-    else if (f->type == BATON__S_TAKE)
-        on_take(srv, k, f);
-    else if (f->type == BATON__S_TAKEN)
-        on_taken(srv, k, f->u.welcome.id);
-    else if (f->type == BATON__S_DECLINE)
-        on_declined(srv, k, f->u.welcome.id);
-    else
-        return -EPROTO;
-    return 0;
-}
-
-/* The accepting side lost a peer link: sessions announced over it and not
- * yet exported are lost for the clients waiting here. */
-static void peer_in_down(baton_session_server *srv, struct slink *k)
-{
-    struct expect *e = srv->expects, *n;
-
-    for (; e; e = n) {
-        n = e->next;
-        if (e->peer_link != k)
-            continue;
-        if (e->client) {
-            struct slink *c = e->client;
-            e->client = NULL;
-            c->pending = NULL;
-            link_refuse(srv, c, -ECONNABORTED,
-                        "session lost: the current server went away before handing it over");
-        }
-        expect_free(srv, e);
-    }
-}
-
-/* A peer link ends with err; what, if not NULL, says what was refused. A
- * link that another server opened to us is anyone's to open, so its
- * refusals are logged once per episode; a link we opened is our own
- * peer's, and its failure calls moves off (peer_down() logs that). */
-static void peer_link_error(baton_session_server *srv, struct slink *k, int err, const char *what)
-{
-    char who[64], text[BATON__S_TEXT_MAX];
-    bool told = what != NULL; /* a bad frame, which nothing else logs */
-
-    if (!what)
-        what = err == -EACCES      ? "authentication failed: wrong key"
-               : err == -ETIMEDOUT ? "no authentication within the handshake deadline"
-                                   : baton_session_strerror(err);
-    if (k->dead || err == -ECONNRESET)
-        ; /* it ended, nothing was refused */
-    else if (k->l.kind == L_PEER_IN)
-        refuse_log(srv, err == -ETIMEDOUT ? EP_DEADLINE : EP_PEER, "peer link from %s%s closed: %s",
-                   link_who(k, who, sizeof(who)),
-                   k->pstate == P_READY ? "" : " (not authenticated)", what);
-    else if (told || err == -EACCES) /* peer_down() logs the rest */
-        set_err(srv, err == -EACCES ? BATON_SESSION_LOG_ERR : BATON_SESSION_LOG_WARNING,
-                "peer link to %s closed: %s", k->peer ? k->peer->name : "?", what);
-    if (!k->dead && err != -ECONNRESET) {
-        baton__s_fmt(text, sizeof(text), "%s: %s", what, baton_session_strerror(err));
-        baton__slink_put_close(&k->l, err == -EACCES ? BATON__SC_AUTH : baton__s_err_code(err),
-                               err == -EACCES ? "peer authentication failed: wrong key" : text);
-    }
-    (void)baton__slink_flush(&k->l);
-    link_kill(srv, k);
-    if (k->l.kind == L_PEER_IN)
-        peer_in_down(srv, k);
-    else if (k->peer)
-        peer_down(srv, k->peer, err);
+    baton__srv_link_kill(srv, k);
 }
 
 /* ---- the event loop ---- */
@@ -1295,9 +249,9 @@ static void bad_frame(baton_session_server *srv, struct slink *k, int err,
                      baton__sframe_name(f->type), f->type, f->len, link_state(k),
                      f->why ? f->why : "refused");
     if (k->l.kind == L_CLIENT)
-        client_error(srv, k, err, EP_CLIENT, what);
+        baton__srv_client_error(srv, k, err, EP_CLIENT, what);
     else
-        peer_link_error(srv, k, err, what);
+        baton__srv_peer_error(srv, k, err, what);
 }
 
 static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
@@ -1311,21 +265,11 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
      * called off, the link is watched again and it is read then. */
     if (k->l.kind == L_CLIENT && k->s && k->s->state == S_FROZEN)
         return;
-    if (!k->l.connected && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
-        int e = 0;
-        socklen_t el = sizeof(e);
-        getsockopt(k->l.fd, SOL_SOCKET, SO_ERROR, &e, &el);
-        if (e) {
-            set_err(srv, BATON_SESSION_LOG_WARNING, "peer %s: connect: %s",
-                    k->peer ? k->peer->name : "?", strerror(e));
-            peer_link_error(srv, k, -e, NULL);
-            return;
-        }
-        k->l.connected = true;
-        peer_send_hello(srv, k);
-    }
+    if (!k->l.connected && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) &&
+        baton__srv_peer_connected(srv, k) < 0)
+        return;
     if (ev & EPOLLOUT)
-        link_flush(srv, k);
+        baton__srv_link_flush(srv, k);
     if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) && baton__slink_read(&k->l) > 0)
         k->last_in_ms = baton__s_now_ms();
     while (!k->dead && (r = baton__slink_next(&k->l, &f)) != 0) {
@@ -1334,36 +278,25 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
             return;
         }
         if (k->l.kind == L_CLIENT) {
-            on_client_frame(srv, k, &f);
-        } else if ((r = on_peer_frame(srv, k, &f)) < 0) {
-            peer_link_error(srv, k, r, NULL);
+            baton__srv_on_client_frame(srv, k, &f);
+        } else if ((r = baton__srv_on_peer_frame(srv, k, &f)) < 0) {
+            baton__srv_peer_error(srv, k, r, NULL);
             return;
         }
     }
     if (k->dead)
         return;
     if (k->l.kind != L_CLIENT)
-        link_flush(srv, k);
+        baton__srv_link_flush(srv, k);
     if (k->l.eof) {
-        if (k->l.kind == L_CLIENT) {
-            baton_session *s = k->s;
-            link_kill(srv, k);
-            if (k->pending) {
-                k->pending->client = NULL;
-                k->pending = NULL;
-            }
-            if (s) {
-                s->link = NULL;
-                k->s = NULL;
-                session_close(s, -ECONNRESET);
-            }
-        } else {
-            peer_link_error(srv, k, -ECONNRESET, NULL);
-        }
+        if (k->l.kind == L_CLIENT)
+            baton__srv_client_eof(srv, k);
+        else
+            baton__srv_peer_error(srv, k, -ECONNRESET, NULL);
         return;
     }
     if (k->l.kind == L_CLIENT && !k->s)
-        link_flush(srv, k);
+        baton__srv_link_flush(srv, k);
 }
 
 /* A listener that cannot accept (the process is out of fds, or the system
@@ -1372,7 +305,7 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
  * at full speed (as libuv and nginx found). The connections wait in the
  * listen backlog. It is watched again when the rest is over (100 ms,
  * doubling to 1 s while accept keeps failing) or as soon as a link of
- * ours closes and frees an fd (settle()). */
+ * ours closes and frees an fd (baton__srv_settle()). */
 static void listener_pause(baton_session_server *srv, struct slink *lk, int err)
 {
     int64_t now = baton__s_now_ms();
@@ -1383,11 +316,11 @@ static void listener_pause(baton_session_server *srv, struct slink *lk, int err)
     lk->deadline = now + lk->rest_ms;
     if (!lk->paused && epoll_ctl(srv->epfd, EPOLL_CTL_DEL, lk->l.fd, NULL) == 0)
         lk->paused = true;
-    refuse_log(srv, EP_ACCEPT,
-               "%s listener: accept: %s: new connections wait in the backlog; accepting again "
-               "in %d ms, or when a connection of ours closes",
-               lk->l.kind == L_LISTEN ? "client" : "peer", strerror(-err), lk->rest_ms);
-    arm_timer(srv);
+    baton__srv_refuse_log(srv, EP_ACCEPT,
+                          "%s listener: accept: %s: new connections wait in the backlog; "
+                          "accepting again in %d ms, or when a connection of ours closes",
+                          lk->l.kind == L_LISTEN ? "client" : "peer", strerror(-err), lk->rest_ms);
+    baton__srv_arm_timer(srv);
 }
 
 static void listener_resume(baton_session_server *srv, struct slink *lk)
@@ -1441,7 +374,7 @@ static void do_accept(baton_session_server *srv, struct slink *lk, int kind)
             return;
         }
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        k = link_new(srv, fd, kind);
+        k = baton__srv_link_new(srv, fd, kind);
         if (!k) {
             close(fd);
             listener_pause(srv, lk, -ENOMEM);
@@ -1450,11 +383,11 @@ static void do_accept(baton_session_server *srv, struct slink *lk, int kind)
         k->l.connected = true;
         k->pstate = P_WAIT_HELLO;
         if (kind == L_PEER_IN && !srv->key) {
-            link_refuse(srv, k, -EACCES, "this server has no peer key");
+            baton__srv_link_refuse(srv, k, -EACCES, "this server has no peer key");
             continue;
         }
         if (baton__slink_watch(&k->l, srv->epfd, k) < 0)
-            link_kill(srv, k);
+            baton__srv_link_kill(srv, k);
     }
 }
 
@@ -1463,10 +396,12 @@ static void do_accept(baton_session_server *srv, struct slink *lk, int kind)
  * is never silent that long). Returns true if a handshake is under way. */
 static bool links_tick(baton_session_server *srv, int64_t now)
 {
+    struct slink *k;
     bool busy = false;
     char what[96];
 
-    for (struct slink *k = srv->links; k; k = k->next) {
+    baton__list_foreach(k, &srv->links, node)
+    {
         if (k->dead)
             continue;
         if (k->deadline) {
@@ -1474,17 +409,17 @@ static bool links_tick(baton_session_server *srv, int64_t now)
             if (now < k->deadline)
                 continue;
             if (k->l.kind != L_CLIENT) {
-                peer_link_error(srv, k, -ETIMEDOUT, NULL);
+                baton__srv_peer_error(srv, k, -ETIMEDOUT, NULL);
                 continue;
             }
             baton__s_fmt(what, sizeof(what), "no session within the handshake deadline (%d ms)",
                          srv->o.handshake_timeout_ms);
-            client_error(srv, k, -ETIMEDOUT, EP_DEADLINE, what);
+            baton__srv_client_error(srv, k, -ETIMEDOUT, EP_DEADLINE, what);
         } else if (k->l.kind == L_CLIENT && k->pings && k->s && k->s->state == S_ACTIVE &&
                    now - k->last_in_ms >= srv->o.idle_timeout_ms) {
             baton__s_fmt(what, sizeof(what), "nothing received for %lld ms (the idle limit)",
                          (long long)(now - k->last_in_ms));
-            client_error(srv, k, -ETIMEDOUT, EP_IDLE, what);
+            baton__srv_client_error(srv, k, -ETIMEDOUT, EP_IDLE, what);
         }
     }
     return busy;
@@ -1510,35 +445,13 @@ static void on_tick(baton_session_server *srv)
     int64_t now = baton__s_now_ms();
     bool busy, watch;
     uint64_t x;
-    struct expect *e, *n;
 
     while (read(srv->timerfd, &x, sizeof(x)) > 0)
         ;
     busy = links_tick(srv, now);
     busy |= listeners_tick(srv, now);
-    for (baton_session *s = srv->sessions; s; s = s->next) {
-        struct peer *p = s->mpeer;
-        if (s->state == S_MOVING && s->deadline) {
-            busy = true;
-            if (now >= s->deadline) {
-                move_fail(s, -ETIMEDOUT);
-                continue;
-            }
-        }
-        if (p && s->offered && !s->straggler && p->stragglers < (unsigned)srv->o.move_window &&
-            now - s->offered_ms >
-                (STRAGGLER_MS > 8 * p->usual_ms ? STRAGGLER_MS : 8 * p->usual_ms)) {
-            s->straggler = true;
-            p->stragglers++;
-            p->inflight--;
-        }
-    }
-    for (e = srv->expects; e; e = n) {
-        n = e->next;
-        busy = true;
-        if (now >= e->deadline && !e->client)
-            expect_free(srv, e);
-    }
+    busy |= baton__srv_moves_tick(srv, now);
+    busy |= baton__srv_expects_tick(srv, now);
     /* Sessions need the idle limit watched, and open episodes their end
      * logged: a slow tick will do. */
     watch = episodes_tick(srv, now) || srv->count > 0;
@@ -1546,25 +459,23 @@ static void on_tick(baton_session_server *srv)
 }
 
 /* Flush dirty sessions, then free what died during this dispatch. */
-static void settle(baton_session_server *srv)
+void baton__srv_settle(baton_session_server *srv)
 {
     struct slink *k, *kn;
     baton_session *s, *sn;
     bool freed = false;
 
     /* Moves that ended in this dispatch made room in their windows. */
-    for (struct peer *p = srv->peers; p; p = p->next)
-        if (p->waiting.head && p->inflight < (unsigned)srv->o.move_window)
-            peer_offer(srv, p);
-    while ((s = srv->dirty)) {
-        srv->dirty = s->dnext;
-        s->dirty = false;
-        session_flush(s);
+    baton__srv_moves_offer(srv);
+    while (!baton__list_empty(&srv->dirty)) {
+        s = baton__list_first(&srv->dirty, baton_session, dnode);
+        baton__list_del(&s->dnode);
+        baton__srv_session_flush(s);
     }
-    for (k = srv->links; k; k = kn) {
-        kn = k->next;
+    baton__list_foreach_safe(k, kn, &srv->links, node)
+    {
         if (k->dead) {
-            link_free(srv, k);
+            link_free(k);
             freed = true;
         }
     }
@@ -1573,10 +484,10 @@ static void settle(baton_session_server *srv)
         listener_resume(srv, &srv->lsn);
         listener_resume(srv, &srv->plsn);
     }
-    for (s = srv->sessions; s; s = sn) {
-        sn = s->next;
+    baton__list_foreach_safe(s, sn, &srv->sessions, node)
+    {
         if (s->state == S_DEAD)
-            session_free(srv, s);
+            baton__srv_session_free(srv, s);
     }
 }
 
@@ -1606,12 +517,12 @@ BATON_SESSION_EXPORT int baton_session_server_dispatch(baton_session_server *srv
         else
             handle_link(srv, k, ev[i].events);
     }
-    settle(srv);
+    baton__srv_settle(srv);
     srv->in_dispatch = false;
     return 0;
 }
 
-/* ---- the public API ---- */
+/* ---- the handle ---- */
 
 static int watch_fd(baton_session_server *srv, struct slink *k, int fd, int kind)
 {
@@ -1657,6 +568,11 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
     srv = calloc(1, sizeof(*srv));
     if (!srv)
         return -ENOMEM;
+    baton__list_init(&srv->links);
+    baton__list_init(&srv->sessions);
+    baton__list_init(&srv->dirty);
+    baton__list_init(&srv->expects);
+    baton__list_init(&srv->peers);
     srv->o = *opts;
     if (!srv->o.move_timeout_ms)
         srv->o.move_timeout_ms = 10000;
@@ -1709,19 +625,19 @@ BATON_SESSION_EXPORT void baton_session_server_free(baton_session_server *srv)
 {
     if (!srv)
         return;
-    while (srv->sessions) {
-        baton_session *s = srv->sessions;
+    while (!baton__list_empty(&srv->sessions)) {
+        baton_session *s = baton__list_first(&srv->sessions, baton_session, node);
         /* The application frees what it keeps with the session. */
-        session_close(s, -ESHUTDOWN);
-        session_free(srv, s);
+        baton__srv_session_close(s, -ESHUTDOWN);
+        baton__srv_session_free(srv, s);
     }
-    while (srv->expects)
-        expect_free(srv, srv->expects);
-    while (srv->links)
-        link_free(srv, srv->links);
-    while (srv->peers) {
-        struct peer *p = srv->peers;
-        srv->peers = p->next;
+    while (!baton__list_empty(&srv->expects))
+        baton__srv_expect_free(srv, baton__list_first(&srv->expects, struct expect, node));
+    while (!baton__list_empty(&srv->links))
+        link_free(baton__list_first(&srv->links, struct slink, node));
+    while (!baton__list_empty(&srv->peers)) {
+        struct peer *p = baton__list_first(&srv->peers, struct peer, node);
+        baton__list_del(&p->node);
         free(p);
     }
     close(srv->timerfd);
@@ -1738,117 +654,6 @@ BATON_SESSION_EXPORT int baton_session_server_fd(const baton_session_server *srv
     return srv ? srv->epfd : -EINVAL;
 }
 
-BATON_SESSION_EXPORT int baton_session_server_add_peer(baton_session_server *srv, const char *name,
-                                                       const char *peer_address,
-                                                       const char *client_address)
-{
-    struct baton__saddr ca;
-    struct peer *p;
-
-    if (!srv || !name || !*name || strlen(name) > BATON_SESSION_NAME_MAX || !client_address)
-        return -EINVAL;
-    for (p = srv->peers; p; p = p->next)
-        if (strcmp(p->name, name) == 0)
-            return -EEXIST;
-    p = calloc(1, sizeof(*p));
-    if (!p)
-        return -ENOMEM;
-    if (baton__saddr_parse(peer_address, &p->addr) < 0 ||
-        baton__saddr_parse(client_address, &ca) < 0) {
-        set_err(srv, BATON_SESSION_LOG_ERR, "peer %s: malformed address", name);
-        free(p);
-        return -EINVAL;
-    }
-    strcpy(p->name, name);
-    strcpy(p->client_addr, client_address);
-    p->next = srv->peers;
-    srv->peers = p;
-    return 0;
-}
-
-static int peer_connect(baton_session_server *srv, struct peer *p)
-{
-    int fd = baton__s_connect(&p->addr);
-    struct slink *k;
-
-    if (fd < 0) {
-        set_err(srv, BATON_SESSION_LOG_ERR, "peer %s: socket: %s", p->name, strerror(-fd));
-        return fd;
-    }
-    k = link_new(srv, fd, L_PEER_OUT);
-    if (!k) {
-        close(fd);
-        return -ENOMEM;
-    }
-    k->peer = p;
-    k->pstate = P_CONNECTING;
-    p->link = k;
-    if (baton__slink_watch(&k->l, srv->epfd, k) < 0) {
-        peer_down(srv, p, -ENOMEM);
-        return -ENOMEM;
-    }
-    return 0;
-}
-
-/* The session waits for a place in p's window; its deadline starts when
- * it gets one (peer_offer), and the peer link's handshake has its own. */
-static void move_queue(struct peer *p, baton_session *s)
-{
-    s->state = S_MOVING;
-    s->mpeer = p;
-    s->deadline = 0;
-    list_add(&p->waiting, s);
-}
-
-BATON_SESSION_EXPORT int baton_session_move(baton_session_server *srv, const char *peer,
-                                            baton_session *const *list, size_t n)
-{
-    struct peer *p;
-    int count = 0;
-
-    if (!srv || !peer || (!list && n))
-        return -EINVAL;
-    if (!srv->key) {
-        set_err(srv, BATON_SESSION_LOG_ERR, "move: this server has no peer key");
-        return -EINVAL;
-    }
-    for (p = srv->peers; p; p = p->next)
-        if (strcmp(p->name, peer) == 0)
-            break;
-    if (!p) {
-        set_err(srv, BATON_SESSION_LOG_ERR, "move: no peer named %s", peer);
-        return -ENOENT;
-    }
-    if (list) {
-        for (size_t i = 0; i < n; i++) {
-            baton_session *s = list[i];
-            if (!s || s->srv != srv || s->state != S_ACTIVE || !s->link)
-                continue;
-            move_queue(p, s);
-            count++;
-        }
-    } else {
-        for (baton_session *s = srv->sessions; s; s = s->next)
-            if (s->state == S_ACTIVE && s->link) {
-                move_queue(p, s);
-                count++;
-            }
-    }
-    if (count == 0)
-        return 0;
-    arm_timer(srv);
-    if (!p->link) {
-        int r = peer_connect(srv, p);
-        if (r < 0) {
-            peer_down(srv, p, r);
-            return r;
-        }
-    } else {
-        peer_offer(srv, p);
-    }
-    return count;
-}
-
 BATON_SESSION_EXPORT size_t baton_session_server_count(const baton_session_server *srv)
 {
     return srv ? srv->count : 0;
@@ -1857,61 +662,4 @@ BATON_SESSION_EXPORT size_t baton_session_server_count(const baton_session_serve
 BATON_SESSION_EXPORT const char *baton_session_server_last_error(const baton_session_server *srv)
 {
     return srv ? srv->err : "";
-}
-
-BATON_SESSION_EXPORT int baton_session_send(baton_session *s, const void *data, size_t len)
-{
-    int r;
-
-    if (!s || (!data && len))
-        return -EINVAL;
-    if (len > BATON_SESSION_MSG_MAX)
-        return -EMSGSIZE;
-    if (s->state == S_DEAD)
-        return -ENOTCONN;
-    if (s->state == S_FROZEN)
-        return -EXDEV;
-    if ((r = baton__squeue_room(&s->q, len)) < 0)
-        return r;
-    if ((r = baton__squeue_push(&s->q, data, (uint32_t)len)) < 0)
-        return r;
-    mark_dirty(s);
-    if (!s->srv->in_dispatch)
-        settle(s->srv);
-    return 0;
-}
-
-BATON_SESSION_EXPORT int baton_session_close(baton_session *s)
-{
-    if (!s)
-        return -EINVAL;
-    if (s->state == S_DEAD)
-        return -ENOTCONN;
-    if (s->state == S_FROZEN)
-        return -EXDEV;
-    if (s->link) {
-        session_flush(s);
-        if (s->link)
-            link_refuse(s->srv, s->link, 0, "closed by the server");
-    }
-    session_close(s, 0);
-    if (!s->srv->in_dispatch)
-        settle(s->srv);
-    return 0;
-}
-
-BATON_SESSION_EXPORT const char *baton_session_id(const baton_session *s)
-{
-    return s ? s->hex : "";
-}
-
-BATON_SESSION_EXPORT void baton_session_set_data(baton_session *s, void *data)
-{
-    if (s)
-        s->data = data;
-}
-
-BATON_SESSION_EXPORT void *baton_session_data(const baton_session *s)
-{
-    return s ? s->data : NULL;
 }
