@@ -2,18 +2,23 @@
 # Move every player session between two game servers, back and forth, under
 # load, and show what the players saw.
 #
-#   scripts/demo-move.sh BUILD_DIR [BOTS] [ROUNDS]
+#   scripts/demo-move.sh BUILD_DIR [BOTS] [ROUNDS] [PYBOTS]
 #
 # Starts baton-game-server A and B on loopback (random ports), BOTS bot
-# players (baton-game-client) on A, then moves every session A->B and B->A
-# ROUNDS times each. Prints each move's time, then the bots' summary:
-# lost/duplicate/reorder/badstate counts (all must be 0) and the pause the
-# players saw while their session moved (p50/p99/max).
+# players (baton-game-client) and PYBOTS more in Python (default 20,
+# python/examples/game_bot.py on the baton_session package; none without
+# python3) on A, then moves every session A->B and B->A ROUNDS times each.
+# Prints each move's time, then each client's summary: lost/duplicate/
+# reorder/badstate counts (all must be 0) and the pause the players saw
+# while their session moved (p50/p99/max).
 set -u
 BUILD=${1:?usage: demo-move.sh BUILD_DIR [BOTS] [ROUNDS]}
 BOTS=${2:-100}
 ROUNDS=${3:-5}
+PYBOTS=${4:-20}
 BIN=$BUILD/bin
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+command -v python3 >/dev/null 2>&1 || PYBOTS=0
 for b in baton-game-server baton-game-client; do
     [ -x "$BIN/$b" ] || { echo "demo-move: $BIN/$b not built (libssl-dev missing?)" >&2; exit 1; }
 done
@@ -60,8 +65,16 @@ DURATION=$((ROUNDS * 2 + 3))
 "$BIN/baton-game-client" --connect "$A" --bots "$BOTS" --duration "$DURATION" --interval 20 \
     >"$TMP/client.out" 2>"$TMP/client.err" &
 CPID=$!
+PYPID=
+if [ "$PYBOTS" -gt 0 ]; then
+    PYTHONPATH=$ROOT/python python3 "$ROOT/python/examples/game_bot.py" --connect "$A" \
+        --insecure --bots "$PYBOTS" --duration "$DURATION" --interval 20 \
+        >"$TMP/pybot.out" 2>"$TMP/pybot.err" &
+    PYPID=$!
+    PIDS+=($PYPID)
+fi
 sleep 1
-echo "demo-move: $BOTS players on A; moving every session A->B->A $ROUNDS times"
+echo "demo-move: $BOTS players on A (and $PYBOTS in Python); moving every session A->B->A $ROUNDS times"
 for ((r = 1; r <= ROUNDS; r++)); do
     kill -USR1 $APID
     wait_line "$TMP/a.out" '^moved' "$r" 10 || exit 1
@@ -76,6 +89,14 @@ wait $CPID
 STATUS=$?
 cat "$TMP/client.out"
 [ -s "$TMP/client.err" ] && head -20 "$TMP/client.err"
+if [ -n "$PYPID" ]; then
+    wait "$PYPID"
+    PYSTATUS=$?
+    echo "demo-move: the Python bots (python/examples/game_bot.py):"
+    cat "$TMP/pybot.out"
+    grep -v -e 'sessions open' -e '^game_bot: all ' "$TMP/pybot.err" | head -20
+    [ $PYSTATUS -eq 0 ] || STATUS=$PYSTATUS
+fi
 if [ $STATUS -eq 0 ]; then
     echo "demo-move: OK: nothing lost, duplicated or reordered"
 else

@@ -13,6 +13,10 @@ command -v groff >/dev/null 2>&1 || need="$need groff-base"
 # ip(8): the tests that build network namespaces (session-netns) and the
 # session benchmark.
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need="$need iproute2"
+# The Python client (python/): pip builds and installs it offline with
+# Debian's setuptools and wheel (tests/session-python.sh, python/README.md).
+{ /usr/bin/python3 -c 'import setuptools, wheel' && /usr/bin/python3 -m pip --version; } \
+    >/dev/null 2>&1 || need="$need python3-pip python3-setuptools python3-wheel"
 [ -n "$need" ] || exit 0
 # shellcheck disable=SC2086
 exec sh "$(dirname "$0")/apt-install.sh" $need

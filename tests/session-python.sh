@@ -8,7 +8,9 @@
 #   tests/session-python.sh BUILD_DIR SOURCE_DIR [BOTS] [ROUNDS]
 #
 # Synchronises on events: the servers' "ready" and "moved" lines and the
-# bots' own "all N at ADDR" lines; every wait is bounded. Exit 77 only when
+# bots' own lines ("all N at ADDR" when every session moved; "acked K"
+# every STEP acknowledgements, so that each move starts only after STEP
+# more messages went both ways); every wait is bounded. Exit 77 only when
 # python3 is missing. With TLS in baton-game-server (--tls-cert), the
 # servers and bots use it; until then, plain TCP (--insecure).
 set -u
@@ -16,6 +18,7 @@ BUILD=${1:?usage: session-python.sh BUILD_DIR SOURCE_DIR [BOTS] [ROUNDS]}
 SRC=${2:?usage: session-python.sh BUILD_DIR SOURCE_DIR [BOTS] [ROUNDS]}
 BOTS=${3:-20}
 ROUNDS=${4:-3}
+STEP=$((BOTS * 5))
 BIN=$BUILD/bin
 
 # The first python3 that can build the package offline: pip, setuptools
@@ -104,19 +107,29 @@ done
 
 # The bots run until told to stop (SIGTERM), bounded by --duration.
 "$PY" "$SRC/python/examples/game_bot.py" --connect "$A" "${TLS_BOT[@]}" --bots "$BOTS" \
-    --duration 40 --interval 20 --window 8 >"$TMP/bot.out" 2>"$TMP/bot.err" &
+    --duration 40 --interval 20 --window 8 --progress "$STEP" >"$TMP/bot.out" 2>"$TMP/bot.err" &
 BOT=$!
 PIDS+=("$BOT")
+
 wait_line "$TMP/bot.err" "sessions open" 1 10 || fail "the bots did not open their sessions"
 
+# At least STEP more acknowledgements (the next multiple but one of STEP).
+traffic() {
+    local n
+    n=$(grep -c '^game_bot: acked' "$TMP/bot.err")
+    wait_line "$TMP/bot.err" '^game_bot: acked' $((n + 2)) 15 || fail "no traffic before $1"
+}
 for ((r = 1; r <= ROUNDS; r++)); do
+    traffic "round $r A->B"
     kill -USR1 "$APID"
     wait_line "$TMP/a.out" '^moved' "$r" 15 || fail "round $r A->B: no move"
     wait_line "$TMP/bot.err" "all $BOTS at $B (" "$r" 15 || fail "round $r: bots not all at B"
+    traffic "round $r B->A"
     kill -USR1 "$BPID"
     wait_line "$TMP/b.out" '^moved' "$r" 15 || fail "round $r B->A: no move"
     wait_line "$TMP/bot.err" "all $BOTS at $A (" "$r" 15 || fail "round $r: bots not all at A"
 done
+traffic "the end"
 grep '^moved' "$TMP/a.out" "$TMP/b.out" | grep -v "^[^:]*:moved $BOTS failed 0 " &&
     fail "a move round did not take every session"
 kill -TERM "$BOT"

@@ -8,11 +8,14 @@ with the session) and the world version (only grows).
 
   game_bot.py --connect tcp://IP:PORT (--tls-ca FILE | --insecure)
               [--bots N] [--duration S] [--interval MS] [--window W]
+              [--progress N]
 
 SIGTERM or SIGINT ends the run early (the bots stop sending and wait for
 what is outstanding, as at the end of --duration). On stderr: "game_bot:
-N sessions open" once every bot is welcomed, and "game_bot: all N at ADDR
-(moves M)" each time every live session has moved to one address. Prints
+N sessions open" once every bot is welcomed, "game_bot: all N at ADDR
+(moves M)" each time every live session has moved to one address, and
+with --progress N "game_bot: acked K" each time K, the acknowledgements
+received, passes a multiple of N. Prints
 one line per bot with a problem, then a summary in baton-game-client's
 format:
   bots N sent S acked A lost L dup D reorder R badstate B sessions_lost X
@@ -55,6 +58,7 @@ class Game:
         self.opened = 0
         self.moves_done = 0
         self.where = args.connect
+        self.acked = 0
 
     def on_open(self, bot):
         bot.opened = True
@@ -83,6 +87,9 @@ class Game:
         bot.last_version = ver
         self.rtts.append(time.monotonic() - bot.sent_at[i])
         bot.next_ack = req + 1
+        self.acked += 1
+        if self.args.progress and self.acked % self.args.progress == 0:
+            print("game_bot: acked %d" % self.acked, file=sys.stderr, flush=True)
 
     def on_moved(self, bot, client, address, error, pause):
         if error is None:
@@ -139,6 +146,8 @@ def main():
     ap.add_argument("--window", type=int, default=1)
     ap.add_argument("--tls-ca", help="verify servers against this CA file")
     ap.add_argument("--insecure", action="store_true", help="plain TCP")
+    ap.add_argument("--progress", type=int, default=0, metavar="N",
+                    help="say each time N more acknowledgements came")
     args = ap.parse_args()
     if args.bots < 1 or args.interval < 1 or not 1 <= args.window < WINDOW:
         ap.error("bad --bots, --interval or --window")
