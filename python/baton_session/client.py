@@ -115,7 +115,7 @@ class _Link:
     """A stream connection with its buffers."""
 
     __slots__ = ("sock", "ip", "dec", "wbuf", "connected", "ready", "eof", "err",
-                 "events", "tls_want_write")
+                 "events", "tls_want_write", "why")
 
     def __init__(self, sock, ip):
         self.sock = sock
@@ -128,6 +128,7 @@ class _Link:
         self.err = 0
         self.events = 0
         self.tls_want_write = False
+        self.why = ""  # what ended the stream, when more than an EOF
 
 
 class Client:
@@ -155,11 +156,13 @@ class Client:
 
     TLS: pass ssl_context (an ssl.SSLContext) or cafile; the server is
     verified by the IP address of the address connected to, the first one
-    and every one a MOVE names. Plain TCP only with insecure=True.
+    and every one a MOVE names, or by server_name if given (one name for
+    every server of a deployment). Plain TCP only with insecure=True.
     """
 
     def __init__(self, address, *, on_message, on_open=None, on_moved=None, on_lost=None,
-                 log=None, ssl_context=None, cafile=None, insecure=False, timeout=5.0):
+                 log=None, ssl_context=None, cafile=None, insecure=False, server_name=None,
+                 timeout=5.0):
         if not callable(on_message):
             raise ValueError("on_message is required")
         if insecure and (ssl_context is not None or cafile is not None):
@@ -168,11 +171,14 @@ class Client:
             raise ValueError("pass ssl_context or cafile, not both")
         if not insecure and ssl_context is None and cafile is None:
             raise ValueError("TLS needs ssl_context or cafile; plain TCP needs insecure=True")
+        if insecure and server_name is not None:
+            raise ValueError("insecure=True with a server_name")
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
         parse_address(address)
         self._ssl = ssl_context if ssl_context is not None else (
             tls_context(cafile) if cafile is not None else None)
+        self._server_name = server_name
         self._timeout = float(timeout)
         self.on_message, self.on_open, self.on_moved = on_message, on_open, on_moved
         self.on_lost, self._log = on_lost, log
@@ -484,8 +490,10 @@ class Client:
             link.ready = True
             return True
         try:
-            # The server is verified by the IP address we connect to.
-            link.sock = self._ssl.wrap_socket(link.sock, server_hostname=link.ip,
+            # The server is verified by the IP address we connect to, or by
+            # the deployment's one name.
+            link.sock = self._ssl.wrap_socket(link.sock,
+                                              server_hostname=self._server_name or link.ip,
                                               do_handshake_on_connect=False)
         except (OSError, ValueError) as e:
             self._link_failed(link, errno.EPROTO, "TLS setup: %s" % e)
@@ -533,8 +541,10 @@ class Client:
             link.tls_want_write = True
             return None
         except ssl.SSLError as e:
+            # A record that fails its check (a byte changed on the path)
+            # ends the link before anything of it reaches the frames.
             link.err = errno.EPROTO
-            self._say(7, "TLS: %s" % e)
+            link.why = "TLS: %s" % (e.reason or e)
             return b""
         except OSError as e:
             link.err = e.errno or errno.ECONNRESET
@@ -576,15 +586,16 @@ class Client:
                 break
         if not self._current(link) or not link.eof:
             return
+        tls = " (%s)" % link.why if link.why else ""
         if link is self._nxt:
-            self._move_failed(errno.ECONNRESET, "the next server closed the connection")
+            self._move_failed(errno.ECONNRESET, "the next server closed the connection" + tls)
         elif self.state == MOVING:
             self._link_close("_cur")  # the old server let go; wait for RESUMED
         elif self.state == OPENING:
-            self._lose(link.err or errno.ECONNRESET, "the server closed the connection")
+            self._lose(link.err or errno.ECONNRESET, "the server closed the connection" + tls)
         else:
             self._lose(errno.ECONNABORTED, "the server went away without handing the "
-                                           "session on")
+                                           "session on" + tls)
 
     def _frames(self, link):
         """Handle every whole frame read on link: False if the link is gone."""

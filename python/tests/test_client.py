@@ -357,6 +357,66 @@ class TLS(Plain):
         r.c.send(b"still here")
         r.run(lambda: r.got == [b"still here"])
 
+    def test_server_name(self):
+        # One name for every server: localhost is in server.pem, not in
+        # other.pem.
+        a = self.server()
+        r = self.client(a.address, server_name="localhost")
+        r.c.send(b"named")
+        r.run(lambda: r.got == [b"named"])
+        b = self.server(ctx=fs.server_context("other"))
+        r = self.client(b.address, server_name="localhost")
+        r.run(lambda: r.lost)
+        self.assertEqual(r.lost[0].errno, errno.EACCES)
+
+    def test_tampered_record_ends_the_session(self):
+        # A proxy flips one byte of the server's records once the session
+        # is live: the client's TLS layer refuses it; nothing reaches the
+        # frames, and the session is lost with "TLS" in its message.
+        a = self.server()
+        flip = threading.Event()
+        proxy = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(proxy.close)
+
+        def relay(src, dst, tamper):
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                if tamper and flip.is_set():
+                    data = data[:-1] + bytes([data[-1] ^ 1])
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            for s_ in (src, dst):
+                try:
+                    s_.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def serve():
+            c, _ = proxy.accept()
+            up = socket.create_connection(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
+            self.addCleanup(c.close)
+            self.addCleanup(up.close)
+            threading.Thread(target=relay, args=(c, up, False), daemon=True).start()
+            relay(up, c, True)
+
+        threading.Thread(target=serve, daemon=True).start()
+        r = self.client("tcp://127.0.0.1:%d" % proxy.getsockname()[1])
+        r.c.send(b"before")
+        r.run(lambda: r.got == [b"before"])
+        flip.set()
+        r.c.send(b"after")
+        r.run(lambda: r.lost)
+        self.assertEqual(r.got, [b"before"])
+        self.assertEqual(r.lost[0].errno, errno.ECONNABORTED)
+        self.assertIn("TLS", r.lost[0].detail)
+
     def test_plain_server_fails_tls(self):
         a = self.server(ctx=None)
         r = self.client(a.address)
