@@ -149,16 +149,44 @@ struct baton_session_server_options {
     /* The outcome of baton_session_move() for s: 0 the next server has it
      * (s is freed after the call), or -errno and s stays here: -ETIMEDOUT
      * (the client did not come), -ECONNRESET (the next server went away),
-     * -EACCES (the next server refused our key, or we its), -ECONNREFUSED,
+     * -EACCES (the next server refused our key or certificate, or we its:
+     * the log says which), -ECONNREFUSED,
      * -ECONNABORTED (the next server declined it), -EMSGSIZE (its exported
      * state was too large), -ENOMEM, or what export_state() returned. A
      * moving session whose client link ends gets on_close(-ECONNABORTED)
      * instead. */
     void (*on_moved)(void *ctx, baton_session *s, int err);
     void (*log)(void *ctx, int level, const char *msg);
+    /*
+     * TLS 1.3 on both links (docs/session-protocol.md, "Transport
+     * security"). Required unless insecure is set.
+     *
+     * tls_cert_file, tls_key_file: PEM files of this server's certificate
+     * chain and private key, presented to clients, which verify it, and,
+     * with tls_ca_file, to peers.
+     *
+     * tls_ca_file: the authority peers' certificates must chain to. With
+     * it, peer links are authenticated by certificates on both ends: the
+     * next server's certificate must be valid for tls_peer_name if set,
+     * else for the IP address of its peer address, and the connecting
+     * server's must chain to the authority. Without it, peer links are
+     * authenticated by a TLS 1.3 pre-shared key derived from key (both
+     * ends know the key or the handshake fails). Either way the peer
+     * key's own handshake (PHELLO..PAUTH) runs inside.
+     *
+     * Files are read once, by baton_session_server_new().
+     */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *tls_ca_file;
+    const char *tls_peer_name;
+    /* Nonzero: plain TCP on every link. Nothing is encrypted; a peer link
+     * is authenticated at its handshake only, and resume tokens travel in
+     * clear. Only where nobody else can read or write the network. */
+    int insecure;
     /* Room for later fields: must be zero (zero-initialise the whole
      * struct), else -EINVAL. */
-    uint64_t resv[8];
+    uint64_t resv[3];
 };
 
 /*
@@ -167,7 +195,9 @@ struct baton_session_server_options {
  * are listening stream sockets that stay the caller's (close them after
  * baton_session_server_free()); they are switched to non-blocking mode.
  * Returns 0 and the handle in *ret; -EINVAL on bad options (a key shorter
- * than BATON_SESSION_KEY_MIN, no on_message), -EMFILE etc.
+ * than BATON_SESSION_KEY_MIN, no on_message, neither a certificate and key
+ * nor insecure, a certificate, key or CA file that cannot be loaded: the
+ * log callback, if any, says which), -EMFILE etc.
  */
 int baton_session_server_new(const struct baton_session_server_options *opts, int listen_fd,
                              int peer_fd, baton_session_server **ret);
@@ -232,7 +262,8 @@ void *baton_session_data(const baton_session *s);
  *
  * Errors passed to on_lost(): 0 the server closed the session, -ECONNABORTED
  * the session is lost (its server went away before handing it on),
- * -EACCES a resume token was refused, -ENOENT the next server does not know
+ * -EACCES a resume token was refused or the server failed TLS
+ * authentication (its certificate), -ENOENT the next server does not know
  * the session, -EUSERS the server is full (its max_sessions), -EPROTO/
  * -EMSGSIZE/-EBADMSG/-EPROTONOSUPPORT bad input from the server,
  * -ETIMEDOUT no answer in time (or the server's idle limit passed: the
@@ -266,14 +297,27 @@ struct baton_session_client_options {
     /* The session ended (err as above). The handle stays valid (free it). */
     void (*on_lost)(void *ctx, baton_session_client *c, int err);
     void (*log)(void *ctx, int level, const char *msg);
+    /* TLS 1.3 to every server (the first and each one a move sends us
+     * to), required unless insecure is set: the server's certificate must
+     * chain to an authority in tls_ca_file (NULL: the system's, from
+     * OpenSSL's default paths) and be valid for tls_server_name if set
+     * (one name for every server of the deployment), else for the IP
+     * address connected to. A server that fails it is refused: -EACCES.
+     * The file is read once, by baton_session_client_connect(). */
+    const char *tls_ca_file;
+    const char *tls_server_name;
+    /* Nonzero: plain TCP. Nothing is encrypted, the server is not
+     * authenticated, and the resume token travels in clear. */
+    int insecure;
     /* Room for later fields: must be zero (zero-initialise the whole
      * struct), else -EINVAL. */
-    uint64_t resv[8];
+    uint64_t resv[5];
 };
 
 /* Start connecting to address and open a session. Non-blocking: messages
  * sent before the server answered are queued. 0 and the handle in *ret, or
- * -EINVAL (malformed address, no on_message), -errno from socket(). */
+ * -EINVAL (malformed address, no on_message, a CA file that cannot be
+ * loaded: the log callback, if any, says why), -errno from socket(). */
 int baton_session_client_connect(const struct baton_session_client_options *opts,
                                  const char *address, baton_session_client **ret);
 

@@ -7,9 +7,11 @@ command -v clang-format >/dev/null 2>&1 || need="$need clang-format"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 # groff checks the man pages for warnings (tests/man-pages.sh).
 command -v groff >/dev/null 2>&1 || need="$need groff-base"
-# libbaton-session's HMAC-SHA-256 comes from OpenSSL's libcrypto (libbaton
-# itself needs libc alone).
-[ -f /usr/include/openssl/hmac.h ] || need="$need libssl-dev"
+# libbaton-session's TLS and HMAC-SHA-256 come from OpenSSL's libssl and
+# libcrypto (libbaton itself needs libc alone); its tests make their
+# certificates with the openssl command (scripts/session-certs.sh).
+[ -f /usr/include/openssl/ssl.h ] || need="$need libssl-dev"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
 # ip(8): the tests that build network namespaces (session-netns) and the
 # session benchmark.
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need="$need iproute2"

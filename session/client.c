@@ -43,7 +43,8 @@ struct baton_session_client {
     /* A third of the server's idle limit (from its PONG; 0: no PING), and
      * when we last wrote to the current server. */
     int64_t ping_ms, last_out_ms;
-    bool resume_sent; /* the whole RESUME is written: the move may be done */
+    struct ssl_ctx_st *tls; /* NULL: plain TCP (the insecure option) */
+    bool resume_sent;       /* the whole RESUME is written: the move may be done */
     bool in_dispatch;
     char err[256];
 };
@@ -144,6 +145,22 @@ static int link_open(baton_session_client *c, const char *address, int kind,
         return -ENOMEM;
     }
     baton__slink_init(l, fd, kind, BATON__S_RX_SERVER);
+    if (c->tls) {
+        /* The server must prove the deployment's name, or the address we
+         * were sent to: a MOVE cannot send us to a server of someone
+         * else's. */
+        char host[64];
+        const char *name = c->o.tls_server_name;
+        if (!name || !*name) {
+            baton__saddr_host(&a, host, sizeof(host));
+            name = host;
+        }
+        if ((r = baton__slink_tls(l, c->tls, false, name)) < 0) {
+            baton__slink_release(l);
+            free(l);
+            return r;
+        }
+    }
     if ((r = baton__slink_watch(l, c->epfd, l)) < 0) {
         baton__slink_release(l);
         free(l);
@@ -173,10 +190,13 @@ static void flush(baton_session_client *c)
 {
     struct baton__slink *l = c->cur;
     uint64_t before = c->out_sent;
+    int r;
 
     if (c->nxt && c->nxt->connected) {
-        if (baton__slink_flush(c->nxt) < 0) {
+        r = baton__slink_flush(c->nxt);
+        if (r < 0) {
             c->nxt->eof = true;
+            c->nxt->err = r;
         } else {
             (void)baton__slink_watch(c->nxt, c->epfd, c->nxt);
             if (!c->resume_sent && c->nxt->woff == c->nxt->wlen) {
@@ -208,10 +228,13 @@ static void flush(baton_session_client *c)
     }
     if (l->woff < l->wlen)
         c->last_out_ms = baton__s_now_ms();
-    if (baton__slink_flush(l) < 0)
+    r = baton__slink_flush(l);
+    if (r < 0) {
         l->eof = true;
-    else
+        l->err = r;
+    } else {
         (void)baton__slink_watch(l, c->epfd, l);
+    }
 }
 
 /* The move is off: stay with the current server if it is still there. */
@@ -384,6 +407,8 @@ static int on_nxt_frame(baton_session_client *c, const struct baton__sframe *f)
     return 0;
 }
 
+static void link_ended(baton_session_client *c, struct baton__slink *l);
+
 static void handle(baton_session_client *c, struct baton__slink *l, uint32_t ev)
 {
     struct baton__sframe f;
@@ -426,14 +451,29 @@ static void handle(baton_session_client *c, struct baton__slink *l, uint32_t ev)
     }
     if (c->state == C_DEAD || (c->cur != l && c->nxt != l) || !l->eof)
         return;
+    link_ended(c, l);
+}
+
+/* A link reached its end (l->eof): what that means for the session. A TLS
+ * failure keeps its own error (-EACCES: the server's certificate or ours
+ * refused) and says why. */
+static void link_ended(baton_session_client *c, struct baton__slink *l)
+{
+    char why[160];
+    int err = l->err && l->err != -ECONNRESET ? l->err : -ECONNRESET;
+
+    if (l->tls_why)
+        baton__s_fmt(why, sizeof(why), "%s: TLS: %s",
+                     l == c->nxt ? "the next server" : "the server", l->tls_why);
     if (l == c->nxt)
-        move_failed(c, -ECONNRESET, "the next server closed the connection");
+        move_failed(c, err, l->tls_why ? why : "the next server closed the connection");
     else if (c->state == C_MOVING)
         link_close(c, &c->cur); /* the old server let go; wait for RESUMED */
-    else if (c->state == C_OPENING)
-        lose(c, l->err ? l->err : -ECONNRESET, "the server closed the connection");
+    else if (c->state == C_OPENING || (l->tls_why && !l->tls_done))
+        lose(c, err, l->tls_why ? why : "the server closed the connection");
     else
-        lose(c, -ECONNABORTED, "the server went away without handing the session on");
+        lose(c, -ECONNABORTED,
+             l->tls_why ? why : "the server went away without handing the session on");
 }
 
 static void on_timer(baton_session_client *c)
@@ -480,8 +520,10 @@ BATON_SESSION_EXPORT int baton_session_client_dispatch(baton_session_client *c)
     }
     if (c->state != C_DEAD)
         flush(c);
+    if (c->state != C_DEAD && c->nxt && c->nxt->eof)
+        link_ended(c, c->nxt);
     if (c->state == C_LIVE && c->cur && c->cur->eof)
-        lose(c, -ECONNABORTED, "the connection broke");
+        lose(c, -ECONNABORTED, c->cur->tls_why ? c->cur->tls_why : "the connection broke");
     c->in_dispatch = false;
     return 0;
 }
@@ -496,12 +538,22 @@ BATON_SESSION_EXPORT int baton_session_client_connect(const struct baton_session
     int r;
 
     if (!o || !ret || !o->on_message || o->timeout_ms < 0 ||
-        !baton__resv_zero(o->resv, sizeof(o->resv)) || baton__saddr_parse(address, &a) < 0)
+        !baton__resv_zero(o->resv, sizeof(o->resv)) || baton__saddr_parse(address, &a) < 0 ||
+        (o->insecure && (o->tls_ca_file || o->tls_server_name)))
         return -EINVAL;
     c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->o = *o;
+    if (!o->insecure) {
+        struct baton__tls_conf tc = {.server = false, .verify = true, .ca = o->tls_ca_file};
+        if ((r = baton__tls_ctx_new(&tc, &c->tls, c->err, sizeof(c->err))) < 0) {
+            if (o->log)
+                o->log(o->ctx, BATON_SESSION_LOG_ERR, c->err);
+            free(c);
+            return r;
+        }
+    }
     if (!c->o.timeout_ms)
         c->o.timeout_ms = 5000;
     c->timerfd = -1;
@@ -532,6 +584,7 @@ fail:
         close(c->timerfd);
     if (c->epfd >= 0)
         close(c->epfd);
+    baton__tls_ctx_free(c->tls);
     free(c);
     return r;
 }
@@ -545,6 +598,7 @@ BATON_SESSION_EXPORT void baton_session_client_free(baton_session_client *c)
     baton__squeue_free(&c->q);
     close(c->timerfd);
     close(c->epfd);
+    baton__tls_ctx_free(c->tls);
     free(c);
 }
 
@@ -620,7 +674,8 @@ BATON_SESSION_EXPORT const char *baton_session_strerror(int err)
     case -ECONNABORTED:
         return "session lost (its server went away before handing it on)";
     case -EACCES:
-        return "refused: resume token forged, replayed or stale, or wrong peer key";
+        return "refused: authentication failed (a resume token, a peer key or a TLS "
+               "certificate)";
     case -ENOENT:
         return "unknown session";
     case -EPROTO:

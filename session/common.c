@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/ssl.h>
 
 #include "internal.h"
 
@@ -74,6 +75,16 @@ int baton__saddr_parse(const char *text, struct baton__saddr *ret)
     return 0;
 }
 
+void baton__saddr_host(const struct baton__saddr *a, char *buf, size_t cap)
+{
+    const void *p = a->sa.ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)&a->sa)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)&a->sa)->sin_addr;
+
+    if (!inet_ntop(a->sa.ss_family, p, buf, (socklen_t)cap))
+        baton__s_fmt(buf, cap, "?");
+}
+
 int baton__s_connect(const struct baton__saddr *a)
 {
     int one = 1;
@@ -106,6 +117,7 @@ void baton__slink_allow(struct baton__slink *l, uint32_t allow)
 
 void baton__slink_release(struct baton__slink *l)
 {
+    baton__tls_release(l);
     if (l->fd >= 0)
         close(l->fd);
     l->fd = -1;
@@ -135,17 +147,37 @@ static int grow(uint8_t **buf, size_t *cap, size_t need, size_t max)
     return 0;
 }
 
+/* A TLS record holds at most this much. A TLS link reads only into room
+ * for a whole record, so that nothing decrypted waits inside the SSL
+ * object where epoll cannot see it: what was not read stays in the socket,
+ * and the link is readable again. */
+#define TLS_ROOM 16384
+
 /* What the read buffer may hold. A link that carries only small frames
  * (a client before HELLO, a peer before authentication) gets a page: a
  * thousand idle connections then cost 4 MiB, not 64. */
 static size_t rbuf_bound(const struct baton__slink *l)
 {
-    return l->rmax <= 2048 ? 4096 : l->rmax + 65536;
+    return (l->rmax <= 2048 ? 4096 : l->rmax + 65536) + (l->ssl ? TLS_ROOM : 0);
+}
+
+/* Read from the link's socket, or through TLS: bytes, 0 at the end,
+ * -EAGAIN or -errno. */
+static ssize_t link_recv(struct baton__slink *l, void *buf, size_t n)
+{
+    ssize_t r;
+
+    if (l->ssl)
+        return baton__tls_recv(l, buf, n);
+    do
+        r = read(l->fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
 }
 
 int baton__slink_read(struct baton__slink *l)
 {
-    size_t total = 0, bound = rbuf_bound(l);
+    size_t total = 0, bound = rbuf_bound(l), room = l->ssl ? TLS_ROOM : 1;
     int got = 0;
 
     if (l->roff > 0 && l->roff == l->rlen)
@@ -165,9 +197,9 @@ int baton__slink_read(struct baton__slink *l)
         /* Full: decode before reading more. A partial frame is at most
          * rmax, less than the bound, so a full buffer holds a whole frame
          * or an error, and the decoder makes room. */
-        if (l->rlen == l->rcap)
+        if (l->rcap - l->rlen < room)
             break;
-        n = read(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen);
+        n = link_recv(l, l->rbuf + l->rlen, l->rcap - l->rlen);
         if (n > 0) {
             l->rlen += (size_t)n;
             total += (size_t)n;
@@ -176,18 +208,21 @@ int baton__slink_read(struct baton__slink *l)
                 break; /* decode before reading more */
             continue;
         }
-        if (n == 0) {
-            l->eof = true;
-            l->err = -ECONNRESET;
-            return got ? 1 : -ECONNRESET;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN)
-            return got;
+        if (n == -EAGAIN)
+            break;
         l->eof = true;
-        l->err = -errno;
+        l->err = n == 0 ? -ECONNRESET : (int)n;
         return got ? 1 : l->err;
+    }
+    /* A TLS handshake that finished here, or a record that let a blocked
+     * write go on: write what waits. */
+    if (l->ssl && l->woff < l->wlen && l->tls_want != SSL_ERROR_WANT_WRITE) {
+        int r = baton__slink_flush(l);
+        if (r < 0) {
+            l->eof = true;
+            l->err = r;
+            return got ? 1 : r;
+        }
     }
     return got;
 }
@@ -243,13 +278,22 @@ void baton__slink_put_close(struct baton__slink *l, uint32_t code, const char *t
 int baton__slink_flush(struct baton__slink *l)
 {
     while (l->woff < l->wlen) {
-        ssize_t n = send(l->fd, l->wbuf + l->woff, l->wlen - l->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
+        ssize_t n;
+        if (l->ssl) {
+            n = baton__tls_send(l, l->wbuf + l->woff, l->wlen - l->woff);
+            if (n == -EAGAIN)
                 return 0;
-            return -errno;
+            if (n < 0)
+                return (int)n;
+        } else {
+            n = send(l->fd, l->wbuf + l->woff, l->wlen - l->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN)
+                    return 0;
+                return -errno;
+            }
         }
         l->woff += (size_t)n;
     }
@@ -269,7 +313,13 @@ int baton__slink_watch(struct baton__slink *l, int epfd, void *ptr)
     uint32_t ev = EPOLLIN | EPOLLRDHUP;
     struct epoll_event e;
 
-    if (l->woff < l->wlen || !l->connected)
+    /* A TLS link waits for what its SSL object waits for: a handshake or
+     * a write that needs the other side's answer must not spin on a
+     * writable socket. */
+    if (!l->connected ||
+        (l->ssl ? l->tls_want == SSL_ERROR_WANT_WRITE ||
+                      (l->woff < l->wlen && l->tls_done && l->tls_want != SSL_ERROR_WANT_READ)
+                : l->woff < l->wlen))
         ev |= EPOLLOUT;
     if (ev == l->events)
         return 0;
@@ -279,6 +329,13 @@ int baton__slink_watch(struct baton__slink *l, int epfd, void *ptr)
         return -errno;
     l->events = ev;
     return 0;
+}
+
+const char *baton__slink_why(const struct baton__slink *l)
+{
+    if (l->tls_why)
+        return l->tls_why;
+    return l->err ? strerror(-l->err) : "closed";
 }
 
 int baton__s_hmac(const void *key, size_t key_len, const char *label, const uint8_t *a,

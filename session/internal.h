@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "baton-session.h"
 #include "frame.h"
@@ -39,6 +40,15 @@ struct baton__slink {
     bool eof;       /* the peer closed or the connection broke */
     bool connected; /* a non-blocking connect() completed */
     int err;        /* why it ended (-errno) */
+    /* TLS (session/tls.c): the connection's SSL object, or NULL for plain
+     * TCP; whether its handshake is done; what its last call that could
+     * not finish waits for (SSL_ERROR_WANT_READ/WRITE, 0 nothing); why it
+     * failed (a static string). */
+    struct ssl_st *ssl;
+    bool tls_done;
+    int tls_want;
+    int tls_err; /* the failure, once TLS failed: every later call returns it */
+    const char *tls_why;
 };
 
 /* A parsed numeric address. */
@@ -48,6 +58,8 @@ struct baton__saddr {
 };
 
 int baton__saddr_parse(const char *text, struct baton__saddr *ret);
+/* The address's host as text (no brackets, no port). */
+void baton__saddr_host(const struct baton__saddr *a, char *buf, size_t cap);
 
 /* A non-blocking, close-on-exec TCP connect to a: the fd or -errno. */
 int baton__s_connect(const struct baton__saddr *a);
@@ -74,6 +86,36 @@ int baton__slink_flush(struct baton__slink *l);
 /* Register or update the link in epoll with EPOLLIN and, when output is
  * pending, EPOLLOUT. */
 int baton__slink_watch(struct baton__slink *l, int epfd, void *ptr);
+
+/* TLS. A context for one role: a server (client links, or peer links
+ * accepted) or a client (the client library, or peer links we open). */
+struct baton__tls_conf {
+    bool server;
+    const char *cert, *key; /* PEM files: our certificate chain and key */
+    bool verify;            /* verify the other end's certificate ... */
+    const char *ca;         /* ... against this PEM file (NULL: system's) */
+    const void *psk_key;    /* derive a TLS 1.3 PSK from this key (peers) */
+    size_t psk_key_len;
+};
+#define BATON__S_PSK_LEN 32
+struct ssl_ctx_st;
+/* 0 and the context in *ret, or -errno with a message in err. */
+int baton__tls_ctx_new(const struct baton__tls_conf *conf, struct ssl_ctx_st **ret, char *err,
+                       size_t cap);
+void baton__tls_ctx_free(struct ssl_ctx_st *ctx);
+/* Put TLS on a link: server is our role; name is what a client verifies
+ * the server's certificate for (a DNS name or an IP address; NULL: only
+ * the chain). 0 or -errno. */
+int baton__slink_tls(struct baton__slink *l, struct ssl_ctx_st *ctx, bool server, const char *name);
+/* What read() and send() are to a plain link: bytes, 0 at the end,
+ * -EAGAIN, or -errno (-EACCES: authentication failed in the handshake,
+ * -EPROTO: the other end does not speak TLS, -ECONNRESET: the connection
+ * broke or a record failed its integrity check; l->tls_why says). */
+ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n);
+ssize_t baton__tls_send(struct baton__slink *l, const void *buf, size_t n);
+void baton__tls_release(struct baton__slink *l);
+/* Why the link ended, for a log line: the TLS reason or the errno text. */
+const char *baton__slink_why(const struct baton__slink *l);
 
 /* HMAC-SHA-256 of (label, a, b) under key into mac. */
 int baton__s_hmac(const void *key, size_t key_len, const char *label, const uint8_t *a,

@@ -134,6 +134,9 @@ struct baton_session_server {
     struct expect *ehash[HASH_SIZE];
     size_t count;
     uint8_t *scratch;
+    /* TLS contexts (NULL with the insecure option): client links we
+     * accept, peer links we accept, peer links we open. */
+    struct ssl_ctx_st *tls_client, *tls_peer_in, *tls_peer_out;
     struct episode ep[EP_N];
     char err[ERR_MAX];
 };

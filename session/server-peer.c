@@ -66,6 +66,20 @@ int baton__srv_peer_connect(baton_session_server *srv, struct peer *p)
     k->peer = p;
     k->pstate = P_CONNECTING;
     p->link = k;
+    if (srv->tls_peer_out) {
+        /* By certificates: the next server proves the deployment's peer
+         * name, or the address we dial. By the key: the PSK proves it. */
+        char host[64];
+        const char *name = srv->o.tls_peer_name;
+        if (!srv->o.tls_ca_file)
+            name = NULL;
+        else if (!name || !*name)
+            baton__saddr_host(&p->addr, host, sizeof(host)), name = host;
+        if (baton__slink_tls(&k->l, srv->tls_peer_out, false, name) < 0) {
+            baton__srv_peer_down(srv, p, -ENOMEM);
+            return -ENOMEM;
+        }
+    }
     if (baton__slink_watch(&k->l, srv->epfd, k) < 0) {
         baton__srv_peer_down(srv, p, -ENOMEM);
         return -ENOMEM;
@@ -75,9 +89,16 @@ int baton__srv_peer_connect(baton_session_server *srv, struct peer *p)
 
 void baton__srv_peer_down(baton_session_server *srv, struct peer *p, int err)
 {
-    baton__srv_set_err(
-        srv, BATON_SESSION_LOG_WARNING, "peer %s: link down: %s; moves called off", p->name,
-        err == -EACCES ? "authentication failed: wrong key" : baton_session_strerror(err));
+    const char *tls = p->link ? p->link->l.tls_why : NULL;
+
+    if (tls)
+        baton__srv_set_err(srv, BATON_SESSION_LOG_WARNING,
+                           "peer %s: link down: TLS: %s%s; moves called off", p->name, tls,
+                           err == -EACCES && !srv->o.tls_ca_file ? ": wrong key" : "");
+    else
+        baton__srv_set_err(
+            srv, BATON_SESSION_LOG_WARNING, "peer %s: link down: %s; moves called off", p->name,
+            err == -EACCES ? "authentication failed: wrong key" : baton_session_strerror(err));
     if (p->link) {
         p->link->peer = NULL;
         baton__srv_link_kill(srv, p->link);

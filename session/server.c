@@ -254,6 +254,38 @@ static void bad_frame(baton_session_server *srv, struct slink *k, int err,
         baton__srv_peer_error(srv, k, err, what);
 }
 
+/* TLS ended the link: a handshake that failed (k->l.err: -EACCES, or
+ * -EPROTO for a peer that does not speak TLS), or a record that failed its
+ * integrity check (-ECONNRESET). Say so, with OpenSSL's reason. */
+static void tls_ended(baton_session_server *srv, struct slink *k)
+{
+    char who[64], what[160];
+    int err = k->l.err ? k->l.err : -ECONNRESET;
+
+    if (k->l.kind == L_CLIENT) {
+        baton__srv_refuse_log(srv, EP_CLIENT, "client link from %s%s closed: TLS: %s",
+                              baton__srv_link_who(k, who, sizeof(who)), k->s ? " (a session)" : "",
+                              k->l.tls_why);
+        baton__srv_client_eof(srv, k);
+        return;
+    }
+    if (err == -ECONNRESET) {
+        /* It broke (a record changed on the path): as any broken link. */
+        baton__srv_set_err(srv, BATON_SESSION_LOG_WARNING, "peer link %s %s broke: TLS: %s",
+                           k->l.kind == L_PEER_IN ? "from" : "to",
+                           k->l.kind == L_PEER_IN ? baton__srv_link_who(k, who, sizeof(who))
+                           : k->peer              ? k->peer->name
+                                                  : "?",
+                           k->l.tls_why);
+        baton__srv_peer_error(srv, k, err, NULL);
+        return;
+    }
+    /* The peer key is what a PSK handshake fails on. */
+    baton__s_fmt(what, sizeof(what), "TLS: %s%s", k->l.tls_why,
+                 err == -EACCES && !srv->o.tls_ca_file ? ": wrong key" : "");
+    baton__srv_peer_error(srv, k, err, what);
+}
+
 static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
 {
     struct baton__sframe f;
@@ -289,7 +321,9 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
     if (k->l.kind != L_CLIENT)
         baton__srv_link_flush(srv, k);
     if (k->l.eof) {
-        if (k->l.kind == L_CLIENT)
+        if (k->l.tls_why)
+            tls_ended(srv, k);
+        else if (k->l.kind == L_CLIENT)
             baton__srv_client_eof(srv, k);
         else
             baton__srv_peer_error(srv, k, -ECONNRESET, NULL);
@@ -385,6 +419,13 @@ static void do_accept(baton_session_server *srv, struct slink *lk, int kind)
         if (kind == L_PEER_IN && !srv->key) {
             baton__srv_link_refuse(srv, k, -EACCES, "this server has no peer key");
             continue;
+        }
+        if (srv->tls_client &&
+            baton__slink_tls(&k->l, kind == L_CLIENT ? srv->tls_client : srv->tls_peer_in, true,
+                             NULL) < 0) {
+            baton__srv_link_kill(srv, k);
+            listener_pause(srv, lk, -ENOMEM);
+            return;
         }
         if (baton__slink_watch(&k->l, srv->epfd, k) < 0)
             baton__srv_link_kill(srv, k);
@@ -552,6 +593,72 @@ static int default_max_sessions(void)
     return rl.rlim_cur >= 2 ? (int)(rl.rlim_cur / 2) : 1;
 }
 
+/* A bad option says why through the log callback: the caller has no
+ * handle to ask. */
+static int opts_fail(const struct baton_session_server_options *o, const char *why)
+{
+    if (o->log)
+        o->log(o->ctx, BATON_SESSION_LOG_ERR, why);
+    return -EINVAL;
+}
+
+/* TLS unless insecure, and not both: a server that meant one and got the
+ * other would be worse than one that does not start. */
+static int tls_check(const struct baton_session_server_options *o)
+{
+    bool any = o->tls_cert_file || o->tls_key_file || o->tls_ca_file || o->tls_peer_name;
+
+    if (o->insecure && any)
+        return opts_fail(o, "baton_session_server_new: insecure set together with TLS files");
+    if (o->insecure)
+        return 0;
+    if (!o->tls_cert_file || !o->tls_key_file)
+        return opts_fail(o, "baton_session_server_new: TLS needs tls_cert_file and tls_key_file "
+                            "(or set insecure for plain TCP)");
+    return 0;
+}
+
+static void tls_free(baton_session_server *srv)
+{
+    baton__tls_ctx_free(srv->tls_client);
+    baton__tls_ctx_free(srv->tls_peer_in);
+    baton__tls_ctx_free(srv->tls_peer_out);
+    srv->tls_client = srv->tls_peer_in = srv->tls_peer_out = NULL;
+}
+
+/* The three contexts: client links (our certificate), and peer links
+ * both ways, by certificates (a CA file) or by a PSK from the key. */
+static int tls_setup(baton_session_server *srv)
+{
+    const struct baton_session_server_options *o = &srv->o;
+    bool certs = o->tls_ca_file != NULL;
+    struct baton__tls_conf client = {
+        .server = true, .cert = o->tls_cert_file, .key = o->tls_key_file};
+    struct baton__tls_conf in = {.server = true}, out = {.server = false};
+    int r;
+
+    if (certs) {
+        in = (struct baton__tls_conf){.server = true,
+                                      .cert = o->tls_cert_file,
+                                      .key = o->tls_key_file,
+                                      .verify = true,
+                                      .ca = o->tls_ca_file};
+        out = in;
+        out.server = false;
+    } else {
+        in.psk_key = out.psk_key = srv->key;
+        in.psk_key_len = out.psk_key_len = o->key_len;
+    }
+    if ((r = baton__tls_ctx_new(&client, &srv->tls_client, srv->err, sizeof(srv->err))) < 0 ||
+        ((certs || srv->key) &&
+         ((r = baton__tls_ctx_new(&in, &srv->tls_peer_in, srv->err, sizeof(srv->err))) < 0 ||
+          (r = baton__tls_ctx_new(&out, &srv->tls_peer_out, srv->err, sizeof(srv->err))) < 0))) {
+        opts_fail(o, srv->err);
+        return r;
+    }
+    return 0;
+}
+
 BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_server_options *opts,
                                                   int listen_fd, int peer_fd,
                                                   baton_session_server **ret)
@@ -565,6 +672,8 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
         opts->max_sessions < 0 || opts->handshake_timeout_ms < 0 || opts->idle_timeout_ms < 0 ||
         !baton__resv_zero(opts->resv, sizeof(opts->resv)))
         return -EINVAL;
+    if ((r = tls_check(opts)) < 0)
+        return r;
     srv = calloc(1, sizeof(*srv));
     if (!srv)
         return -ENOMEM;
@@ -594,6 +703,8 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
     r = -ENOMEM;
     if (!srv->scratch || (opts->key_len && !srv->key))
         goto fail;
+    if (!opts->insecure && (r = tls_setup(srv)) < 0)
+        goto fail;
     srv->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (srv->epfd < 0) {
         r = -errno;
@@ -611,6 +722,7 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
     *ret = srv;
     return 0;
 fail:
+    tls_free(srv);
     if (srv->timerfd >= 0)
         close(srv->timerfd);
     if (srv->epfd >= 0)
@@ -640,6 +752,7 @@ BATON_SESSION_EXPORT void baton_session_server_free(baton_session_server *srv)
         baton__list_del(&p->node);
         free(p);
     }
+    tls_free(srv);
     close(srv->timerfd);
     close(srv->epfd);
     if (srv->key)

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The session API's error paths, with the exact -errno. */
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "session-util.h"
@@ -13,6 +15,14 @@ static void on_cmessage(void *ctx, baton_session_client *c, const void *d, size_
 {
 }
 
+static char logged[512];
+
+static void on_log(void *ctx, int level, const char *msg)
+{
+    snprintf(logged, sizeof(logged), "%s", msg);
+    t_log("logged: %s", msg);
+}
+
 int main(int argc, char **argv)
 {
     struct baton_session_server_options o = {.on_message = on_message};
@@ -20,6 +30,7 @@ int main(int argc, char **argv)
     baton_session_server *srv = NULL;
     baton_session_client *c = NULL;
     static char big[BATON_SESSION_MSG_MAX + 1];
+    char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
     struct ts_server t;
 
     t_init(argc, argv);
@@ -38,9 +49,39 @@ int main(int argc, char **argv)
     T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
     T_ASSERT(srv == NULL);
     o.on_message = on_message;
-    o.resv[7] = 1; /* reserved room must be zero */
+    o.resv[2] = 1; /* reserved room must be zero */
     T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
-    o.resv[7] = 0;
+    o.resv[2] = 0;
+    /* TLS unless explicitly insecure: neither is -EINVAL, and the log
+     * says what is missing; a file that cannot be loaded is named. */
+    o.log = on_log;
+    T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
+    T_ASSERT(strstr(logged, "tls_cert_file"));
+    snprintf(cert, sizeof(cert), "%s/server.pem", ts_tls_dir());
+    snprintf(key, sizeof(key), "%s/server.key", ts_tls_dir());
+    snprintf(ca, sizeof(ca), "%s/ca.pem", ts_tls_dir());
+    o.tls_cert_file = cert;
+    T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL); /* no key */
+    o.tls_key_file = ca;                                          /* not a key */
+    T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
+    T_ASSERT(strstr(logged, ca));
+    o.tls_key_file = "/nonexistent/server.key";
+    T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
+    T_ASSERT(strstr(logged, "/nonexistent/server.key"));
+    o.tls_key_file = key;
+    o.tls_ca_file = "/nonexistent/ca.pem";
+    T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
+    T_ASSERT(strstr(logged, "/nonexistent/ca.pem"));
+    o.tls_ca_file = ca;
+    o.insecure = 1; /* insecure and TLS at once: which did they mean? */
+    T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
+    o.insecure = 0;
+    T_ASSERT(srv == NULL);
+    T_OK(baton_session_server_new(&o, t.lfd, -1, &srv));
+    baton_session_server_free(srv);
+    srv = NULL;
+    o.tls_cert_file = o.tls_key_file = o.tls_ca_file = NULL;
+    o.insecure = 1;
     T_OK(baton_session_server_new(&o, t.lfd, -1, &srv));
     T_EQ(baton_session_move(srv, "x", NULL, 0), -EINVAL); /* no key */
     baton_session_server_free(srv);
@@ -61,6 +102,17 @@ int main(int argc, char **argv)
     T_EQ(baton_session_close(NULL), -EINVAL);
 
     T_EQ(baton_session_client_connect(NULL, t.addr, &c), -EINVAL);
+    co.log = on_log;
+    co.tls_ca_file = "/nonexistent/ca.pem";
+    T_EQ(baton_session_client_connect(&co, t.addr, &c), -EINVAL);
+    T_ASSERT(strstr(logged, "/nonexistent/ca.pem"));
+    co.tls_ca_file = ca;
+    co.insecure = 1;
+    T_EQ(baton_session_client_connect(&co, t.addr, &c), -EINVAL);
+    co.tls_ca_file = NULL;
+    co.tls_server_name = "x";
+    T_EQ(baton_session_client_connect(&co, t.addr, &c), -EINVAL);
+    co.tls_server_name = NULL;
     co.resv[0] = 1;
     T_EQ(baton_session_client_connect(&co, t.addr, &c), -EINVAL);
     co.resv[0] = 0;

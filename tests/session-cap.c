@@ -78,7 +78,8 @@ static void no_message(void *ctx, baton_session *s, const void *d, size_t l)
 
 static void explicit_cap(void)
 {
-    struct baton_session_server_options o = {.on_message = no_message, .max_sessions = -1};
+    struct baton_session_server_options o = {
+        .on_message = no_message, .max_sessions = -1, .insecure = 1};
     baton_session_server *srv = NULL;
     struct ts_client cl[5];
     struct want w3 = {cl, 3}, w5 = {cl, 5};

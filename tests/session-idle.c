@@ -61,7 +61,7 @@ static void no_message(void *ctx, baton_session *s, const void *d, size_t l)
 
 int main(int argc, char **argv)
 {
-    struct baton_session_server_options o = {.on_message = no_message};
+    struct baton_session_server_options o = {.on_message = no_message, .insecure = 1};
     baton_session_server *srv = NULL;
     struct raw idle = {-1, -1}, silent = {-1, -1}, old = {-1, -1};
     uint8_t buf[64];

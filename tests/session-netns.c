@@ -440,6 +440,10 @@ int main(int argc, char **argv)
     int victim = strcmp(mode, "kill-current") == 0 ? 1 : strcmp(mode, "kill-next") == 0 ? 2 : 0;
 
     t_init(argc, argv);
+    /* One authority for every process of the test (the servers and the
+     * clients are children in their namespaces). */
+    if (ts_tls_mode() != TS_PLAIN)
+        ts_tls_dir();
     setvbuf(stdout, NULL, _IOLBF, 0); /* children are forked: nothing buffered twice */
     netem = strcmp(mode, "netem") == 0;
     if (!netem && !victim && strcmp(mode, "plain") != 0)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -16,6 +17,70 @@
 int ts_move_window, ts_move_timeout_ms, ts_client_timeout_ms;
 int ts_max_sessions, ts_handshake_timeout_ms, ts_idle_timeout_ms;
 const char *ts_log_match;
+int ts_tls = -1;
+const char *ts_tls_cert, *ts_tls_key, *ts_tls_ca, *ts_tls_name = "session.test";
+
+int ts_tls_mode(void)
+{
+    const char *e = getenv("TS_TLS");
+
+    if (ts_tls >= 0)
+        return ts_tls;
+    if (!e || !*e || !strcmp(e, "plain"))
+        return ts_tls = TS_PLAIN;
+    if (!strcmp(e, "psk"))
+        return ts_tls = TS_PSK;
+    if (!strcmp(e, "cert"))
+        return ts_tls = TS_CERT;
+    t_fail(__FILE__, __LINE__, "TS_TLS=%s: want plain, psk or cert", e);
+}
+
+static void certs(const char *dir, const char *name, const char *sans)
+{
+    char cmd[1024];
+    int r;
+
+    snprintf(cmd, sizeof(cmd), "BATON_CERT_NAME=%s bash %s/scripts/session-certs.sh %s %s", name,
+             BATON_SOURCE_DIR, dir, sans);
+    r = system(cmd);
+    if (r != 0)
+        t_fail(__FILE__, __LINE__, "%s: exit %d", cmd, r);
+}
+
+const char *ts_tls_dir(void)
+{
+    static char dir[512];
+
+    if (!dir[0]) {
+        char path[PATH_MAX];
+        t_path(path, "tls");
+        T_ASSERT(strlen(path) < sizeof(dir));
+        strcpy(dir, path);
+        certs(dir, "server", "session.test 127.0.0.1 ::1");
+    }
+    return dir;
+}
+
+void ts_tls_make(const char *name, const char *sans)
+{
+    certs(ts_tls_dir(), name, sans);
+}
+
+void ts_tls_make_foreign(const char *subdir, const char *sans)
+{
+    char dir[1024];
+
+    snprintf(dir, sizeof(dir), "%s/%s", ts_tls_dir(), subdir);
+    certs(dir, "server", sans);
+}
+
+static const char *tls_file(const char *set, const char *leaf, char *buf)
+{
+    if (set)
+        return set;
+    snprintf(buf, PATH_MAX, "%s/%s", ts_tls_dir(), leaf);
+    return buf;
+}
 
 /* The server application's per-session state; it travels with the
  * session. */
@@ -157,6 +222,17 @@ void ts_server_start_at(struct ts_server *t, const char *name, const char *key, 
         .log = srv_log,
     };
 
+    static char cert[PATH_MAX], ckey[PATH_MAX], ca[PATH_MAX];
+
+    if (ts_tls_mode() == TS_PLAIN) {
+        o.insecure = 1;
+    } else {
+        o.tls_cert_file = tls_file(ts_tls_cert, "server.pem", cert);
+        o.tls_key_file = tls_file(ts_tls_key, "server.key", ckey);
+        if (ts_tls_mode() == TS_CERT)
+            o.tls_ca_file = tls_file(ts_tls_ca, "ca.pem", ca);
+        o.tls_peer_name = ts_tls_name;
+    }
     memset(t, 0, sizeof(*t));
     t->name = name;
     t->lfd = listen_at(ip, port, t->addr);
@@ -237,6 +313,14 @@ void ts_client_start(struct ts_client *c, const char *addr)
         .on_lost = cli_lost,
     };
 
+    static char ca[PATH_MAX];
+
+    if (ts_tls_mode() == TS_PLAIN) {
+        o.insecure = 1;
+    } else {
+        o.tls_ca_file = tls_file(ts_tls_ca, "ca.pem", ca);
+        o.tls_server_name = ts_tls_name;
+    }
     memset(c, 0, sizeof(*c));
     T_OK(baton_session_client_connect(&o, addr, &c->c));
 }

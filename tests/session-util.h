@@ -52,6 +52,32 @@ extern const char *ts_log_match;
 /* The timeout of the clients started next (0: 3000 ms). */
 extern int ts_client_timeout_ms;
 
+/* TLS of the servers and clients started next: TS_PLAIN (the insecure
+ * option), TS_PSK (certificates on client links, a PSK from the peer key
+ * on peer links) or TS_CERT (certificates on both). The default comes from
+ * the environment, TS_TLS=plain|psk|cert, else plain. Certificates are
+ * made once per test by scripts/session-certs.sh: an authority and a
+ * server certificate for "session.test", 127.0.0.1 and ::1. */
+enum { TS_PLAIN, TS_PSK, TS_CERT };
+extern int ts_tls;
+/* What servers present and clients and servers verify, if set (else the
+ * test's own files), and the name verified (NULL: the address's IP; the
+ * default is "session.test", valid on any address). */
+extern const char *ts_tls_cert, *ts_tls_key, *ts_tls_ca, *ts_tls_name;
+/* ts_tls, or the environment's choice. */
+int ts_tls_mode(void);
+/* The directory of the test's own authority and certificate, made at the
+ * first call (make it before forking processes that start servers or
+ * clients, so that they share it): DIR/ca.pem, DIR/server.pem,
+ * DIR/server.key. */
+const char *ts_tls_dir(void);
+/* Make another certificate signed by the test's authority (NAME.pem and
+ * NAME.key in ts_tls_dir()), valid for the names and IPs in sans (spaces
+ * between). */
+void ts_tls_make(const char *name, const char *sans);
+/* The same, from a new authority of its own in subdir of ts_tls_dir(). */
+void ts_tls_make_foreign(const char *subdir, const char *sans);
+
 /* A server on 127.0.0.1 (port 0) with the given key (NULL: none), named
  * name in logs. */
 void ts_server_start(struct ts_server *t, const char *name, const char *key);

@@ -1,0 +1,353 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * TLS 1.3 on the session layer's links (OpenSSL's libssl), inside the
+ * non-blocking event loops: a link carries an SSL object over its socket,
+ * and baton__slink_read() and baton__slink_flush() go through it. Client
+ * links authenticate the server by its certificate; peer links
+ * authenticate both ends, by certificates from one authority or by a
+ * pre-shared key derived from the peer key (TLS 1.3 external PSK).
+ * docs/session-protocol.md, "Transport security", has the rules.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+
+/* The PSK identity both ends use, and the label its key is derived with
+ * from the peer key: HMAC-SHA-256(key, label). */
+#define PSK_IDENTITY "baton-session-peer"
+#define PSK_LABEL    "baton-session tls psk v1"
+/* TLS_AES_128_GCM_SHA256: the PSK's cipher suite (its hash must be
+ * SHA-256, the hash the key was made for). */
+static const unsigned char psk_suite[2] = {0x13, 0x01};
+
+/* Where the derived PSK lives: the context's app data. */
+static SSL_SESSION *psk_session(SSL *ssl)
+{
+    const uint8_t *psk = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    const SSL_CIPHER *c = SSL_CIPHER_find(ssl, psk_suite);
+    SSL_SESSION *s;
+
+    if (!psk || !c || !(s = SSL_SESSION_new()))
+        return NULL;
+    if (!SSL_SESSION_set1_master_key(s, psk, BATON__S_PSK_LEN) || !SSL_SESSION_set_cipher(s, c) ||
+        !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
+        SSL_SESSION_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int psk_use(SSL *ssl, const EVP_MD *md, const unsigned char **id, size_t *idlen,
+                   SSL_SESSION **sess)
+{
+    *sess = NULL;
+    if (md && md != EVP_sha256())
+        return 1; /* another hash: no PSK for it, the handshake fails */
+    *id = (const unsigned char *)PSK_IDENTITY;
+    *idlen = strlen(PSK_IDENTITY);
+    *sess = psk_session(ssl);
+    return *sess ? 1 : 0;
+}
+
+static int psk_find(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESSION **sess)
+{
+    *sess = NULL;
+    if (idlen != strlen(PSK_IDENTITY) || memcmp(id, PSK_IDENTITY, idlen) != 0)
+        return 1; /* an identity we do not know: no PSK, refused */
+    *sess = psk_session(ssl);
+    return *sess ? 1 : 0;
+}
+
+/* The text of the first queued OpenSSL error, or what. */
+static void ssl_why(char *err, size_t cap, const char *what, const char *file)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+    baton__s_fmt(err, cap, "%s%s%s%s: %s", what, file ? "(" : "", file ? file : "", file ? ")" : "",
+                 r ? r : "failed");
+    ERR_clear_error();
+}
+
+int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *err, size_t cap)
+{
+    SSL_CTX *ctx;
+    uint8_t *psk = NULL;
+
+    ERR_clear_error();
+    ctx = SSL_CTX_new(conf->server ? TLS_server_method() : TLS_client_method());
+    if (!ctx) {
+        ssl_why(err, cap, "SSL_CTX_new", NULL);
+        return -ENOMEM;
+    }
+    /* TLS 1.3 only: every link is ours on both ends, so nothing older
+     * need be spoken, and 1.3 is what the external PSK needs. */
+    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION))
+        goto ssl_fail;
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    /* A connection that ends without close_notify ends like a TCP one: the
+     * frames say what was complete. No resumption tickets: links are long
+     * and few, and a ticket is one more secret to keep. */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
+    if (conf->server)
+        SSL_CTX_set_num_tickets(ctx, 0);
+    if (conf->cert) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, conf->cert) != 1) {
+            ssl_why(err, cap, "TLS certificate", conf->cert);
+            SSL_CTX_free(ctx);
+            return -EINVAL;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, conf->key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            ssl_why(err, cap, "TLS private key", conf->key);
+            SSL_CTX_free(ctx);
+            return -EINVAL;
+        }
+    }
+    if (conf->verify) {
+        int r = conf->ca ? SSL_CTX_load_verify_locations(ctx, conf->ca, NULL)
+                         : SSL_CTX_set_default_verify_paths(ctx);
+        if (r != 1) {
+            ssl_why(err, cap, "TLS CA file", conf->ca ? conf->ca : "(system default)");
+            SSL_CTX_free(ctx);
+            return -EINVAL;
+        }
+        SSL_CTX_set_verify(
+            ctx, SSL_VERIFY_PEER | (conf->server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+    }
+    if (conf->psk_key) {
+        unsigned int n = 0;
+        psk = malloc(BATON__S_PSK_LEN);
+        if (!psk ||
+            !HMAC(EVP_sha256(), conf->psk_key, (int)conf->psk_key_len,
+                  (const unsigned char *)PSK_LABEL, strlen(PSK_LABEL), psk, &n) ||
+            n != BATON__S_PSK_LEN) {
+            free(psk);
+            SSL_CTX_free(ctx);
+            baton__s_fmt(err, cap, "TLS PSK: cannot derive the key");
+            return -ENOMEM;
+        }
+        SSL_CTX_set_app_data(ctx, psk);
+        if (conf->server)
+            SSL_CTX_set_psk_find_session_callback(ctx, psk_find);
+        else
+            SSL_CTX_set_psk_use_session_callback(ctx, psk_use);
+        /* Only the suite the key was derived for. */
+        if (!SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256"))
+            goto ssl_fail;
+    }
+    *ret = ctx;
+    return 0;
+ssl_fail:
+    ssl_why(err, cap, "TLS context", NULL);
+    SSL_CTX_free(ctx);
+    return -EINVAL;
+}
+
+void baton__tls_ctx_free(SSL_CTX *ctx)
+{
+    uint8_t *psk;
+
+    if (!ctx)
+        return;
+    psk = SSL_CTX_get_app_data(ctx);
+    if (psk) {
+        OPENSSL_cleanse(psk, BATON__S_PSK_LEN);
+        free(psk);
+    }
+    SSL_CTX_free(ctx);
+}
+
+int baton__slink_tls(struct baton__slink *l, SSL_CTX *ctx, bool server, const char *name)
+{
+    SSL *ssl;
+
+    ERR_clear_error();
+    ssl = SSL_new(ctx);
+    if (!ssl || SSL_set_fd(ssl, l->fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    if (server) {
+        SSL_set_accept_state(ssl);
+    } else {
+        SSL_set_connect_state(ssl);
+        if (name && *name) {
+            unsigned char ip[16];
+            bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+            X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+            /* Verify the server by the name the application gave, else by
+             * the address it connects to. */
+            if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name)
+                       : X509_VERIFY_PARAM_set1_host(vp, name, 0)) != 1 ||
+                (!is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)) {
+                SSL_free(ssl);
+                ERR_clear_error();
+                return -EINVAL;
+            }
+        }
+    }
+    l->ssl = ssl;
+    l->tls_done = false;
+    l->tls_want = 0;
+    return 0;
+}
+
+/* Why a handshake failed, as an errno value: -EACCES when authentication
+ * failed on either side (a certificate or a key), -EPROTO when the other
+ * side does not speak TLS, -ECONNRESET when the connection broke. */
+static int handshake_err(struct baton__slink *l, int ssl_err)
+{
+    long v = SSL_get_verify_result(l->ssl);
+    unsigned long e = ERR_peek_last_error();
+    int reason = ERR_GET_REASON(e);
+
+    if (ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_ZERO_RETURN || !e) {
+        l->tls_why = "connection closed during the TLS handshake";
+        ERR_clear_error();
+        return -ECONNRESET;
+    }
+    if (v != X509_V_OK) {
+        l->tls_why = X509_verify_cert_error_string(v);
+        ERR_clear_error();
+        return -EACCES;
+    }
+    l->tls_why = ERR_reason_error_string(e);
+    if (!l->tls_why)
+        l->tls_why = "TLS handshake failed";
+    ERR_clear_error();
+    switch (reason) {
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_UNEXPECTED_MESSAGE:
+    case SSL_R_UNEXPECTED_RECORD:
+        return -EPROTO;
+    }
+    return -EACCES;
+}
+
+/* TLS failed on the link: remember it, so that no later call asks the
+ * SSL object again (and gets another, vaguer answer). */
+static int failed(struct baton__slink *l, int err)
+{
+    l->tls_err = err;
+    return err;
+}
+
+/* Drive the handshake: 0 (done or under way: see l->tls_done), -errno. */
+static int handshake(struct baton__slink *l)
+{
+    int r, e;
+
+    ERR_clear_error();
+    r = SSL_do_handshake(l->ssl);
+    if (r == 1) {
+        l->tls_done = true;
+        l->tls_want = 0;
+        return 0;
+    }
+    e = SSL_get_error(l->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        l->tls_want = e;
+        return 0;
+    }
+    return failed(l, handshake_err(l, e));
+}
+
+ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n)
+{
+    int r, e;
+
+    if (l->tls_err)
+        return l->tls_err;
+    if (!l->tls_done) {
+        if ((r = handshake(l)) < 0)
+            return r;
+        if (!l->tls_done)
+            return -EAGAIN;
+    }
+    ERR_clear_error();
+    r = SSL_read(l->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0) {
+        l->tls_want = 0;
+        return r;
+    }
+    e = SSL_get_error(l->ssl, r);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        l->tls_want = e;
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        ERR_clear_error();
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        return errno ? -errno : 0;
+    }
+    /* A record that fails its integrity check, or any other breach of
+     * the protocol: the link is over, and nothing of the record reached
+     * the frames. */
+    l->tls_why = ERR_reason_error_string(ERR_peek_last_error());
+    if (!l->tls_why)
+        l->tls_why = "TLS error";
+    ERR_clear_error();
+    return failed(l, -ECONNRESET);
+}
+
+ssize_t baton__tls_send(struct baton__slink *l, const void *buf, size_t n)
+{
+    int r, e;
+
+    if (l->tls_err)
+        return l->tls_err;
+    if (!l->tls_done) {
+        if ((r = handshake(l)) < 0)
+            return r;
+        if (!l->tls_done)
+            return -EAGAIN;
+    }
+    ERR_clear_error();
+    r = SSL_write(l->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0) {
+        l->tls_want = 0;
+        return r;
+    }
+    e = SSL_get_error(l->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        l->tls_want = e;
+        return -EAGAIN;
+    }
+    if (e == SSL_ERROR_SYSCALL) {
+        ERR_clear_error();
+        return errno ? -errno : -EPIPE;
+    }
+    l->tls_why = ERR_reason_error_string(ERR_peek_last_error());
+    if (!l->tls_why)
+        l->tls_why = "TLS error";
+    ERR_clear_error();
+    return failed(l, -ECONNRESET);
+}
+
+void baton__tls_release(struct baton__slink *l)
+{
+    if (!l->ssl)
+        return;
+    SSL_free(l->ssl);
+    l->ssl = NULL;
+    l->tls_done = false;
+}
