@@ -7,6 +7,11 @@
  *
  *   baton-game-client --connect tcp://IP:PORT [--bots N] [--duration S]
  *                     [--interval MS] [--window W]
+ *                     ([--tls-ca FILE] [--tls-server-name NAME] | --insecure)
+ *
+ * TLS: every server the sessions reach must present a certificate signed
+ * by --tls-ca (default: the system's authorities) and valid for
+ * --tls-server-name, or else for the IP address connected to.
  *
  * Prints one line per bot with a problem, then a summary:
  *   bots N sent S acked A lost L dup D reorder R badstate B sessions_lost X
@@ -98,6 +103,13 @@ static void on_moved(void *ctx, baton_session_client *c, const char *addr, int e
         push(&pauses, &npauses, &cap_pauses, pause_us);
 }
 
+/* Warnings and errors only: one line per failed move or lost session. */
+static void on_log(void *ctx, int level, const char *msg)
+{
+    if (level <= BATON_SESSION_LOG_WARNING)
+        fprintf(stderr, "baton-game-client: %s\n", msg);
+}
+
 static void on_lost(void *ctx, baton_session_client *c, int err)
 {
     struct bot *b = ctx;
@@ -139,29 +151,46 @@ static double pct(uint64_t *a, size_t n, double p)
 
 int main(int argc, char **argv)
 {
-    const char *addr = NULL;
-    int nbots = 10, duration = 10, interval = 100, window = 1, ep;
+    const char *addr = NULL, *ca = NULL, *server_name = NULL;
+    int insecure = 0, nbots = 10, duration = 10, interval = 100, window = 1, ep;
     uint64_t end, next_tick, sent = 0, acked = 0, lost = 0, dup = 0, reorder = 0, bad = 0, dead = 0;
     struct rlimit rl;
     struct bot *bots;
     bool stopping = false;
 
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--insecure")) {
+            insecure = 1;
+            continue;
+        }
+        if (!v)
+            goto usage;
         if (!strcmp(argv[i], "--connect"))
-            addr = argv[i + 1];
+            addr = v;
         else if (!strcmp(argv[i], "--bots"))
-            nbots = atoi(argv[i + 1]);
+            nbots = atoi(v);
         else if (!strcmp(argv[i], "--duration"))
-            duration = atoi(argv[i + 1]);
+            duration = atoi(v);
         else if (!strcmp(argv[i], "--interval"))
-            interval = atoi(argv[i + 1]);
+            interval = atoi(v);
         else if (!strcmp(argv[i], "--window"))
-            window = atoi(argv[i + 1]);
+            window = atoi(v);
+        else if (!strcmp(argv[i], "--tls-ca"))
+            ca = v;
+        else if (!strcmp(argv[i], "--tls-server-name"))
+            server_name = v;
+        else
+            goto usage;
+        i++;
     }
-    if (!addr || nbots < 1 || interval < 1 || window < 1 || window >= WINDOW) {
+    if (!addr || nbots < 1 || interval < 1 || window < 1 || window >= WINDOW ||
+        (insecure && (ca || server_name))) {
+    usage:
         fprintf(stderr,
                 "usage: %s --connect tcp://IP:PORT [--bots N] [--duration S] "
-                "[--interval MS] [--window W]\n",
+                "[--interval MS] [--window W]\n"
+                "       ([--tls-ca FILE] [--tls-server-name NAME] | --insecure)\n",
                 argv[0]);
         return 2;
     }
@@ -174,8 +203,14 @@ int main(int argc, char **argv)
     if (!bots || ep < 0)
         return 1;
     for (int i = 0; i < nbots; i++) {
-        struct baton_session_client_options o = {
-            .ctx = &bots[i], .on_message = on_message, .on_moved = on_moved, .on_lost = on_lost};
+        struct baton_session_client_options o = {.ctx = &bots[i],
+                                                 .on_message = on_message,
+                                                 .on_moved = on_moved,
+                                                 .on_lost = on_lost,
+                                                 .log = on_log,
+                                                 .tls_ca_file = ca,
+                                                 .tls_server_name = server_name,
+                                                 .insecure = insecure};
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = &bots[i]};
         int r = baton_session_client_connect(&o, addr, &bots[i].c);
         if (r < 0) {

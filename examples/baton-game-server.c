@@ -7,6 +7,12 @@
  *
  *   baton-game-server --listen tcp://IP:PORT --peer-listen tcp://IP:PORT
  *                     --key-file FILE [--next PEER_ADDR,CLIENT_ADDR]
+ *                     (--tls-cert FILE --tls-key FILE [--tls-ca FILE]
+ *                      [--tls-peer-name NAME] | --insecure)
+ *
+ * TLS: clients verify --tls-cert; peer links use certificates too with
+ * --tls-ca (the authority of the other servers' certificates), else a
+ * pre-shared key derived from --key-file. --insecure: plain TCP.
  *
  * Protocol (text, one message each): the client sends "M <req> <dx> <dy>",
  * the server answers "A <req> <x> <y> <moves> <version>". Prints one line
@@ -206,20 +212,43 @@ int main(int argc, char **argv)
     sigset_t ss;
     int lfd, pfd, sfd, r, klen;
 
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--insecure")) {
+            o.insecure = 1;
+            continue;
+        }
+        if (!v)
+            goto usage;
         if (!strcmp(argv[i], "--listen"))
-            listen_addr = argv[i + 1];
+            listen_addr = v;
         else if (!strcmp(argv[i], "--peer-listen"))
-            peer_addr = argv[i + 1];
+            peer_addr = v;
         else if (!strcmp(argv[i], "--key-file"))
-            key_file = argv[i + 1];
+            key_file = v;
         else if (!strcmp(argv[i], "--next"))
-            next = argv[i + 1];
+            next = v;
+        else if (!strcmp(argv[i], "--tls-cert"))
+            o.tls_cert_file = v;
+        else if (!strcmp(argv[i], "--tls-key"))
+            o.tls_key_file = v;
+        else if (!strcmp(argv[i], "--tls-ca"))
+            o.tls_ca_file = v;
+        else if (!strcmp(argv[i], "--tls-peer-name"))
+            o.tls_peer_name = v;
+        else
+            goto usage;
+        i++;
     }
-    if (!listen_addr || !peer_addr || !key_file) {
+    if (!listen_addr || !peer_addr || !key_file ||
+        (!o.insecure && (!o.tls_cert_file || !o.tls_key_file)) ||
+        (o.insecure && (o.tls_cert_file || o.tls_key_file || o.tls_ca_file))) {
+    usage:
         fprintf(stderr,
                 "usage: %s --listen tcp://IP:PORT --peer-listen tcp://IP:PORT "
-                "--key-file FILE [--next PEER_ADDR,CLIENT_ADDR]\n",
+                "--key-file FILE [--next PEER_ADDR,CLIENT_ADDR]\n"
+                "       (--tls-cert FILE --tls-key FILE [--tls-ca FILE] [--tls-peer-name NAME] "
+                "| --insecure)\n",
                 argv[0]);
         return 2;
     }
@@ -233,7 +262,8 @@ int main(int argc, char **argv)
     o.key = key;
     o.key_len = (size_t)klen;
     if ((r = baton_session_server_new(&o, lfd, pfd, &srv)) < 0) {
-        fprintf(stderr, "baton-game-server: %s\n", baton_session_strerror(r));
+        /* The reason, for bad options, went to on_log(). */
+        fprintf(stderr, "baton-game-server: cannot start: %s\n", baton_session_strerror(r));
         return 1;
     }
     if (next) {

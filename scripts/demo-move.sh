@@ -33,17 +33,21 @@ cleanup() {
 trap cleanup EXIT
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key"
+# TLS on every link: a private authority for the demo, a certificate for
+# 127.0.0.1 that both servers present (to the players and to each other).
+bash "$ROOT/scripts/session-certs.sh" "$TMP/tls" 127.0.0.1 || exit 1
+TLS=(--tls-cert "$TMP/tls/server.pem" --tls-key "$TMP/tls/server.key" --tls-ca "$TMP/tls/ca.pem")
 BASE=$((20000 + RANDOM % 20000))
 A=tcp://127.0.0.1:$BASE
 AP=tcp://127.0.0.1:$((BASE + 1))
 B=tcp://127.0.0.1:$((BASE + 2))
 BP=tcp://127.0.0.1:$((BASE + 3))
 
-"$BIN/baton-game-server" --listen "$A" --peer-listen "$AP" --key-file "$TMP/key" \
+"$BIN/baton-game-server" --listen "$A" --peer-listen "$AP" --key-file "$TMP/key" "${TLS[@]}" \
     --next "$BP,$B" >"$TMP/a.out" 2>"$TMP/a.err" &
 PIDS+=($!)
 APID=$!
-"$BIN/baton-game-server" --listen "$B" --peer-listen "$BP" --key-file "$TMP/key" \
+"$BIN/baton-game-server" --listen "$B" --peer-listen "$BP" --key-file "$TMP/key" "${TLS[@]}" \
     --next "$AP,$A" >"$TMP/b.out" 2>"$TMP/b.err" &
 PIDS+=($!)
 BPID=$!
@@ -62,13 +66,13 @@ wait_line "$TMP/a.out" ready 1 5 || exit 1
 wait_line "$TMP/b.out" ready 1 5 || exit 1
 
 DURATION=$((ROUNDS * 2 + 3))
-"$BIN/baton-game-client" --connect "$A" --bots "$BOTS" --duration "$DURATION" --interval 20 \
-    >"$TMP/client.out" 2>"$TMP/client.err" &
+"$BIN/baton-game-client" --connect "$A" --tls-ca "$TMP/tls/ca.pem" --bots "$BOTS" \
+    --duration "$DURATION" --interval 20 >"$TMP/client.out" 2>"$TMP/client.err" &
 CPID=$!
 PYPID=
 if [ "$PYBOTS" -gt 0 ]; then
     PYTHONPATH=$ROOT/python python3 "$ROOT/python/examples/game_bot.py" --connect "$A" \
-        --insecure --bots "$PYBOTS" --duration "$DURATION" --interval 20 \
+        --tls-ca "$TMP/tls/ca.pem" --bots "$PYBOTS" --duration "$DURATION" --interval 20 \
         >"$TMP/pybot.out" 2>"$TMP/pybot.err" &
     PYPID=$!
     PIDS+=($PYPID)
