@@ -16,6 +16,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "internal.h"
 
 enum { C_OPENING, C_LIVE, C_MOVING, C_DEAD };
@@ -43,8 +45,9 @@ struct baton_session_client {
     /* A third of the server's idle limit (from its PONG; 0: no PING), and
      * when we last wrote to the current server. */
     int64_t ping_ms, last_out_ms;
-    struct ssl_ctx_st *tls; /* NULL: plain TCP (the insecure option) */
-    bool resume_sent;       /* the whole RESUME is written: the move may be done */
+    struct ssl_ctx_st *tls;          /* NULL: plain TCP (the insecure option) */
+    struct ssl_session_st *tls_sess; /* the last server's ticket, offered to the next */
+    bool resume_sent;                /* the whole RESUME is written: the move may be done */
     bool in_dispatch;
     char err[256];
 };
@@ -155,7 +158,7 @@ static int link_open(baton_session_client *c, const char *address, int kind,
             baton__saddr_host(&a, host, sizeof(host));
             name = host;
         }
-        if ((r = baton__slink_tls(l, c->tls, false, name)) < 0) {
+        if ((r = baton__slink_tls(l, c->tls, false, name, &c->tls_sess)) < 0) {
             baton__slink_release(l);
             free(l);
             return r;
@@ -397,6 +400,9 @@ static int on_nxt_frame(baton_session_client *c, const struct baton__sframe *f)
     c->cur->kind = K_CUR;
     c->nxt = NULL;
     strcpy(c->addr, c->naddr);
+    if (c->cur->tls_resumed)
+        set_err(c, BATON_SESSION_LOG_DEBUG, "session %s: moved to %s (TLS session resumed)", c->hex,
+                c->addr);
     c->state = C_LIVE;
     arm(c, 0);
     /* The next server may keep another idle limit: learn it afresh. */
@@ -546,7 +552,8 @@ BATON_SESSION_EXPORT int baton_session_client_connect(const struct baton_session
         return -ENOMEM;
     c->o = *o;
     if (!o->insecure) {
-        struct baton__tls_conf tc = {.server = false, .verify = true, .ca = o->tls_ca_file};
+        struct baton__tls_conf tc = {
+            .server = false, .verify = true, .ca = o->tls_ca_file, .resume = true};
         if ((r = baton__tls_ctx_new(&tc, &c->tls, c->err, sizeof(c->err))) < 0) {
             if (o->log)
                 o->log(o->ctx, BATON_SESSION_LOG_ERR, c->err);
@@ -598,6 +605,7 @@ BATON_SESSION_EXPORT void baton_session_client_free(baton_session_client *c)
     baton__squeue_free(&c->q);
     close(c->timerfd);
     close(c->epfd);
+    SSL_SESSION_free(c->tls_sess);
     baton__tls_ctx_free(c->tls);
     free(c);
 }

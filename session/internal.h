@@ -46,6 +46,7 @@ struct baton__slink {
      * failed (a static string). */
     struct ssl_st *ssl;
     bool tls_done;
+    bool tls_resumed; /* the handshake resumed a ticket */
     int tls_want;
     int tls_err; /* the failure, once TLS failed: every later call returns it */
     const char *tls_why;
@@ -96,6 +97,11 @@ struct baton__tls_conf {
     const char *ca;         /* ... against this PEM file (NULL: system's) */
     const void *psk_key;    /* derive a TLS 1.3 PSK from this key (peers) */
     size_t psk_key_len;
+    /* a server: issue tickets in keys derived from this key (the peer
+     * key: every server of the deployment takes every other's tickets) */
+    const void *ticket_key;
+    size_t ticket_key_len;
+    bool resume; /* a client: keep tickets (baton__slink_tls()'s resume) */
 };
 #define BATON__S_PSK_LEN 32
 struct ssl_ctx_st;
@@ -105,8 +111,11 @@ int baton__tls_ctx_new(const struct baton__tls_conf *conf, struct ssl_ctx_st **r
 void baton__tls_ctx_free(struct ssl_ctx_st *ctx);
 /* Put TLS on a link: server is our role; name is what a client verifies
  * the server's certificate for (a DNS name or an IP address; NULL: only
- * the chain). 0 or -errno. */
-int baton__slink_tls(struct baton__slink *l, struct ssl_ctx_st *ctx, bool server, const char *name);
+ * the chain); resume, for a client, where its tickets are kept (offered if
+ * one is there, replaced by each new one; NULL: none). 0 or -errno. */
+struct ssl_session_st;
+int baton__slink_tls(struct baton__slink *l, struct ssl_ctx_st *ctx, bool server, const char *name,
+                     struct ssl_session_st **resume);
 /* What read() and send() are to a plain link: bytes, 0 at the end,
  * -EAGAIN, or -errno (-EACCES: authentication failed in the handshake,
  * -EPROTO: the other end does not speak TLS, -ECONNRESET: the connection

@@ -75,7 +75,7 @@ int baton__srv_peer_connect(baton_session_server *srv, struct peer *p)
             name = NULL;
         else if (!name || !*name)
             baton__saddr_host(&p->addr, host, sizeof(host)), name = host;
-        if (baton__slink_tls(&k->l, srv->tls_peer_out, false, name) < 0) {
+        if (baton__slink_tls(&k->l, srv->tls_peer_out, false, name, NULL) < 0) {
             baton__srv_peer_down(srv, p, -ENOMEM);
             return -ENOMEM;
         }

@@ -422,7 +422,7 @@ static void do_accept(baton_session_server *srv, struct slink *lk, int kind)
         }
         if (srv->tls_client &&
             baton__slink_tls(&k->l, kind == L_CLIENT ? srv->tls_client : srv->tls_peer_in, true,
-                             NULL) < 0) {
+                             NULL, NULL) < 0) {
             baton__srv_link_kill(srv, k);
             listener_pause(srv, lk, -ENOMEM);
             return;
@@ -632,8 +632,14 @@ static int tls_setup(baton_session_server *srv)
 {
     const struct baton_session_server_options *o = &srv->o;
     bool certs = o->tls_ca_file != NULL;
-    struct baton__tls_conf client = {
-        .server = true, .cert = o->tls_cert_file, .key = o->tls_key_file};
+    /* Tickets on client links in keys from the peer key: a client a move
+     * sends here resumes its TLS session (any server of the deployment
+     * issued it) instead of a full handshake with certificates. */
+    struct baton__tls_conf client = {.server = true,
+                                     .cert = o->tls_cert_file,
+                                     .key = o->tls_key_file,
+                                     .ticket_key = srv->key,
+                                     .ticket_key_len = o->key_len};
     struct baton__tls_conf in = {.server = true}, out = {.server = false};
     int r;
 

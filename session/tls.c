@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/ssl.h>
@@ -25,21 +26,46 @@
  * from the peer key: HMAC-SHA-256(key, label). */
 #define PSK_IDENTITY "baton-session-peer"
 #define PSK_LABEL    "baton-session tls psk v1"
+/* The keys that encrypt resumption tickets, the same on every server that
+ * knows the peer key, so that a client a move sends to the next server
+ * resumes its TLS session there instead of a full handshake. */
+#define TICKET_LABEL "baton-session tls ticket v1"
 /* TLS_AES_128_GCM_SHA256: the PSK's cipher suite (its hash must be
  * SHA-256, the hash the key was made for). */
 static const unsigned char psk_suite[2] = {0x13, 0x01};
 
-/* Where the derived PSK lives: the context's app data. */
+/* What a context keeps besides OpenSSL's own: its app data. */
+struct keys {
+    bool psk_set, ticket_set;
+    uint8_t psk[BATON__S_PSK_LEN];
+    /* ticket: the name tickets carry, an AES-256 key and an HMAC key */
+    uint8_t name[16], aes[32], mac[32];
+};
+
+static int derive(const void *key, size_t len, const char *label, uint8_t *out, size_t n)
+{
+    uint8_t md[32];
+    unsigned int got = 0;
+
+    if (!HMAC(EVP_sha256(), key, (int)len, (const unsigned char *)label, strlen(label), md, &got) ||
+        got != sizeof(md) || n > sizeof(md))
+        return -EIO;
+    memcpy(out, md, n);
+    OPENSSL_cleanse(md, sizeof(md));
+    return 0;
+}
+
+/* The derived PSK, as a session to offer or to accept. */
 static SSL_SESSION *psk_session(SSL *ssl)
 {
-    const uint8_t *psk = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    const struct keys *k = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     const SSL_CIPHER *c = SSL_CIPHER_find(ssl, psk_suite);
     SSL_SESSION *s;
 
-    if (!psk || !c || !(s = SSL_SESSION_new()))
+    if (!k || !k->psk_set || !c || !(s = SSL_SESSION_new()))
         return NULL;
-    if (!SSL_SESSION_set1_master_key(s, psk, BATON__S_PSK_LEN) || !SSL_SESSION_set_cipher(s, c) ||
-        !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
+    if (!SSL_SESSION_set1_master_key(s, k->psk, BATON__S_PSK_LEN) ||
+        !SSL_SESSION_set_cipher(s, c) || !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
         SSL_SESSION_free(s);
         return NULL;
     }
@@ -67,6 +93,46 @@ static int psk_find(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESSION
     return *sess ? 1 : 0;
 }
 
+/* Encrypt a new ticket (enc 1) or find the keys of one presented (enc 0):
+ * RFC 5077's layout, as OpenSSL's own tickets; only the keys are ours. */
+static int ticket_keys(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                       EVP_MAC_CTX *hctx, int enc)
+{
+    const struct keys *k = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    OSSL_PARAM params[3];
+
+    if (!k || !k->ticket_set)
+        return enc ? -1 : 0;
+    if (enc) {
+        if (baton__s_random(iv, 16) < 0)
+            return -1;
+        memcpy(name, k->name, 16);
+    } else if (memcmp(name, k->name, 16) != 0) {
+        return 0; /* another deployment's, or a rotated key: full handshake */
+    }
+    params[0] =
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->mac, sizeof(k->mac));
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (!EVP_MAC_CTX_set_params(hctx, params) ||
+        !EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc))
+        return -1;
+    return 1;
+}
+
+/* A client link's new session (a ticket, after the handshake): kept where
+ * baton__slink_tls() was told, for the next server's handshake. */
+static int session_new(SSL *ssl, SSL_SESSION *sess)
+{
+    SSL_SESSION **slot = SSL_get_app_data(ssl);
+
+    if (!slot)
+        return 0;
+    SSL_SESSION_free(*slot);
+    *slot = sess;
+    return 1; /* we keep the reference */
+}
+
 /* The text of the first queued OpenSSL error, or what. */
 static void ssl_why(char *err, size_t cap, const char *what, const char *file)
 {
@@ -81,7 +147,7 @@ static void ssl_why(char *err, size_t cap, const char *what, const char *file)
 int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *err, size_t cap)
 {
     SSL_CTX *ctx;
-    uint8_t *psk = NULL;
+    struct keys *k;
 
     ERR_clear_error();
     ctx = SSL_CTX_new(conf->server ? TLS_server_method() : TLS_client_method());
@@ -96,11 +162,38 @@ int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     /* A connection that ends without close_notify ends like a TCP one: the
-     * frames say what was complete. No resumption tickets: links are long
-     * and few, and a ticket is one more secret to keep. */
-    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
-    if (conf->server)
+     * frames say what was complete. */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    k = calloc(1, sizeof(*k));
+    if (!k) {
+        SSL_CTX_free(ctx);
+        return -ENOMEM;
+    }
+    SSL_CTX_set_app_data(ctx, k);
+    if (conf->server && conf->ticket_key) {
+        /* One ticket per connection, in keys every server of the
+         * deployment derives from the peer key. */
+        if (derive(conf->ticket_key, conf->ticket_key_len, TICKET_LABEL " name", k->name, 16) < 0 ||
+            derive(conf->ticket_key, conf->ticket_key_len, TICKET_LABEL " aes", k->aes, 32) < 0 ||
+            derive(conf->ticket_key, conf->ticket_key_len, TICKET_LABEL " mac", k->mac, 32) < 0)
+            goto ssl_fail;
+        k->ticket_set = true;
+        SSL_CTX_set_num_tickets(ctx, 1);
+        if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_keys) != 1)
+            goto ssl_fail;
+    } else if (conf->server) {
+        /* Links that last (peer links), or a server that shares no key
+         * with others: no tickets, one secret fewer. */
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
         SSL_CTX_set_num_tickets(ctx, 0);
+    }
+    if (!conf->server && conf->resume) {
+        /* Keep each connection's ticket (session_new()) to offer to the
+         * server a move sends us to; nothing in OpenSSL's own cache. */
+        SSL_CTX_set_session_cache_mode(ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, session_new);
+    }
     if (conf->cert) {
         if (SSL_CTX_use_certificate_chain_file(ctx, conf->cert) != 1) {
             ssl_why(err, cap, "TLS certificate", conf->cert);
@@ -126,18 +219,9 @@ int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *
             ctx, SSL_VERIFY_PEER | (conf->server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     }
     if (conf->psk_key) {
-        unsigned int n = 0;
-        psk = malloc(BATON__S_PSK_LEN);
-        if (!psk ||
-            !HMAC(EVP_sha256(), conf->psk_key, (int)conf->psk_key_len,
-                  (const unsigned char *)PSK_LABEL, strlen(PSK_LABEL), psk, &n) ||
-            n != BATON__S_PSK_LEN) {
-            free(psk);
-            SSL_CTX_free(ctx);
-            baton__s_fmt(err, cap, "TLS PSK: cannot derive the key");
-            return -ENOMEM;
-        }
-        SSL_CTX_set_app_data(ctx, psk);
+        if (derive(conf->psk_key, conf->psk_key_len, PSK_LABEL, k->psk, BATON__S_PSK_LEN) < 0)
+            goto ssl_fail;
+        k->psk_set = true;
         if (conf->server)
             SSL_CTX_set_psk_find_session_callback(ctx, psk_find);
         else
@@ -150,25 +234,26 @@ int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *
     return 0;
 ssl_fail:
     ssl_why(err, cap, "TLS context", NULL);
-    SSL_CTX_free(ctx);
+    baton__tls_ctx_free(ctx);
     return -EINVAL;
 }
 
 void baton__tls_ctx_free(SSL_CTX *ctx)
 {
-    uint8_t *psk;
+    struct keys *k;
 
     if (!ctx)
         return;
-    psk = SSL_CTX_get_app_data(ctx);
-    if (psk) {
-        OPENSSL_cleanse(psk, BATON__S_PSK_LEN);
-        free(psk);
+    k = SSL_CTX_get_app_data(ctx);
+    if (k) {
+        OPENSSL_cleanse(k, sizeof(*k));
+        free(k);
     }
     SSL_CTX_free(ctx);
 }
 
-int baton__slink_tls(struct baton__slink *l, SSL_CTX *ctx, bool server, const char *name)
+int baton__slink_tls(struct baton__slink *l, SSL_CTX *ctx, bool server, const char *name,
+                     SSL_SESSION **resume)
 {
     SSL *ssl;
 
@@ -197,6 +282,14 @@ int baton__slink_tls(struct baton__slink *l, SSL_CTX *ctx, bool server, const ch
                 return -EINVAL;
             }
         }
+    }
+    if (resume) {
+        /* Offer the last server's ticket: a server of the same deployment
+         * takes it (it proves the deployment's ticket key) and the
+         * handshake skips the certificates; any other does a full one. */
+        SSL_set_app_data(ssl, resume);
+        if (*resume && SSL_set_session(ssl, *resume) != 1)
+            ERR_clear_error(); /* offer none: a full handshake */
     }
     l->ssl = ssl;
     l->tls_done = false;
@@ -257,6 +350,7 @@ static int handshake(struct baton__slink *l)
     r = SSL_do_handshake(l->ssl);
     if (r == 1) {
         l->tls_done = true;
+        l->tls_resumed = SSL_session_reused(l->ssl) == 1;
         l->tls_want = 0;
         return 0;
     }

@@ -16,7 +16,9 @@
 
 int ts_move_window, ts_move_timeout_ms, ts_client_timeout_ms;
 int ts_max_sessions, ts_handshake_timeout_ms, ts_idle_timeout_ms;
+int ts_export_err;
 const char *ts_log_match;
+long long ts_client_log_matched;
 int ts_tls = -1;
 const char *ts_tls_cert, *ts_tls_key, *ts_tls_ca, *ts_tls_name = "session.test";
 
@@ -72,6 +74,15 @@ void ts_tls_make_foreign(const char *subdir, const char *sans)
 
     snprintf(dir, sizeof(dir), "%s/%s", ts_tls_dir(), subdir);
     certs(dir, "server", sans);
+}
+
+/* Deadlines the tests do not set themselves: with TLS every client of a
+ * move does a handshake with the next server, all of them in this one
+ * process, which a loaded machine under the sanitizers can take seconds
+ * over. */
+static int default_timeout_ms(void)
+{
+    return ts_tls_mode() == TS_PLAIN ? 3000 : 10000;
 }
 
 static const char *tls_file(const char *set, const char *leaf, char *buf)
@@ -148,6 +159,8 @@ static int srv_export(void *ctx, baton_session *s, void *buf, size_t cap, size_t
 {
     struct ts_server *t = ctx;
 
+    if (ts_export_err)
+        return ts_export_err;
     t->exported++;
     memcpy(buf, baton_session_data(s), sizeof(struct app));
     *ret_len = sizeof(struct app);
@@ -207,7 +220,7 @@ void ts_server_start_at(struct ts_server *t, const char *name, const char *key, 
     struct baton_session_server_options o = {
         .key = key,
         .key_len = key ? strlen(key) : 0,
-        .move_timeout_ms = ts_move_timeout_ms ? ts_move_timeout_ms : 3000,
+        .move_timeout_ms = ts_move_timeout_ms ? ts_move_timeout_ms : default_timeout_ms(),
         .move_window = ts_move_window,
         .max_sessions = ts_max_sessions,
         .handshake_timeout_ms = ts_handshake_timeout_ms,
@@ -293,6 +306,14 @@ static void cli_moved(void *ctx, baton_session_client *c, const char *addr, int 
         tc->max_pause_us = pause_us;
 }
 
+static void cli_log(void *ctx, int level, const char *msg)
+{
+    if (ts_log_match && strstr(msg, ts_log_match))
+        ts_client_log_matched++;
+    if (getenv("TS_VERBOSE"))
+        t_log("client: %s", msg);
+}
+
 static void cli_lost(void *ctx, baton_session_client *c, int err)
 {
     struct ts_client *tc = ctx;
@@ -306,11 +327,12 @@ static void cli_lost(void *ctx, baton_session_client *c, int err)
 void ts_client_start(struct ts_client *c, const char *addr)
 {
     struct baton_session_client_options o = {
-        .timeout_ms = ts_client_timeout_ms ? ts_client_timeout_ms : 3000,
+        .timeout_ms = ts_client_timeout_ms ? ts_client_timeout_ms : default_timeout_ms(),
         .ctx = c,
         .on_message = cli_message,
         .on_moved = cli_moved,
         .on_lost = cli_lost,
+        .log = cli_log,
     };
 
     static char ca[PATH_MAX];

@@ -47,8 +47,12 @@ struct ts_client {
 extern int ts_move_window, ts_move_timeout_ms;
 /* More options of the servers started next (0: the library's defaults). */
 extern int ts_max_sessions, ts_handshake_timeout_ms, ts_idle_timeout_ms;
-/* Servers count the log lines that contain this (NULL: none). */
+/* What the export callback of the servers returns (0: it exports). */
+extern int ts_export_err;
+/* Servers count the log lines that contain this (NULL: none), and clients
+ * too, all together, in ts_client_log_matched. */
 extern const char *ts_log_match;
+extern long long ts_client_log_matched;
 /* The timeout of the clients started next (0: 3000 ms). */
 extern int ts_client_timeout_ms;
 
