@@ -289,9 +289,13 @@ struct baton_session_client_options {
     void (*on_message)(void *ctx, baton_session_client *c, const void *data, size_t len);
     /* The session moved to address (err 0), or a move was called off and
      * the session stays where it was (err < 0: -ECANCELED the server
-     * called it off, -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EACCES,
-     * -ENOENT, -EUSERS from the next server). pause_us is how long sends
-     * were held back. Optional. */
+     * called it off, or its application refused to hand the session
+     * over; -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EACCES, -ENOENT,
+     * -EUSERS, -EBADMSG, -ECONNABORTED from the next server). Whatever the
+     * next server says, a move that fails ends only the move: the session
+     * is lost (on_lost) only when the current server's connection is gone
+     * too (docs/session-protocol.md, "What ends a move"). pause_us is how
+     * long sends were held back. Optional. */
     void (*on_moved)(void *ctx, baton_session_client *c, const char *address, int err,
                      uint64_t pause_us);
     /* The session ended (err as above). The handle stays valid (free it). */

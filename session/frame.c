@@ -282,8 +282,9 @@ int baton__s_code_err(uint32_t code)
     case BATON__SC_UNKNOWN:
         return -ENOENT;
     case BATON__SC_LOST:
-    case BATON__SC_REFUSED:
         return -ECONNABORTED;
+    case BATON__SC_REFUSED:
+        return -ECANCELED;
     case BATON__SC_SHUTDOWN:
         return -ESHUTDOWN;
     case BATON__SC_OVERLOAD:
@@ -313,6 +314,8 @@ uint32_t baton__s_err_code(int err)
         return BATON__SC_UNKNOWN;
     case -ECONNABORTED:
         return BATON__SC_LOST;
+    case -ECANCELED:
+        return BATON__SC_REFUSED;
     case -ESHUTDOWN:
         return BATON__SC_SHUTDOWN;
     case -ENOBUFS:

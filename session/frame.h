@@ -20,9 +20,10 @@
 #define BATON__S_TEXT_MAX 512
 /* Session ids per OFFER frame. */
 #define BATON__S_OFFER_MAX 4096
-/* The largest EXPORT payload: fixed fields, the state, the queue. */
+/* The largest EXPORT payload: its fixed fields (id 16, three counters 24,
+ * state_len 4, nmsg 4), the state, the queue. */
 #define BATON__S_EXPORT_MAX                                                                        \
-    (52 + BATON_SESSION_STATE_MAX + 4 * BATON_SESSION_QUEUE_MAX + BATON_SESSION_QUEUE_BYTES)
+    (48 + BATON_SESSION_STATE_MAX + 4 * BATON_SESSION_QUEUE_MAX + BATON_SESSION_QUEUE_BYTES)
 /* The largest frame of all (the receive buffer's bound). */
 #define BATON__S_FRAME_MAX (BATON__S_HDR + BATON__S_EXPORT_MAX)
 

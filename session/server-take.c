@@ -165,7 +165,8 @@ void baton__srv_on_refuse(baton_session_server *srv, const struct baton__sframe 
                        baton_session_strerror(err));
     baton__srv_link_refuse(srv, c, err,
                            err == -EACCES ? "resume token refused: forged, replayed or stale"
-                                          : "the current server refused to hand the session over");
+                                          : "the current server refused to hand the session over: "
+                                            "go on there");
     /* A forged token must not spoil the real client's move. */
     if (err != -EACCES)
         baton__srv_expect_free(srv, e);
@@ -203,15 +204,7 @@ static int import_session(baton_session_server *srv, struct slink *c, uint64_t h
                                "session lost: the next server could not import it");
         return 0;
     }
-    /* The client's count must lie between what it acknowledged and what
-     * was sent. */
-    if (h < s->q.base || h > s->q.base + s->q.count) {
-        baton__srv_session_end(s);
-        if (srv->o.on_close)
-            srv->o.on_close(srv->o.ctx, s, -EBADMSG);
-        baton__srv_link_refuse(srv, c, -EBADMSG, "RESUME count acknowledges more than was sent");
-        return 0;
-    }
+    /* baton__srv_on_export() checked h against the EXPORT's counters. */
     baton__squeue_ack(&s->q, h);
     s->out_sent = h;
     p = baton__slink_put(&c->l, BATON__S_RESUMED, 8);
@@ -264,11 +257,23 @@ void baton__srv_on_export(baton_session_server *srv, struct slink *k, const stru
         baton__srv_expect_free(srv, e);
         return;
     }
+    /* The client's count must lie between what it acknowledged and what
+     * was sent. Checked before TAKEN, so that a bad count costs only the
+     * move: DECLINE, and the current server keeps the session. */
+    c = e->client;
+    h = e->handled;
+    if (h < f->u.exp.out_acked || h > f->u.exp.out_seq) {
+        decline(k, f->u.exp.id);
+        baton__srv_expect_free(srv, e);
+        baton__srv_link_refuse(srv, c, -EBADMSG,
+                               h < f->u.exp.out_acked
+                                   ? "RESUME count is below what the client acknowledged"
+                                   : "RESUME count acknowledges more than was sent");
+        return;
+    }
     p = baton__slink_put(&k->l, BATON__S_TAKEN, 16);
     if (p)
         memcpy(p, f->u.exp.id, 16);
-    c = e->client;
-    h = e->handled;
     e->client = NULL;
     c->pending = NULL;
     baton__srv_expect_free(srv, e);

@@ -95,7 +95,7 @@ CODE_ERRNO = {
     LOST: errno.ECONNABORTED,
     AUTH: errno.EACCES,
     SHUTDOWN: errno.ESHUTDOWN,
-    REFUSED: errno.ECONNABORTED,
+    REFUSED: errno.ECANCELED,  # the move is off: the session stays
     OVERLOAD: errno.ENOBUFS,
     FULL: errno.EUSERS,
     TIMEOUT: errno.ETIMEDOUT,
@@ -109,6 +109,7 @@ ERRNO_CODE = {
     errno.EACCES: TOKEN,
     errno.ENOENT: UNKNOWN,
     errno.ECONNABORTED: LOST,
+    errno.ECANCELED: REFUSED,
     errno.ESHUTDOWN: SHUTDOWN,
     errno.ENOBUFS: OVERLOAD,
     errno.EUSERS: FULL,

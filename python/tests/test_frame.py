@@ -145,7 +145,8 @@ class Codes(unittest.TestCase):
     def test_codes(self):
         self.assertEqual(F.code_errno(F.OK), 0)
         self.assertEqual(F.code_errno(F.FULL), errno.EUSERS)
-        self.assertEqual(F.code_errno(F.REFUSED), errno.ECONNABORTED)
+        self.assertEqual(F.code_errno(F.REFUSED), errno.ECANCELED)
+        self.assertEqual(F.code_errno(F.LOST), errno.ECONNABORTED)
         self.assertEqual(F.code_errno(999), errno.EPROTO)
         self.assertEqual(F.errno_code(errno.EBADMSG), F.BAD_ACK)
         self.assertEqual(F.errno_code(errno.EPROTO), F.PROTO)
