@@ -128,8 +128,18 @@ struct baton_session_server_options {
     int idle_timeout_ms;
     void *ctx; /* passed to every callback */
 
-    /* A client opened a new session. Not called for a session that arrives
-     * from another server (import_state() is). */
+    /*
+     * A session's life on this server starts with exactly one of:
+     * on_open() (a client opened a new session here) or import_state()
+     * (the session arrived from another server; on_open() is not called
+     * for it, even with import_state NULL). It ends with exactly one of:
+     * on_close() (closed, broken, timed out, or baton_session_server_free()),
+     * on_moved(s, 0) (the next server has it; no on_close() follows), or
+     * import_state() returning an error (no on_close() follows). So an
+     * application that keeps data with a session allocates it in on_open()
+     * and import_state(), and frees it in on_close() and on_moved(s, 0).
+     * A move that fails (on_moved(s, err < 0)) ends nothing.
+     */
     void (*on_open)(void *ctx, baton_session *s);
     /* A message, in order, exactly once per session lifetime across moves.
      * data is valid during the call only. Counted as handled (and so
