@@ -43,7 +43,6 @@ struct player {
 
 struct game {
     uint64_t version;
-    size_t moving, moved, failed;
     struct timespec move_start;
 };
 
@@ -132,65 +131,27 @@ static int import_state(void *ctx, baton_session *s, const void *data, size_t le
     return 0;
 }
 
+/* The session is the next server's now (err 0): its player is freed here,
+ * as on_moved(0) ends a session as on_close() does. A move called off
+ * leaves it here. */
 static void on_moved(void *ctx, baton_session *s, int err)
+{
+    if (err == 0)
+        free(baton_session_data(s));
+}
+
+/* Every session of the round has its outcome. */
+static void on_move_done(void *ctx, const char *peer, size_t moved, size_t failed)
 {
     struct game *g = ctx;
 
-    if (err == 0) {
-        free(baton_session_data(s));
-        g->moved++;
-    } else {
-        g->failed++;
-    }
-    if (g->moving && g->moved + g->failed == g->moving) {
-        printf("moved %zu failed %zu ms %.1f\n", g->moved, g->failed, ms_since(&g->move_start));
-        g->moving = 0;
-    }
+    printf("moved %zu failed %zu ms %.1f\n", moved, failed, ms_since(&g->move_start));
 }
 
 static void on_log(void *ctx, int level, const char *msg)
 {
     if (level <= BATON_SESSION_LOG_WARNING)
         fprintf(stderr, "baton-game-server: %s\n", msg);
-}
-
-static int listen_on(const char *addr)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    char host[64];
-    const char *colon = strrchr(addr, ':');
-    int one = 1, fd;
-
-    if (strncmp(addr, "tcp://", 6) != 0 || !colon || (size_t)(colon - addr - 6) >= sizeof(host))
-        return -1;
-    memcpy(host, addr + 6, (size_t)(colon - addr - 6));
-    host[colon - addr - 6] = 0;
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return -1;
-    sa.sin_port = htons((uint16_t)atoi(colon + 1));
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4096) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int read_key(const char *path, char *key, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n;
-
-    if (fd < 0)
-        return -1;
-    n = read(fd, key, cap);
-    close(fd);
-    while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r'))
-        n--;
-    return (int)n;
 }
 
 int main(int argc, char **argv)
@@ -205,12 +166,14 @@ int main(int argc, char **argv)
         .export_state = export_state,
         .import_state = import_state,
         .on_moved = on_moved,
+        .on_move_done = on_move_done,
         .log = on_log,
     };
     baton_session_server *srv;
     char key[256];
     sigset_t ss;
-    int lfd, pfd, sfd, r, klen;
+    size_t klen;
+    int lfd, pfd, sfd, r;
 
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -252,15 +215,21 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    klen = read_key(key_file, key, sizeof(key));
-    lfd = listen_on(listen_addr);
-    pfd = listen_on(peer_addr);
-    if (klen < BATON_SESSION_KEY_MIN || lfd < 0 || pfd < 0) {
-        fprintf(stderr, "baton-game-server: bad key file or cannot listen: %s\n", strerror(errno));
+    if ((r = baton_session_load_key(key_file, key, sizeof(key), &klen)) < 0) {
+        fprintf(stderr, "baton-game-server: key file %s: %s%s\n", key_file, strerror(-r),
+                r == -EACCES   ? " (others may read or write it: chmod 600)"
+                : r == -EINVAL ? " (shorter than 16 bytes, or longer than 256)"
+                               : "");
+        return 1;
+    }
+    if ((lfd = baton_session_listen(listen_addr, 0)) < 0 ||
+        (pfd = baton_session_listen(peer_addr, 0)) < 0) {
+        fprintf(stderr, "baton-game-server: listen on %s: %s\n", lfd < 0 ? listen_addr : peer_addr,
+                strerror(-(lfd < 0 ? lfd : pfd)));
         return 1;
     }
     o.key = key;
-    o.key_len = (size_t)klen;
+    o.key_len = klen;
     if ((r = baton_session_server_new(&o, lfd, pfd, &srv)) < 0) {
         /* The reason, for bad options, went to on_log(). */
         fprintf(stderr, "baton-game-server: cannot start: %s\n", baton_session_strerror(r));
@@ -297,13 +266,11 @@ int main(int argc, char **argv)
         if (si.ssi_signo != SIGUSR1)
             break;
         clock_gettime(CLOCK_MONOTONIC, &g.move_start);
-        g.moved = g.failed = 0;
         r = baton_session_move(srv, "next", NULL, 0);
         if (r < 0)
             fprintf(stderr, "baton-game-server: move: %s\n", baton_session_server_last_error(srv));
         else if (r == 0)
             printf("moved 0 failed 0 ms 0\n");
-        g.moving = r > 0 ? (size_t)r : 0;
     }
     baton_session_server_free(srv);
     close(lfd);

@@ -194,9 +194,15 @@ struct baton_session_server_options {
      * is authenticated at its handshake only, and resume tokens travel in
      * clear. Only where nobody else can read or write the network. */
     int insecure;
+    /* Every session of one baton_session_move() call has its outcome:
+     * moved of them went to peer, failed did not (their move was called
+     * off, or they ended while moving). Called once per call that
+     * returned > 0, after the last session's on_moved() or on_close(),
+     * also from baton_session_server_free(). Optional. */
+    void (*on_move_done)(void *ctx, const char *peer, size_t moved, size_t failed);
     /* Room for later fields: must be zero (zero-initialise the whole
      * struct), else -EINVAL. */
-    uint64_t resv[3];
+    uint64_t resv[2];
 };
 
 /*
@@ -242,6 +248,20 @@ int baton_session_server_add_peer(baton_session_server *srv, const char *name,
  */
 int baton_session_move(baton_session_server *srv, const char *peer, baton_session *const *list,
                        size_t n);
+
+/* A listening TCP socket on address ("tcp://A.B.C.D:PORT" or
+ * "tcp://[V6]:PORT"; port 0: any), with SO_REUSEADDR, close-on-exec and
+ * non-blocking, for listen_fd or peer_fd: the fd, or -EINVAL (a malformed
+ * address), -errno from socket(), bind() or listen(). backlog <= 0: 4096. */
+int baton_session_listen(const char *address, int backlog);
+
+/* Read a peer key from path into buf (cap bytes): the file's bytes, less
+ * one trailing newline. 0 and the length in *ret_len, or -EACCES (the
+ * file is readable or writable by group or others: a key must be its
+ * owner's only), -EINVAL (shorter than BATON_SESSION_KEY_MIN, or longer
+ * than cap), -errno from open() or read(). Certificates and their keys
+ * need no helper: the library reads the tls_* files itself. */
+int baton_session_load_key(const char *path, void *buf, size_t cap, size_t *ret_len);
 
 /* The number of sessions this server holds (moving ones included). */
 size_t baton_session_server_count(const baton_session_server *srv);

@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key")
 # TLS on every link: a private authority for the demo, a certificate for
 # 127.0.0.1 that both servers present (to the players and to each other).
 bash "$ROOT/scripts/session-certs.sh" "$TMP/tls" 127.0.0.1 || exit 1

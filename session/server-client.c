@@ -45,6 +45,13 @@ void baton__srv_session_end(baton_session *s)
 
     if (s->state == S_DEAD)
         return;
+    if (s->mcall) {
+        /* Ended with no callback of its own (a move done or a close clear
+         * this first): the call still gets its outcome. */
+        struct move_call *mc = s->mcall;
+        s->mcall = NULL;
+        baton__srv_move_call_outcome(srv, mc, false);
+    }
     baton__srv_move_detach(s);
     s->state = S_DEAD;
     srv->count--;
@@ -58,12 +65,16 @@ void baton__srv_session_end(baton_session *s)
 void baton__srv_session_close(baton_session *s, int err)
 {
     baton_session_server *srv = s->srv;
+    struct move_call *mc = s->mcall;
 
     if (s->state == S_DEAD)
         return;
+    s->mcall = NULL;
     baton__srv_session_end(s);
     if (srv->o.on_close)
         srv->o.on_close(srv->o.ctx, s, err);
+    /* A moving session that ended: its call's outcome is "not moved". */
+    baton__srv_move_call_outcome(srv, mc, false);
 }
 
 void baton__srv_session_free(baton_session_server *srv, baton_session *s)

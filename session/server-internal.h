@@ -47,6 +47,13 @@ struct episode {
 struct peer;
 struct expect;
 
+/* One baton_session_move() call, until each of its sessions has an
+ * outcome (on_move_done). */
+struct move_call {
+    char peer[BATON_SESSION_NAME_MAX + 1];
+    size_t left, moved, failed;
+};
+
 struct slink {
     struct baton__slink l;
     struct baton__list node; /* on srv->links (not the listeners, nor the timer) */
@@ -108,6 +115,7 @@ struct baton_session {
     uint64_t in_handled, in_acked_sent, out_sent;
     struct baton__squeue q; /* q.base: what the client acknowledged */
     struct peer *mpeer;
+    struct move_call *mcall; /* the call that moves it, until its outcome */
     uint32_t batch;
     int64_t offered_ms;
     bool offered, straggler, move_sent, token_ok;
@@ -202,6 +210,9 @@ void baton__srv_client_eof(baton_session_server *srv, struct slink *k);
 
 /* The session's move is over (done, called off, or the session ended). */
 void baton__srv_move_detach(baton_session *s);
+/* The outcome of a session of a move call (it moved, or not): the call's
+ * on_move_done once the last one is in. */
+void baton__srv_move_call_outcome(baton_session_server *srv, struct move_call *mc, bool moved);
 /* The session was taken: it ends here, and on_moved says so. */
 void baton__srv_move_done(baton_session_server *srv, baton_session *s);
 /* The link to p is down: every move to p not yet taken is called off. */

@@ -8,6 +8,8 @@
  * link going down call the move off.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 
@@ -29,10 +31,27 @@ void baton__srv_move_detach(baton_session *s)
     s->offered = s->straggler = false;
 }
 
+void baton__srv_move_call_outcome(baton_session_server *srv, struct move_call *mc, bool moved)
+{
+    if (!mc)
+        return;
+    if (moved)
+        mc->moved++;
+    else
+        mc->failed++;
+    if (--mc->left)
+        return;
+    if (srv->o.on_move_done)
+        srv->o.on_move_done(srv->o.ctx, mc->peer, mc->moved, mc->failed);
+    free(mc);
+}
+
 static void move_fail(baton_session *s, int err)
 {
     baton_session_server *srv = s->srv;
+    struct move_call *mc = s->mcall;
 
+    s->mcall = NULL;
     baton__srv_move_detach(s);
     /* The client was told to move: tell it the move is off, so that it
      * comes back now rather than wait for the next server (STAY goes out
@@ -46,6 +65,7 @@ static void move_fail(baton_session *s, int err)
         s->state = S_ACTIVE;
         if (!s->link || s->link->dead || baton__slink_watch(&s->link->l, srv->epfd, s->link) < 0) {
             baton__srv_session_close(s, -ECONNABORTED);
+            baton__srv_move_call_outcome(srv, mc, false);
             return;
         }
     }
@@ -57,6 +77,7 @@ static void move_fail(baton_session *s, int err)
     baton__srv_mark_dirty(s);
     if (srv->o.on_moved)
         srv->o.on_moved(srv->o.ctx, s, err);
+    baton__srv_move_call_outcome(srv, mc, false);
 }
 
 void baton__srv_moves_fail(baton_session_server *srv, struct peer *p, int err)
@@ -71,14 +92,17 @@ void baton__srv_moves_fail(baton_session_server *srv, struct peer *p, int err)
 void baton__srv_move_done(baton_session_server *srv, baton_session *s)
 {
     struct peer *p = s->mpeer;
+    struct move_call *mc = s->mcall;
 
     if (p && s->offered && !s->straggler) {
         int64_t took = baton__s_now_ms() - s->offered_ms;
         p->usual_ms = p->usual_ms ? (7 * p->usual_ms + took) / 8 : took;
     }
+    s->mcall = NULL;
     baton__srv_session_end(s);
     if (srv->o.on_moved)
         srv->o.on_moved(srv->o.ctx, s, 0);
+    baton__srv_move_call_outcome(srv, mc, true);
 }
 
 bool baton__srv_moves_tick(baton_session_server *srv, int64_t now)
@@ -167,10 +191,12 @@ void baton__srv_moves_offer(baton_session_server *srv)
 /* The session waits for a place in p's window; its deadline starts when
  * it gets one (baton__srv_peer_offer), and the peer link's handshake has
  * its own. */
-static void move_queue(struct peer *p, baton_session *s)
+static void move_queue(struct peer *p, struct move_call *mc, baton_session *s)
 {
     s->state = S_MOVING;
     s->mpeer = p;
+    s->mcall = mc;
+    mc->left++;
     s->deadline = 0;
     baton__list_add_tail(&p->waiting, &s->mnode);
 }
@@ -298,6 +324,7 @@ void baton__srv_on_declined(baton_session_server *srv, struct slink *k, const ui
 BATON_SESSION_EXPORT int baton_session_move(baton_session_server *srv, const char *peer,
                                             baton_session *const *list, size_t n)
 {
+    struct move_call *mc;
     struct peer *p;
     int count = 0;
 
@@ -312,28 +339,39 @@ BATON_SESSION_EXPORT int baton_session_move(baton_session_server *srv, const cha
         baton__srv_set_err(srv, BATON_SESSION_LOG_ERR, "move: no peer named %s", peer);
         return -ENOENT;
     }
+    mc = calloc(1, sizeof(*mc));
+    if (!mc)
+        return -ENOMEM;
+    snprintf(mc->peer, sizeof(mc->peer), "%s", p->name);
     if (list) {
         for (size_t i = 0; i < n; i++) {
             baton_session *s = list[i];
             if (!s || s->srv != srv || s->state != S_ACTIVE || !s->link)
                 continue;
-            move_queue(p, s);
+            move_queue(p, mc, s);
             count++;
         }
     } else {
         baton_session *s;
         baton__list_foreach(s, &srv->sessions, node) if (s->state == S_ACTIVE && s->link)
         {
-            move_queue(p, s);
+            move_queue(p, mc, s);
             count++;
         }
     }
-    if (count == 0)
+    if (count == 0) {
+        free(mc);
         return 0;
+    }
     baton__srv_arm_timer(srv);
     if (!p->link) {
         int r = baton__srv_peer_connect(srv, p);
         if (r < 0) {
+            /* The call fails: its sessions' moves are called off
+             * (on_moved), and no on_move_done follows. */
+            baton_session *s;
+            baton__list_foreach(s, &srv->sessions, node) if (s->mcall == mc) s->mcall = NULL;
+            free(mc);
             baton__srv_peer_down(srv, p, r);
             return r;
         }

@@ -84,7 +84,7 @@ wait_line() { # file pattern count timeout_s
     return 1
 }
 
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/key")
 # Random loopback ports, as scripts/demo-move.sh; another try if taken.
 for try in 1 2 3 4 5; do
     BASE=$((20000 + RANDOM % 20000))

@@ -181,6 +181,22 @@ static int srv_import(void *ctx, baton_session *s, const void *data, size_t len)
     return 0;
 }
 
+static void srv_move_done(void *ctx, const char *peer, size_t moved, size_t failed)
+{
+    struct ts_server *t = ctx;
+
+    t->done_calls++;
+    t->done_moved += (long long)moved;
+    t->done_failed += (long long)failed;
+    snprintf(t->done_peer, sizeof(t->done_peer), "%s", peer);
+    /* It comes after the last outcome it counts. */
+    if (t->done_moved > t->moved) {
+        t_log("%s: on_move_done reported %lld moved, on_moved said %lld", t->name, t->done_moved,
+              t->moved);
+        t->errors++;
+    }
+}
+
 static void srv_moved(void *ctx, baton_session *s, int err)
 {
     struct ts_server *t = ctx;
@@ -232,6 +248,7 @@ void ts_server_start_at(struct ts_server *t, const char *name, const char *key, 
         .export_state = srv_export,
         .import_state = srv_import,
         .on_moved = srv_moved,
+        .on_move_done = srv_move_done,
         .log = srv_log,
     };
 

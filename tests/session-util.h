@@ -27,6 +27,11 @@ struct ts_server {
     char addr[64], paddr[64];
     const char *name;
     long long errors, messages, opened, closed, moved, move_failed, imported, exported;
+    /* on_move_done: calls, and the sums of what they reported; an outcome
+     * counted (moved + move_failed + closed while moving) before it is
+     * reported is checked there, and a mismatch is an error. */
+    long long done_calls, done_moved, done_failed;
+    char done_peer[64];
     int last_move_err, last_close_err;
     /* Lines the library logged, and those that contain ts_log_match. */
     long long log_lines, log_matched;
