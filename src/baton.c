@@ -689,7 +689,6 @@ BATON_EXPORT int baton_ready(baton *b)
     b->ready = true;
     pthread_mutex_unlock(&b->mu);
     baton__unlock(b);
-    baton__dir_sweep(b);
     baton__gen_write(b);
     return baton__owner_start(b, ctl);
 }

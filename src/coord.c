@@ -772,6 +772,28 @@ static int gen_cmp(const void *a, const void *b)
     return y->generation - x->generation;
 }
 
+int baton__gens_count(int dirfd)
+{
+    struct dirent *e;
+    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3), n = 0;
+    DIR *d;
+
+    if (fd < 0)
+        return -errno;
+    d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    rewinddir(d);
+    while ((e = readdir(d))) {
+        int pid, len = 0;
+        n += sscanf(e->d_name, "gen.%d%n", &pid, &len) == 1 && !e->d_name[len] && pid > 0;
+    }
+    closedir(d);
+    return n;
+}
+
 int baton__gens_read(int dirfd, struct baton__gen **ret)
 {
     struct baton__gen *v = NULL, g;

@@ -223,6 +223,7 @@ struct baton {
      * their drain bound. */
     struct baton__ending ending[BATON__ENDING_MAX];
     uint64_t gens_check_at; /* monotonic ms: look at the drain bounds again; 0 none */
+    uint64_t sweep_at;      /* monotonic ms: baton__dir_sweep() due; 0 none */
     char cap_note[192];     /* what the cap cost this takeover, for DIR/last-upgrade */
     uint64_t failed_tokens[BATON__FAILED_TOKENS]; /* a ring: refused for good */
     unsigned failed_next;
@@ -322,6 +323,9 @@ void baton__gen_conns(baton *b, int n);
 /* The live generations (pid alive with the recorded start time), newest
  * first, in *ret (free()) : their number, or -errno. */
 int baton__gens_read(int dirfd, struct baton__gen **ret);
+/* How many gen.PID names DIR holds, alive or not (a bound on gens_read's
+ * count, from the names alone), or -errno. */
+int baton__gens_count(int dirfd);
 /* The process's start time (/proc/PID/stat, clock ticks since boot); 0 if
  * it is gone or unreadable. */
 unsigned long long baton__proc_start(pid_t pid);

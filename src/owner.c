@@ -140,6 +140,8 @@ static void arm_timer(baton *b)
             next = b->ending[i].kill_at;
     if (b->gens_check_at && b->gens_check_at < next)
         next = b->gens_check_at;
+    if (b->sweep_at && b->sweep_at < next)
+        next = b->sweep_at;
     if (next != UINT64_MAX) {
         uint64_t d = next > now ? next - now : 1;
         its.it_value.tv_sec = d / 1000;
@@ -1009,6 +1011,10 @@ static void expire(baton *b)
     if (b->prob.pidfd >= 0 && b->prob.until <= now)
         prob_pass(b);
     baton__gens_expire(b, now);
+    if (b->sweep_at && b->sweep_at <= now) {
+        b->sweep_at = 0;
+        baton__dir_sweep(b);
+    }
     if (b->prob.rolling_back && b->prob.retry_at && b->prob.retry_at <= now)
         prob_resume(b);
     if (b->accept_paused_until && b->accept_paused_until <= now) {
@@ -1214,9 +1220,14 @@ int baton__owner_start(baton *b, int ctl_fd)
     b->ctl_fd = ctl_fd;
     r = ep_add(b, ctl_fd, EPOLLIN, TAG_CTL);
     /* The link to our predecessor stays open: handed connections come
-     * over it, and its end tells us the predecessor is gone. */
+     * over it, and its end tells us the predecessor is gone. When the
+     * application takes connections, its baton_conn_accept() reads the
+     * link itself: we wake only at its end. Woken by every batch too, we
+     * would race the application for the link and b->mu in the middle of
+     * the handoff, a thread switch its clients wait for. */
     if (r == 0 && b->pred_fd >= 0)
-        r = ep_add(b, b->pred_fd, EPOLLIN, TAG_PRED);
+        r = ep_add(b, b->pred_fd, b->opts.flags & BATON_TAKE_CONNS ? EPOLLRDHUP : EPOLLIN,
+                   TAG_PRED);
     /* The application's baton_conn_fd() wakes on the link too: its
      * baton_conn_accept() reads the link itself. */
     if (r == 0 && b->pred_fd >= 0 && (b->opts.flags & BATON_TAKE_CONNS)) {
@@ -1234,8 +1245,12 @@ int baton__owner_start(baton *b, int ctl_fd)
         close(b->inotifyfd);
         b->inotifyfd = -1;
     }
-    /* Older generations may be past their drain bound already. */
-    baton__gens_check(b);
+    /* Older generations may be past their drain bound already, and
+     * successors killed mid-way may have left files behind. Neither is
+     * urgent (drain bounds are seconds), and both scan the directory and
+     * /proc: look once the handoff that follows baton_ready() is over,
+     * not while the application waits for us to return. */
+    b->gens_check_at = b->sweep_at = baton__now_ms() + 100;
     arm_timer(b);
     pthread_mutex_unlock(&b->mu);
     if (r < 0)
