@@ -179,9 +179,12 @@ struct baton_session_server_options {
      * it, peer links are authenticated by certificates on both ends: the
      * next server's certificate must be valid for tls_peer_name if set,
      * else for the IP address of its peer address, and the connecting
-     * server's must chain to the authority. Without it, peer links are
-     * authenticated by a TLS 1.3 pre-shared key derived from key (both
-     * ends know the key or the handshake fails). Either way the peer
+     * server's must chain to the authority and, if tls_peer_name is set,
+     * be valid for it too (without a name, any certificate the authority
+     * signed is a peer's: use an authority of the deployment's own).
+     * Without it, peer links are authenticated by a TLS 1.3 pre-shared
+     * key derived from key: both ends must use it, and a server that
+     * answers with a certificate instead is refused. Either way the peer
      * key's own handshake (PHELLO..PAUTH) runs inside.
      *
      * Files are read once, by baton_session_server_new().

@@ -433,7 +433,7 @@ static void handle(baton_session_client *c, struct baton__slink *l, uint32_t ev)
         }
         l->connected = true;
     }
-    if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
+    if (baton__slink_readable(l, ev))
         (void)baton__slink_read(l);
     while (c->state != C_DEAD && (kind == K_CUR ? c->cur == l : c->nxt == l) &&
            (r = baton__slink_next(l, &f)) != 0) {

@@ -180,6 +180,19 @@ int baton__slink_read(struct baton__slink *l)
     size_t total = 0, bound = rbuf_bound(l), room = l->ssl ? TLS_ROOM : 1;
     int got = 0;
 
+    /* The handshake first, with no read buffer: a connection that never
+     * completes one costs its SSL object only. */
+    if (l->ssl && !l->tls_done) {
+        int r = baton__tls_progress(l);
+        if (r < 0) {
+            l->eof = true;
+            l->err = r;
+            return r;
+        }
+        if (!l->tls_done)
+            return 0;
+    }
+
     if (l->roff > 0 && l->roff == l->rlen)
         l->roff = l->rlen = 0;
     while (total < BATON__S_READ_BUDGET) {

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -121,6 +122,14 @@ int baton__slink_tls(struct baton__slink *l, struct ssl_ctx_st *ctx, bool server
  * -EPROTO: the other end does not speak TLS, -ECONNRESET: the connection
  * broke or a record failed its integrity check; l->tls_why says). */
 ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n);
+/* Drive the handshake if it is not done: 0 (see l->tls_done) or -errno. */
+int baton__tls_progress(struct baton__slink *l);
+/* Should the link be read on these epoll events? A TLS link is also on
+ * EPOLLOUT: its handshake, or a read that had to write, goes on then. */
+static inline bool baton__slink_readable(const struct baton__slink *l, uint32_t ev)
+{
+    return (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) || (l->ssl && (ev & EPOLLOUT));
+}
 ssize_t baton__tls_send(struct baton__slink *l, const void *buf, size_t n);
 void baton__tls_release(struct baton__slink *l);
 /* Why the link ended, for a log line: the TLS reason or the errno text. */

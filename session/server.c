@@ -302,7 +302,7 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
         return;
     if (ev & EPOLLOUT)
         baton__srv_link_flush(srv, k);
-    if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) && baton__slink_read(&k->l) > 0)
+    if (baton__slink_readable(&k->l, ev) && baton__slink_read(&k->l) > 0)
         k->last_in_ms = baton__s_now_ms();
     while (!k->dead && (r = baton__slink_next(&k->l, &f)) != 0) {
         if (r < 0) {
@@ -331,6 +331,8 @@ static void handle_link(baton_session_server *srv, struct slink *k, uint32_t ev)
     }
     if (k->l.kind == L_CLIENT && !k->s)
         baton__srv_link_flush(srv, k);
+    else if (k->l.ssl && k->l.events && baton__slink_watch(&k->l, srv->epfd, k) < 0)
+        k->l.eof = true; /* what TLS waits for changed (EPOLLOUT or not) */
 }
 
 /* A listener that cannot accept (the process is out of fds, or the system
@@ -422,7 +424,8 @@ static void do_accept(baton_session_server *srv, struct slink *lk, int kind)
         }
         if (srv->tls_client &&
             baton__slink_tls(&k->l, kind == L_CLIENT ? srv->tls_client : srv->tls_peer_in, true,
-                             NULL, NULL) < 0) {
+                             kind == L_PEER_IN && srv->o.tls_ca_file ? srv->o.tls_peer_name : NULL,
+                             NULL) < 0) {
             baton__srv_link_kill(srv, k);
             listener_pause(srv, lk, -ENOMEM);
             return;

@@ -11,8 +11,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -37,6 +39,9 @@ static const unsigned char psk_suite[2] = {0x13, 0x01};
 /* What a context keeps besides OpenSSL's own: its app data. */
 struct keys {
     bool psk_set, ticket_set;
+    /* the other end must prove the PSK: a certificate, any certificate,
+     * is not the peer key */
+    bool require_psk;
     uint8_t psk[BATON__S_PSK_LEN];
     /* ticket: the name tickets carry, an AES-256 key and an HMAC key */
     uint8_t name[16], aes[32], mac[32];
@@ -133,6 +138,43 @@ static int session_new(SSL *ssl, SSL_SESSION *sess)
     return 1; /* we keep the reference */
 }
 
+/* OpenSSL's socket BIO writes with write(2), which raises SIGPIPE when the
+ * other end has gone; a library must not make its application ignore
+ * SIGPIPE. Ours is the socket BIO with send(MSG_NOSIGNAL) for writes. */
+static BIO_METHOD *nosig_method;
+static pthread_once_t nosig_once = PTHREAD_ONCE_INIT;
+
+static int nosig_write(BIO *b, const char *buf, int len)
+{
+    int fd = -1;
+    ssize_t n;
+
+    BIO_get_fd(b, &fd);
+    do
+        n = send(fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    if (n < 0 && errno == EAGAIN)
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static void nosig_init(void)
+{
+    const BIO_METHOD *s = BIO_s_socket();
+    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "baton socket");
+
+    if (!m || !BIO_meth_set_write(m, nosig_write) || !BIO_meth_set_read(m, BIO_meth_get_read(s)) ||
+        !BIO_meth_set_puts(m, BIO_meth_get_puts(s)) ||
+        !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(s)) ||
+        !BIO_meth_set_create(m, BIO_meth_get_create(s)) ||
+        !BIO_meth_set_destroy(m, BIO_meth_get_destroy(s))) {
+        BIO_meth_free(m);
+        return;
+    }
+    nosig_method = m;
+}
+
 /* The text of the first queued OpenSSL error, or what. */
 static void ssl_why(char *err, size_t cap, const char *what, const char *file)
 {
@@ -222,6 +264,7 @@ int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *
         if (derive(conf->psk_key, conf->psk_key_len, PSK_LABEL, k->psk, BATON__S_PSK_LEN) < 0)
             goto ssl_fail;
         k->psk_set = true;
+        k->require_psk = true;
         if (conf->server)
             SSL_CTX_set_psk_find_session_callback(ctx, psk_find);
         else
@@ -256,31 +299,40 @@ int baton__slink_tls(struct baton__slink *l, SSL_CTX *ctx, bool server, const ch
                      SSL_SESSION **resume)
 {
     SSL *ssl;
+    BIO *bio;
 
     ERR_clear_error();
+    pthread_once(&nosig_once, nosig_init);
+    if (!nosig_method)
+        return -ENOMEM;
     ssl = SSL_new(ctx);
-    if (!ssl || SSL_set_fd(ssl, l->fd) != 1) {
+    bio = BIO_new(nosig_method);
+    if (!ssl || !bio) {
         SSL_free(ssl);
+        BIO_free(bio);
         ERR_clear_error();
         return -ENOMEM;
     }
-    if (server) {
+    BIO_set_fd(bio, l->fd, BIO_NOCLOSE);
+    SSL_set_bio(ssl, bio, bio);
+    if (server)
         SSL_set_accept_state(ssl);
-    } else {
+    else
         SSL_set_connect_state(ssl);
-        if (name && *name) {
-            unsigned char ip[16];
-            bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
-            X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-            /* Verify the server by the name the application gave, else by
-             * the address it connects to. */
-            if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name)
-                       : X509_VERIFY_PARAM_set1_host(vp, name, 0)) != 1 ||
-                (!is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)) {
-                SSL_free(ssl);
-                ERR_clear_error();
-                return -EINVAL;
-            }
+    if (name && *name) {
+        unsigned char ip[16];
+        bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+        /* Verify the other end's certificate for the name the application
+         * gave, else for the address it connects to (a client); or, for a
+         * server that verifies its clients (peer links by certificates),
+         * for the deployment's peer name. */
+        if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name)
+                   : X509_VERIFY_PARAM_set1_host(vp, name, 0)) != 1 ||
+            (!server && !is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)) {
+            SSL_free(ssl);
+            ERR_clear_error();
+            return -EINVAL;
         }
     }
     if (resume) {
@@ -349,8 +401,15 @@ static int handshake(struct baton__slink *l)
     ERR_clear_error();
     r = SSL_do_handshake(l->ssl);
     if (r == 1) {
-        l->tls_done = true;
+        const struct keys *k = SSL_CTX_get_app_data(SSL_get_SSL_CTX(l->ssl));
         l->tls_resumed = SSL_session_reused(l->ssl) == 1;
+        if (k && k->require_psk && !l->tls_resumed) {
+            /* Finished by a certificate instead of the PSK: whoever it is,
+             * it did not prove the peer key. */
+            l->tls_why = "the other end did not use the peer key (PSK)";
+            return failed(l, -EACCES);
+        }
+        l->tls_done = true;
         l->tls_want = 0;
         return 0;
     }
@@ -360,6 +419,13 @@ static int handshake(struct baton__slink *l)
         return 0;
     }
     return failed(l, handshake_err(l, e));
+}
+
+int baton__tls_progress(struct baton__slink *l)
+{
+    if (l->tls_err)
+        return l->tls_err;
+    return l->tls_done ? 0 : handshake(l);
 }
 
 ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n)

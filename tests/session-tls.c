@@ -23,12 +23,15 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "session-util.h"
 
@@ -404,9 +407,64 @@ static void case_flip_peer(void)
     servers_stop();
 }
 
+/* A certificate chain of about 38 KB, and a client whose socket takes 4 KB
+ * at a time: the server's handshake must wait to write, many times, and go
+ * on each time the socket is writable (it stalled there, spinning on
+ * EPOLLOUT, until the handshake deadline). The client is OpenSSL itself,
+ * on a socket with a small receive buffer. */
+static void case_big_chain(void)
+{
+    char chain[PATH_MAX], cmd[3 * PATH_MAX];
+    int small = 4096, fd, r = 0;
+    SSL_CTX *ctx;
+    SSL *ssl;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+
+    t_log("6. a server handshake that must wait to write: a 38 KB chain, a slow reader");
+    snprintf(chain, sizeof(chain), "%s/bigchain.pem", ts_tls_dir());
+    snprintf(cmd, sizeof(cmd),
+             "cp %s/server.pem %s && for i in $(seq 60); do cat %s/ca.pem >> %s; done",
+             ts_tls_dir(), chain, ts_tls_dir(), chain);
+    T_EQ(system(cmd), 0);
+    ts_tls = TS_PSK;
+    ts_tls_cert = chain;
+    ts_handshake_timeout_ms = 60000; /* the deadline must not be what ends it */
+    ts_server_start(&a, "A", TS_KEY);
+    ts_tls_cert = NULL;
+    ts_handshake_timeout_ms = 0;
+    /* The connections it accepts send 4 KB at a time too. */
+    T_SYS(setsockopt(a.lfd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)));
+
+    fd = T_SYS(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    T_SYS(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+    sa.sin_port = htons((uint16_t)atoi(strrchr(a.addr, ':') + 1));
+    T_SYS(connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    T_SYS(fcntl(fd, F_SETFL, O_NONBLOCK));
+    ctx = SSL_CTX_new(TLS_client_method());
+    T_ASSERT(ctx);
+    ssl = SSL_new(ctx);
+    T_ASSERT(ssl && SSL_set_fd(ssl, fd) == 1);
+    SSL_set_connect_state(ssl);
+    /* Read a little at a time, letting the server run between reads. */
+    for (int i = 0; i < 20000; i++) {
+        r = SSL_do_handshake(ssl);
+        if (r == 1)
+            break;
+        T_ASSERT(SSL_get_error(ssl, r) == SSL_ERROR_WANT_READ);
+        ts_pump(srvs, NULL, 0, 1);
+    }
+    T_EQ(r, 1);
+    t_log("handshake done through a %d-byte window", small);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    ts_server_stop(&a);
+}
+
 int main(int argc, char **argv)
 {
     t_init(argc, argv);
+    case_big_chain();
     case_move();
     case_client_refuses();
     case_peer_refused();

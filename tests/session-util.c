@@ -476,6 +476,9 @@ void ts_proc_start(struct ts_proc *sp, const char *key, int nofile)
 {
     struct proc_arg a = {key, nofile};
 
+    /* The child's server and our clients trust one authority. */
+    if (ts_tls_mode() != TS_PLAIN)
+        ts_tls_dir();
     memset(sp, 0, sizeof(*sp));
     t_spawn(&sp->p, proc_main, &a);
     sprintf(sp->addr, "tcp://127.0.0.1:%lld", t_hear(sp->p.chan, T_TIMEOUT));
