@@ -178,11 +178,20 @@ static void nosig_init(void)
 /* The text of the first queued OpenSSL error, or what. */
 static void ssl_why(char *err, size_t cap, const char *what, const char *file)
 {
-    unsigned long e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    unsigned long e, last = 0, sys = 0;
+    const char *r;
 
-    baton__s_fmt(err, cap, "%s%s%s%s: %s", what, file ? "(" : "", file ? file : "", file ? ")" : "",
-                 r ? r : "failed");
+    /* A file that cannot be opened is a system error somewhere in the
+     * queue ("No such file or directory"), which says more than the
+     * reason OpenSSL adds on top of it ("system lib"). */
+    while ((e = ERR_get_error())) {
+        if (ERR_GET_LIB(e) == ERR_LIB_SYS && !sys)
+            sys = e;
+        last = e;
+    }
+    r = sys ? strerror(ERR_GET_REASON(sys)) : last ? ERR_reason_error_string(last) : NULL;
+
+    baton__s_fmt(err, cap, "%s%s%s: %s", what, file ? " " : "", file ? file : "", r ? r : "failed");
     ERR_clear_error();
 }
 
@@ -239,13 +248,13 @@ int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *
     if (conf->cert) {
         if (SSL_CTX_use_certificate_chain_file(ctx, conf->cert) != 1) {
             ssl_why(err, cap, "TLS certificate", conf->cert);
-            SSL_CTX_free(ctx);
+            baton__tls_ctx_free(ctx);
             return -EINVAL;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, conf->key, SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_check_private_key(ctx) != 1) {
             ssl_why(err, cap, "TLS private key", conf->key);
-            SSL_CTX_free(ctx);
+            baton__tls_ctx_free(ctx);
             return -EINVAL;
         }
     }
@@ -254,7 +263,7 @@ int baton__tls_ctx_new(const struct baton__tls_conf *conf, SSL_CTX **ret, char *
                          : SSL_CTX_set_default_verify_paths(ctx);
         if (r != 1) {
             ssl_why(err, cap, "TLS CA file", conf->ca ? conf->ca : "(system default)");
-            SSL_CTX_free(ctx);
+            baton__tls_ctx_free(ctx);
             return -EINVAL;
         }
         SSL_CTX_set_verify(
