@@ -5,8 +5,8 @@
  * reordering a message.
  *
  * The session layer is a separate library, libbaton-session, because it
- * needs HMAC-SHA-256 (from OpenSSL's libcrypto) to authenticate the link
- * between servers, and libbaton itself depends on libc alone.
+ * needs OpenSSL (libssl for TLS 1.3 on every link, libcrypto for the peer
+ * key's HMAC-SHA-256), and libbaton itself depends on libc alone.
  *
  * Model. A session is a framed, bidirectional message stream between one
  * client and the server that currently holds it. Each side numbers what it

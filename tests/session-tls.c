@@ -57,6 +57,11 @@ static bool client_over(void *arg)
     return c->lost != 0;
 }
 
+static bool one_copy_each(void *arg)
+{
+    return baton_session_server_count(a.srv) + baton_session_server_count(b.srv) == N;
+}
+
 static bool a_closed(void *arg)
 {
     return a.closed > 0;
@@ -394,7 +399,11 @@ static void case_flip_peer(void)
     moved = (int)a.moved;
     t_log("moved %d of %d before the link broke; A: %s; B: %s", moved, N,
           baton_session_server_last_error(a.srv), baton_session_server_last_error(b.srv));
-    /* Every session is at one server or the other and works. */
+    /* Every session is at one server or the other and works. A session
+     * whose EXPORT got through before the break may have gone to B (its
+     * client got RESUMED there) while A, with no TAKEN, called its move
+     * off: A lets go of it when its client closes the old link. */
+    T_ASSERT(ts_pump_until(srvs, cl, ncl, one_copy_each, NULL, T_TIMEOUT));
     T_EQ((int)(baton_session_server_count(a.srv) + baton_session_server_count(b.srv)), N);
     send_all(10);
     T_ASSERT(ts_pump_until(srvs, cl, ncl, answered, NULL, T_TIMEOUT));
