@@ -437,20 +437,18 @@ int baton__tls_progress(struct baton__slink *l)
     return l->tls_done ? 0 : handshake(l);
 }
 
-ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n)
+/* One SSL_read (buf) or SSL_write (out), after the handshake: bytes, 0 at
+ * the end (reading), -EAGAIN, or -errno. */
+static ssize_t tls_io(struct baton__slink *l, void *buf, const void *out, size_t n)
 {
-    int r, e;
+    int r, e, len = n > INT_MAX ? INT_MAX : (int)n;
 
-    if (l->tls_err)
-        return l->tls_err;
-    if (!l->tls_done) {
-        if ((r = handshake(l)) < 0)
-            return r;
-        if (!l->tls_done)
-            return -EAGAIN;
-    }
+    if ((r = baton__tls_progress(l)) < 0)
+        return r;
+    if (!l->tls_done)
+        return -EAGAIN;
     ERR_clear_error();
-    r = SSL_read(l->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    r = buf ? SSL_read(l->ssl, buf, len) : SSL_write(l->ssl, out, len);
     if (r > 0) {
         l->tls_want = 0;
         return r;
@@ -461,12 +459,12 @@ ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n)
     case SSL_ERROR_WANT_WRITE:
         l->tls_want = e;
         return -EAGAIN;
-    case SSL_ERROR_ZERO_RETURN:
-        ERR_clear_error();
-        return 0;
+    case SSL_ERROR_ZERO_RETURN: /* the other end closed: the end of reading, no writing */
     case SSL_ERROR_SYSCALL:
         ERR_clear_error();
-        return errno ? -errno : 0;
+        if (e == SSL_ERROR_SYSCALL && errno)
+            return -errno;
+        return buf ? 0 : -EPIPE;
     }
     /* A record that fails its integrity check, or any other breach of
      * the protocol: the link is over, and nothing of the record reached
@@ -478,38 +476,14 @@ ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n)
     return failed(l, -ECONNRESET);
 }
 
+ssize_t baton__tls_recv(struct baton__slink *l, void *buf, size_t n)
+{
+    return tls_io(l, buf, NULL, n);
+}
+
 ssize_t baton__tls_send(struct baton__slink *l, const void *buf, size_t n)
 {
-    int r, e;
-
-    if (l->tls_err)
-        return l->tls_err;
-    if (!l->tls_done) {
-        if ((r = handshake(l)) < 0)
-            return r;
-        if (!l->tls_done)
-            return -EAGAIN;
-    }
-    ERR_clear_error();
-    r = SSL_write(l->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
-    if (r > 0) {
-        l->tls_want = 0;
-        return r;
-    }
-    e = SSL_get_error(l->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        l->tls_want = e;
-        return -EAGAIN;
-    }
-    if (e == SSL_ERROR_SYSCALL) {
-        ERR_clear_error();
-        return errno ? -errno : -EPIPE;
-    }
-    l->tls_why = ERR_reason_error_string(ERR_peek_last_error());
-    if (!l->tls_why)
-        l->tls_why = "TLS error";
-    ERR_clear_error();
-    return failed(l, -ECONNRESET);
+    return tls_io(l, NULL, buf, n);
 }
 
 void baton__tls_release(struct baton__slink *l)

@@ -590,22 +590,43 @@ int baton__ctl_ensure(baton *b, int *ctl_fd)
     return 1;
 }
 
+/* A stream of the directory's entries from the start, on a descriptor of
+ * its own (closedir() closes it, not dirfd): NULL and errno on failure. */
+static DIR *dir_read(int dirfd)
+{
+    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3), e;
+    DIR *d;
+
+    if (fd < 0)
+        return NULL;
+    d = fdopendir(fd);
+    if (!d) {
+        e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    rewinddir(d);
+    return d;
+}
+
+/* The PID of a "gen.PID" name, else 0. */
+static int gen_name(const char *name)
+{
+    int pid, len = 0;
+
+    return sscanf(name, "gen.%d%n", &pid, &len) == 1 && !name[len] && pid > 0 ? pid : 0;
+}
+
 /* Remove what successors killed mid-way left behind: ".control.PID.sock"
  * and ".owner.PID.tmp" of processes that are gone. */
 void baton__dir_sweep(baton *b)
 {
-    int fd = fcntl(b->dirfd, F_DUPFD_CLOEXEC, 3);
     struct dirent *e;
-    DIR *d;
+    DIR *d = dir_read(b->dirfd);
 
-    if (fd < 0)
+    if (!d)
         return;
-    d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return;
-    }
-    rewinddir(d);
     while ((e = readdir(d))) {
         int pid = 0, n = 0;
         if ((sscanf(e->d_name, ".control.%d.sock%n", &pid, &n) == 1 ||
@@ -775,21 +796,13 @@ static int gen_cmp(const void *a, const void *b)
 int baton__gens_count(int dirfd)
 {
     struct dirent *e;
-    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3), n = 0;
-    DIR *d;
+    DIR *d = dir_read(dirfd);
+    int n = 0;
 
-    if (fd < 0)
+    if (!d)
         return -errno;
-    d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
-    rewinddir(d);
-    while ((e = readdir(d))) {
-        int pid, len = 0;
-        n += sscanf(e->d_name, "gen.%d%n", &pid, &len) == 1 && !e->d_name[len] && pid > 0;
-    }
+    while ((e = readdir(d)))
+        n += gen_name(e->d_name) > 0;
     closedir(d);
     return n;
 }
@@ -799,22 +812,14 @@ int baton__gens_read(int dirfd, struct baton__gen **ret)
     struct baton__gen *v = NULL, g;
     size_t n = 0, cap = 0;
     struct dirent *e;
-    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
-    DIR *d;
+    DIR *d = dir_read(dirfd);
 
-    if (fd < 0)
+    if (!d)
         return -errno;
-    d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
-    rewinddir(d);
     while ((e = readdir(d))) {
-        int pid, len = 0;
+        int pid = gen_name(e->d_name);
 
-        if (sscanf(e->d_name, "gen.%d%n", &pid, &len) != 1 || e->d_name[len] || pid <= 0 ||
-            gen_parse(dirfd, e->d_name, &g) < 0 || g.pid != pid || !g.start ||
+        if (!pid || gen_parse(dirfd, e->d_name, &g) < 0 || g.pid != pid || !g.start ||
             baton__proc_start(pid) != g.start || baton__pid_gone(pid, 0))
             continue;
         if (n == cap) {

@@ -21,8 +21,12 @@ DRAIN=20
 start_copy 1
 old=${SERVERS[0]}
 
+# Two FIFOs carry the two events: the clients are connected (ready), the
+# next copy serves (go).
+mkfifo "$T/ready" "$T/go"
+exec 3<>"$T/ready" 4<>"$T/go"
 /usr/bin/python3 - "$PORT" "$T/ready" "$T/go" >"$T/clients.log" 2>&1 <<'PY' &
-import os, socket, sys, threading, time
+import os, select, socket, sys, threading, time
 port, ready, go = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 fails = []
 
@@ -51,12 +55,10 @@ a, b = conn(), conn()
 a.sendall(b"PING\r\n")
 assert a.recv(100) == b"+PONG\r\n"
 b.sendall(b"BLPOP baton-nolist 3\r\n")
-open(ready, "w").close()
-for _ in range(3000):  # the next copy serves: at most 30 s
-    if os.path.exists(go):
-        break
-    time.sleep(0.01)
-else:
+with open(ready, "w") as f:
+    f.write("ready\n")
+g = os.open(go, os.O_RDONLY | os.O_NONBLOCK)
+if not select.select([g], [], [], 30)[0]:  # the next copy serves: at most 30 s
     sys.exit("the next copy never served")
 
 def idle():
@@ -91,16 +93,14 @@ for f in fails:
 sys.exit(1 if fails else 0)
 PY
 LOAD_PID=$!
-for ((i = 0; i < 200; i++)); do [[ -e $T/ready ]] && break; sleep 0.05; done
-[[ -e $T/ready ]] || fail "the clients did not connect"
+read -r -t 10 -u 3 line || fail "the clients did not connect"
 start_copy 2
-touch "$T/go"
+echo go >&4
 t0=$SECONDS
 wait "$LOAD_PID"
 st=$?
 LOAD_PID=""
 cat "$T/clients.log"
 [[ $st == 0 ]] || fail "the clients saw the above"
-while alive "$old" && ((SECONDS - t0 < 15)); do sleep 0.1; done
-alive "$old" && fail "the old copy still runs $((SECONDS - t0)) s after the takeover"
+wait_gone "$old" $((15 - (SECONDS - t0))) || fail "the old copy still runs $((SECONDS - t0)) s after the takeover"
 say "PASS: idle connection ended gracefully, the busy one answered first, old copy gone after $((SECONDS - t0)) s (drain timeout $DRAIN s)"

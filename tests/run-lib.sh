@@ -79,6 +79,22 @@ alive() {
         st=${st##*) } && [[ ${st:0:1} != Z ]]
 }
 
+# Wait until PID has exited, at most S seconds: woken by its pidfd, not by
+# polling. 0 once it is gone (or was never there), 1 if it still runs. A
+# process we did not fork stays a zombie until its parent reaps it; its
+# pidfd is readable from its exit.
+wait_gone() {
+    /usr/bin/python3 - "$1" "$2" <<'PY'
+import os, select, sys
+pid, limit = int(sys.argv[1]), max(0.0, float(sys.argv[2]))
+try:
+    fd = os.pidfd_open(pid)
+except ProcessLookupError:
+    sys.exit(0)
+sys.exit(0 if select.select([fd], [], [], limit)[0] else 1)
+PY
+}
+
 run_cleanup() {
     local st=$? pid
     trap - EXIT INT TERM
