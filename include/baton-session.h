@@ -139,6 +139,12 @@ struct baton_session_server_options {
      * application that keeps data with a session allocates it in on_open()
      * and import_state(), and frees it in on_close() and on_moved(s, 0).
      * A move that fails (on_moved(s, err < 0)) ends nothing.
+     *
+     * With keep_moved (below), on_moved(s, 0) ends nothing either: the
+     * handle lives on as a remote session, and ends with on_close() or
+     * baton_session_release(); a session that comes back to a handle that
+     * is still remote here gets import_state() on that handle (its data
+     * still set), not a new one.
      */
     void (*on_open)(void *ctx, baton_session *s);
     /* A message, in order, exactly once per session lifetime across moves.
@@ -203,9 +209,32 @@ struct baton_session_server_options {
      * returned > 0, after the last session's on_moved() or on_close(),
      * also from baton_session_server_free(). Optional. */
     void (*on_move_done)(void *ctx, const char *peer, size_t moved, size_t failed);
+    /* A message another server sent with baton_session_server_send_peer(),
+     * in the order it sent them, and in order with the sessions it moves
+     * here: a message it sent before moving a session arrives before that
+     * session's import_state(). data is valid during the call only.
+     * Optional (without it such messages are dropped, and logged). */
+    void (*on_peer_message)(void *ctx, const void *data, size_t len);
+    /*
+     * Nonzero: a session handle outlives its moves. After on_moved(s, 0)
+     * the handle stays valid as a remote session (baton_session_state()
+     * says BATON_SESSION_REMOTE): what the application sends to it is
+     * forwarded, in order, to the server that holds the session, however
+     * often it moved on; if the session comes back here, it comes back to
+     * the same handle (import_state() is called on it; on_open() is not).
+     * A remote handle ends with on_close(s, err) when the session ends
+     * wherever it is (err as it ended there, -ENOENT if that server no
+     * longer knew it), or with -ECONNRESET when the link to the server it
+     * went to breaks, or with -ESHUTDOWN from baton_session_server_free();
+     * or, with no callback, when the application calls
+     * baton_session_release(). Zero: on_moved(s, 0) ends the handle, as
+     * it always did; messages already on their way still follow the
+     * session.
+     */
+    int keep_moved;
     /* Room for later fields: must be zero (zero-initialise the whole
      * struct), else -EINVAL. */
-    uint64_t resv[2];
+    uint32_t resv[1];
 };
 
 /*
@@ -272,15 +301,52 @@ size_t baton_session_server_count(const baton_session_server *srv);
 /* A message describing the last failure ("" if none). */
 const char *baton_session_server_last_error(const baton_session_server *srv);
 
-/* Queue a message to the session's client: 0, -EMSGSIZE (over
- * BATON_SESSION_MSG_MAX), -ENOBUFS (too much unacknowledged), -EXDEV (the
- * session has been handed to the next server: send there), -ENOTCONN
- * (closed). */
+/*
+ * Queue a message to the session's client, wherever the session is: 0,
+ * -EMSGSIZE (over BATON_SESSION_MSG_MAX), -ENOBUFS (too much
+ * unacknowledged, or the peer link's buffer is full), -ENOTCONN (closed).
+ * A session here gets it in its queue. One being handed to the next server
+ * (BATON_SESSION_LEAVING) holds it: it follows the session to the next
+ * server if the move completes, and goes back in the queue here, in
+ * order, if the move is called off. A remote session (keep_moved) gets it
+ * forwarded over the peer link to the server it went to, which delivers
+ * it, or forwards it on. Messages from this server reach the client in the
+ * order they were sent, across any number of moves, and exactly once,
+ * unless the session ends first.
+ */
 int baton_session_send(baton_session *s, const void *data, size_t len);
 
+/* Where a session is, as its handle here sees it. */
+enum {
+    BATON_SESSION_ENDED = 0,   /* it ended (only seen inside on_close()) */
+    BATON_SESSION_HERE = 1,    /* this server holds it and serves its client */
+    BATON_SESSION_MOVING = 2,  /* a move was asked for; the client may be on its way */
+    BATON_SESSION_LEAVING = 3, /* handed to the next server: sends are held */
+    BATON_SESSION_REMOTE = 4,  /* another server holds it: sends are forwarded */
+};
+/* One of the above (BATON_SESSION_ENDED for NULL). */
+int baton_session_state(const baton_session *s);
+
+/* The application is done with a remote session's handle (keep_moved):
+ * nothing more is forwarded from here, no callback follows, and s is
+ * freed. 0, -EBUSY (the session is not remote: close it, or wait for its
+ * move's on_moved()), -EINVAL (NULL). */
+int baton_session_release(baton_session *s);
+
+/* Send an application message to the server named peer (as named by
+ * baton_session_server_add_peer()) over the peer link, which is opened if
+ * need be; it arrives there in on_peer_message(), in order with what else
+ * this server sends it (messages, and sessions moved there). 0 (queued),
+ * -ENOENT (no such peer), -EMSGSIZE (over BATON_SESSION_MSG_MAX),
+ * -ENOBUFS (the link's buffer is full), -EINVAL (no key). Messages queued
+ * while the link is down are dropped if it cannot be opened; the log says
+ * how many. */
+int baton_session_server_send_peer(baton_session_server *srv, const char *peer, const void *data,
+                                   size_t len);
+
 /* End the session: the client is told (CLOSE) and on_close(s, 0) runs at
- * once. 0, -ENOTCONN (closed already), -EXDEV (it is moving: the next
- * server has it), -EINVAL (s NULL). */
+ * once. 0, -ENOTCONN (closed already), -EXDEV (it is leaving or remote:
+ * the server that holds it closes it), -EINVAL (s NULL). */
 int baton_session_close(baton_session *s);
 
 /* The session's id, 32 hex digits (the same on every server). */

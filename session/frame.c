@@ -79,6 +79,11 @@ static const struct {
     [BATON__S_EXPORT] = {"EXPORT", 48, BATON__S_EXPORT_MAX},
     [BATON__S_TAKEN] = {"TAKEN", 16, 16},
     [BATON__S_DECLINE] = {"DECLINE", 16, 16},
+    [BATON__S_FORWARD] = {"FORWARD", 16, 16 + BATON_SESSION_MSG_MAX},
+    [BATON__S_FLUSH] = {"FLUSH", 16, 16},
+    [BATON__S_RELEASE] = {"RELEASE", 16, 16},
+    [BATON__S_GONE] = {"GONE", 20, 20},
+    [BATON__S_PMSG] = {"PMSG", 0, BATON_SESSION_MSG_MAX},
 };
 #define NTYPES (sizeof(types) / sizeof(types[0]))
 
@@ -200,7 +205,20 @@ static int decode_payload(const uint8_t *p, uint32_t len, struct baton__sframe *
         f->u.take.id = p;
         f->u.take.token = p + 16;
         return 0;
+    case BATON__S_FORWARD:
+    case BATON__S_FLUSH:
+    case BATON__S_RELEASE:
+        f->u.fwd.id = p;
+        f->u.fwd.data = p + 16;
+        f->u.fwd.len = len - 16;
+        return 0;
+    case BATON__S_PMSG:
+        f->u.fwd.id = NULL;
+        f->u.fwd.data = p;
+        f->u.fwd.len = len;
+        return 0;
     case BATON__S_REFUSE:
+    case BATON__S_GONE:
         f->u.refuse.id = p;
         f->u.refuse.code = baton__s_get32(p + 16);
         return 0;

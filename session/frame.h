@@ -51,6 +51,13 @@ enum baton__s_type {
     BATON__S_EXPORT = 23,
     BATON__S_TAKEN = 24,
     BATON__S_DECLINE = 25, /* next->cur: not taken after all, keep it */
+    /* Peer link: messages that follow a moved session, and the
+     * application's own channel (docs/session-protocol.md, "Forwarding"). */
+    BATON__S_FORWARD = 26, /* cur->next: a message for a session it took */
+    BATON__S_FLUSH = 27,   /* cur->next: a marker that comes back to its sender */
+    BATON__S_RELEASE = 28, /* cur->next: no more forwards for this session */
+    BATON__S_GONE = 29,    /* next->cur: the session ended, or is not here */
+    BATON__S_PMSG = 30,    /* cur->next: an application message between servers */
 };
 
 /* Error codes on the wire (CLOSE, REFUSE). */
@@ -97,12 +104,14 @@ enum baton__s_code {
     (BATON__S_BIT(BATON__S_PHELLO) | BATON__S_BIT(BATON__S_PAUTH) | BATON__S_BIT(BATON__S_CLOSE))
 #define BATON__S_RX_PEER                                                                           \
     (BATON__S_BIT(BATON__S_OFFER) | BATON__S_BIT(BATON__S_EXPORT) |                                \
-     BATON__S_BIT(BATON__S_REFUSE) | BATON__S_BIT(BATON__S_CLOSE))
+     BATON__S_BIT(BATON__S_REFUSE) | BATON__S_BIT(BATON__S_CLOSE) |                                \
+     BATON__S_BIT(BATON__S_FORWARD) | BATON__S_BIT(BATON__S_FLUSH) |                               \
+     BATON__S_BIT(BATON__S_RELEASE) | BATON__S_BIT(BATON__S_PMSG))
 /* The current server, from the next server before authentication, and after. */
 #define BATON__S_RX_NEXT_NEW (BATON__S_BIT(BATON__S_PCHAL) | BATON__S_BIT(BATON__S_CLOSE))
 #define BATON__S_RX_NEXT                                                                           \
     (BATON__S_BIT(BATON__S_OFFERED) | BATON__S_BIT(BATON__S_TAKE) | BATON__S_BIT(BATON__S_TAKEN) | \
-     BATON__S_BIT(BATON__S_DECLINE) | BATON__S_BIT(BATON__S_CLOSE))
+     BATON__S_BIT(BATON__S_DECLINE) | BATON__S_BIT(BATON__S_CLOSE) | BATON__S_BIT(BATON__S_GONE))
 /* Every type (the fuzz target's view of the decoder). */
 #define BATON__S_RX_ANY 0xffffffffu
 
@@ -152,7 +161,12 @@ struct baton__sframe {
         struct {
             const uint8_t *id;
             uint32_t code;
-        } refuse;
+        } refuse; /* also GONE */
+        struct {
+            const uint8_t *id; /* FORWARD, FLUSH, RELEASE; NULL for PMSG */
+            const uint8_t *data;
+            uint32_t len;
+        } fwd; /* FORWARD, FLUSH, RELEASE, PMSG */
         struct {
             const uint8_t *id;
             uint64_t in_handled, out_acked, out_seq;

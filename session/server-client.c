@@ -19,6 +19,7 @@ baton_session *baton__srv_session_new(baton_session_server *srv, const uint8_t *
     if (!s)
         return NULL;
     s->srv = srv;
+    s->app = true;
     memcpy(s->id, id, BATON__S_ID_LEN);
     baton__s_hex(id, s->hex);
     h = baton__srv_hkey(id);
@@ -31,12 +32,19 @@ baton_session *baton__srv_session_new(baton_session_server *srv, const uint8_t *
     return s;
 }
 
-baton_session *baton__srv_session_find(baton_session_server *srv, const uint8_t *id)
+baton_session *baton__srv_session_lookup(baton_session_server *srv, const uint8_t *id)
 {
     for (baton_session *s = srv->hash[baton__srv_hkey(id)]; s; s = s->hnext)
         if (s->state != S_DEAD && memcmp(s->id, id, BATON__S_ID_LEN) == 0)
             return s;
     return NULL;
+}
+
+baton_session *baton__srv_session_find(baton_session_server *srv, const uint8_t *id)
+{
+    baton_session *s = baton__srv_session_lookup(srv, id);
+
+    return s && s->state != S_REMOTE ? s : NULL;
 }
 
 void baton__srv_session_end(baton_session *s)
@@ -45,6 +53,10 @@ void baton__srv_session_end(baton_session *s)
 
     if (s->state == S_DEAD)
         return;
+    if (s->state == S_REMOTE) {
+        s->state = S_DEAD;
+        return;
+    }
     if (s->mcall) {
         /* Ended with no callback of its own (a move done or a close clear
          * this first): the call still gets its outcome. */
@@ -69,8 +81,14 @@ void baton__srv_session_close(baton_session *s, int err)
 
     if (s->state == S_DEAD)
         return;
+    if (s->state == S_REMOTE) {
+        baton__srv_remote_end(s, err);
+        return;
+    }
     s->mcall = NULL;
     baton__srv_session_end(s);
+    /* Servers that forward to it learn that it ended, and how. */
+    baton__srv_fwd_ended(s, err);
     if (srv->o.on_close)
         srv->o.on_close(srv->o.ctx, s, err);
     /* A moving session that ended: its call's outcome is "not moved". */
@@ -88,6 +106,8 @@ void baton__srv_session_free(baton_session_server *srv, baton_session *s)
     baton__list_del(&s->mnode);
     baton__list_del(&s->dnode);
     baton__squeue_free(&s->q);
+    baton__squeue_free(&s->held);
+    free(s->origins);
     free(s);
 }
 
@@ -302,13 +322,23 @@ BATON_SESSION_EXPORT int baton_session_send(baton_session *s, const void *data, 
         return -EMSGSIZE;
     if (s->state == S_DEAD)
         return -ENOTCONN;
-    if (s->state == S_FROZEN)
-        return -EXDEV;
-    if ((r = baton__squeue_room(&s->q, len)) < 0)
+    if (s->state == S_REMOTE) {
+        r = baton__srv_forward(s, data, len);
+    } else if (s->state == S_FROZEN || s->reuniting) {
+        /* Held: it follows the session, or comes back to its queue, and
+         * then it must fit there behind what is queued now. */
+        if (s->q.count + s->held.count >= BATON_SESSION_QUEUE_MAX ||
+            s->q.bytes + s->held.bytes + len > BATON_SESSION_QUEUE_BYTES)
+            return -ENOBUFS;
+        r = baton__srv_hold(s, false, data, len);
+    } else {
+        if ((r = baton__squeue_room(&s->q, len)) < 0)
+            return r;
+        if ((r = baton__squeue_push(&s->q, data, (uint32_t)len)) == 0)
+            baton__srv_mark_dirty(s);
+    }
+    if (r < 0)
         return r;
-    if ((r = baton__squeue_push(&s->q, data, (uint32_t)len)) < 0)
-        return r;
-    baton__srv_mark_dirty(s);
     if (!s->srv->in_dispatch)
         baton__srv_settle(s->srv);
     return 0;
@@ -320,7 +350,7 @@ BATON_SESSION_EXPORT int baton_session_close(baton_session *s)
         return -EINVAL;
     if (s->state == S_DEAD)
         return -ENOTCONN;
-    if (s->state == S_FROZEN)
+    if (s->state == S_FROZEN || s->state == S_REMOTE)
         return -EXDEV;
     if (s->link) {
         baton__srv_session_flush(s);

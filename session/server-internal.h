@@ -13,6 +13,9 @@
  *                    struct expect), RESUME and TAKE, EXPORT and import
  *   server-peer.c    peer links: connect, HELLO and the HMAC handshake,
  *                    peer frames, a link going down
+ *   server-forward.c messages that follow a moved session (held while it
+ *                    leaves, forwarded once it is remote, a handle that
+ *                    gets its session back), and the servers' own channel
  *
  * Everything runs from baton_session_server_dispatch() on one epoll fd
  * (or from a public call made outside it). A session or link that ends is
@@ -34,7 +37,10 @@
 
 enum { L_LISTEN = 1, L_PEERLISTEN, L_CLIENT, L_PEER_IN, L_PEER_OUT, L_TIMER };
 enum { P_CONNECTING, P_WAIT_HELLO, P_WAIT_CHAL, P_WAIT_AUTH, P_READY };
-enum { S_ACTIVE, S_MOVING, S_FROZEN, S_DEAD };
+/* S_REMOTE: another server holds the session; the handle (the
+ * application's, or a relay kept for servers that forward through us)
+ * forwards what is sent to it. */
+enum { S_ACTIVE, S_MOVING, S_FROZEN, S_REMOTE, S_DEAD };
 /* Kinds of refusal that a remote party can repeat at will: each is logged
  * once per episode (baton__srv_refuse_log()). */
 enum { EP_ACCEPT, EP_FULL, EP_DEADLINE, EP_IDLE, EP_CLIENT, EP_PEER, EP_N };
@@ -56,10 +62,11 @@ struct move_call {
 
 struct slink {
     struct baton__slink l;
-    struct baton__list node; /* on srv->links (not the listeners, nor the timer) */
-    baton_session *s;        /* L_CLIENT: the session, once there is one */
-    struct expect *pending;  /* L_CLIENT: a RESUME waiting for its EXPORT */
-    struct peer *peer;       /* L_PEER_OUT */
+    struct baton__list node;  /* on srv->links (not the listeners, nor the timer) */
+    struct baton__list fnode; /* on srv->pflush: a peer link with output to write */
+    baton_session *s;         /* L_CLIENT: the session, once there is one */
+    struct expect *pending;   /* L_CLIENT: a RESUME waiting for its EXPORT */
+    struct peer *peer;        /* L_PEER_OUT */
     int pstate;
     uint8_t nonce_out[32], nonce_in[32];
     int64_t deadline;   /* handshake deadline (a listener: end of its rest), 0 none */
@@ -103,6 +110,9 @@ struct peer {
      * is a running average of how long moves took. */
     unsigned stragglers;
     int64_t usual_ms;
+    /* Application messages (baton_session_server_send_peer()) waiting
+     * for the link to be authenticated. */
+    struct baton__squeue pmsgs;
     struct baton__list node; /* on srv->peers */
 };
 
@@ -122,6 +132,18 @@ struct baton_session {
     uint8_t token[BATON__S_TOK_LEN];
     int64_t deadline;
     void *data;
+    /* Forwarding (server-forward.c). held: what waits while the session
+     * is S_FROZEN, or while it is reuniting (each entry a kind byte, then
+     * the message). fwd: where a remote session's forwards go (the link
+     * its EXPORT went on). flush_link: reuniting, our FLUSH is out there.
+     * origins: peer links we took the session from, which may forward to
+     * it and are told GONE when it ends. app: the application holds the
+     * handle (false: a relay kept for origins). */
+    struct baton__squeue held;
+    struct slink *fwd, *flush_link;
+    struct slink **origins;
+    unsigned norigins;
+    bool app, reuniting;
     baton_session *hnext;     /* srv->hash's chain */
     struct baton__list node;  /* on srv->sessions */
     struct baton__list mnode; /* on mpeer's waiting or offered list, or none */
@@ -137,7 +159,7 @@ struct baton_session_server {
     struct slink lsn, plsn, tmr;
     /* Newest first, as each list has always been walked; dirty too, so
      * that the last session marked is the first flushed. */
-    struct baton__list links, sessions, dirty, expects, peers;
+    struct baton__list links, sessions, dirty, expects, peers, pflush;
     baton_session *hash[HASH_SIZE];
     struct expect *ehash[HASH_SIZE];
     size_t count;
@@ -183,8 +205,10 @@ void baton__srv_settle(baton_session_server *srv);
 /* ---- server-client.c ---- */
 
 baton_session *baton__srv_session_new(baton_session_server *srv, const uint8_t *id);
-/* The live (not S_DEAD) session of that id, or NULL. */
+/* The session of that id here (not S_REMOTE nor S_DEAD), or NULL. */
 baton_session *baton__srv_session_find(baton_session_server *srv, const uint8_t *id);
+/* The same, remote ones (and relays) too. */
+baton_session *baton__srv_session_lookup(baton_session_server *srv, const uint8_t *id);
 /* The session ends here (closed, lost or moved away): no callback. */
 void baton__srv_session_end(baton_session *s);
 /* The session ends and on_close says why (err). */
@@ -244,6 +268,43 @@ void baton__srv_on_offer(baton_session_server *srv, struct slink *k, const struc
 void baton__srv_on_refuse(baton_session_server *srv, const struct baton__sframe *f);
 void baton__srv_on_export(baton_session_server *srv, struct slink *k,
                           const struct baton__sframe *f);
+
+/* ---- server-forward.c ---- */
+
+/* Write k at the end of this dispatch (settle). */
+void baton__srv_link_later(baton_session_server *srv, struct slink *k);
+/* Hold a message (or, FLUSH, a marker) of a leaving or reuniting session. */
+int baton__srv_hold(baton_session *s, bool flush, const void *data, size_t len);
+/* Forward a message to a remote session. */
+int baton__srv_forward(baton_session *s, const void *data, size_t len);
+/* TAKEN: what s held follows it on k, and s stays as a remote handle or a
+ * relay if the application or an origin needs it (true), else it ends. */
+bool baton__srv_fwd_taken(baton_session_server *srv, baton_session *s, struct slink *k);
+/* The move is called off: what s held goes back in its queue, in order. */
+void baton__srv_fwd_requeue(baton_session *s);
+/* s came back here (EXPORT on link k) while we held it as remote: it is
+ * ours again, and our forwards still on their way come back behind our
+ * FLUSH before anything sent from now on. */
+void baton__srv_reunite(baton_session_server *srv, baton_session *s, struct slink *k);
+/* k (a link we took sessions on) may forward to s. */
+void baton__srv_origin_add(baton_session *s, struct slink *k);
+/* s ended here with err: its origins are told (GONE). */
+void baton__srv_fwd_ended(baton_session *s, int err);
+/* A remote handle or relay ends: on_close for the application's. */
+void baton__srv_remote_end(baton_session *s, int err);
+/* The link k went down: remote sessions forwarding on it end, sessions
+ * it was an origin of forget it. */
+void baton__srv_fwd_link_down(baton_session_server *srv, struct slink *k);
+/* A reuniting session whose FLUSH is late: true while it waits. */
+bool baton__srv_reunite_tick(baton_session *s, int64_t now);
+/* Frames: FORWARD, FLUSH, RELEASE, PMSG from a current server (k is
+ * L_PEER_IN), GONE from a next server (L_PEER_OUT). */
+void baton__srv_on_fwd_frame(baton_session_server *srv, struct slink *k,
+                             const struct baton__sframe *f);
+/* The link to p is authenticated: its waiting application messages go. */
+void baton__srv_pmsgs_send(baton_session_server *srv, struct peer *p);
+/* The link to p could not be had: they are dropped, and logged. */
+void baton__srv_pmsgs_drop(baton_session_server *srv, struct peer *p);
 
 /* ---- server-peer.c ---- */
 

@@ -68,6 +68,12 @@ static void move_fail(baton_session *s, int err)
             baton__srv_move_call_outcome(srv, mc, false);
             return;
         }
+        /* What was sent while it was leaving is its again, in order. */
+        baton__srv_fwd_requeue(s);
+        if (s->state == S_DEAD) {
+            baton__srv_move_call_outcome(srv, mc, false);
+            return;
+        }
     }
     if (s->state == S_MOVING)
         s->state = S_ACTIVE;
@@ -93,15 +99,32 @@ void baton__srv_move_done(baton_session_server *srv, baton_session *s)
 {
     struct peer *p = s->mpeer;
     struct move_call *mc = s->mcall;
+    struct slink *k = p ? p->link : NULL;
+    bool keep;
 
     if (p && s->offered && !s->straggler) {
         int64_t took = baton__s_now_ms() - s->offered_ms;
         p->usual_ms = p->usual_ms ? (7 * p->usual_ms + took) / 8 : took;
     }
     s->mcall = NULL;
+    /* What was sent while it left follows it, on the link its EXPORT
+     * went on; the handle stays if anyone will forward through it. */
+    keep = baton__srv_fwd_taken(srv, s, k);
     baton__srv_session_end(s);
+    if (keep) {
+        s->state = S_REMOTE;
+        s->fwd = k;
+        s->app = srv->o.keep_moved && s->app;
+        s->deadline = 0;
+        baton__squeue_free(&s->q);
+        memset(&s->q, 0, sizeof(s->q));
+        baton__list_del(&s->dnode);
+    }
     if (srv->o.on_moved)
         srv->o.on_moved(srv->o.ctx, s, 0);
+    /* A relay is ours alone: the application let go in on_moved(). */
+    if (s->state == S_REMOTE && !s->app)
+        s->data = NULL;
     baton__srv_move_call_outcome(srv, mc, true);
 }
 
@@ -113,6 +136,8 @@ bool baton__srv_moves_tick(baton_session_server *srv, int64_t now)
     baton__list_foreach(s, &srv->sessions, node)
     {
         struct peer *p = s->mpeer;
+        if (s->reuniting && baton__srv_reunite_tick(s, now))
+            busy = true;
         if (s->state == S_MOVING && s->deadline) {
             busy = true;
             if (now >= s->deadline) {
@@ -346,14 +371,16 @@ BATON_SESSION_EXPORT int baton_session_move(baton_session_server *srv, const cha
     if (list) {
         for (size_t i = 0; i < n; i++) {
             baton_session *s = list[i];
-            if (!s || s->srv != srv || s->state != S_ACTIVE || !s->link)
+            /* A session that just came back waits for its FLUSH first. */
+            if (!s || s->srv != srv || s->state != S_ACTIVE || !s->link || s->reuniting)
                 continue;
             move_queue(p, mc, s);
             count++;
         }
     } else {
         baton_session *s;
-        baton__list_foreach(s, &srv->sessions, node) if (s->state == S_ACTIVE && s->link)
+        baton__list_foreach(s, &srv->sessions,
+                            node) if (s->state == S_ACTIVE && s->link && !s->reuniting)
         {
             move_queue(p, mc, s);
             count++;

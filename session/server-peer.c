@@ -99,10 +99,14 @@ void baton__srv_peer_down(baton_session_server *srv, struct peer *p, int err)
         baton__srv_set_err(
             srv, BATON_SESSION_LOG_WARNING, "peer %s: link down: %s; moves called off", p->name,
             err == -EACCES ? "authentication failed: wrong key" : baton_session_strerror(err));
+    baton__srv_pmsgs_drop(srv, p);
     if (p->link) {
-        p->link->peer = NULL;
-        baton__srv_link_kill(srv, p->link);
+        struct slink *k = p->link;
+        k->peer = NULL;
+        baton__srv_link_kill(srv, k);
         p->link = NULL;
+        /* Remote sessions that forwarded on it end (on_close says so). */
+        baton__srv_fwd_link_down(srv, k);
     }
     baton__srv_moves_fail(srv, p, err);
 }
@@ -183,8 +187,10 @@ static int on_peer_auth(baton_session_server *srv, struct slink *k, const struct
         k->pstate = P_READY;
         k->deadline = 0;
         baton__slink_allow(&k->l, BATON__S_RX_NEXT);
-        if (k->peer)
+        if (k->peer) {
+            baton__srv_pmsgs_send(srv, k->peer);
             baton__srv_peer_offer(srv, k->peer);
+        }
         return 0;
     }
     return -EPROTO;
@@ -207,6 +213,9 @@ int baton__srv_on_peer_frame(baton_session_server *srv, struct slink *k,
             baton__srv_on_export(srv, k, f);
         else if (f->type == BATON__S_REFUSE)
             baton__srv_on_refuse(srv, f);
+        else if (f->type == BATON__S_FORWARD || f->type == BATON__S_FLUSH ||
+                 f->type == BATON__S_RELEASE || f->type == BATON__S_PMSG)
+            baton__srv_on_fwd_frame(srv, k, f);
         else
             return -EPROTO;
         return 0;
@@ -219,6 +228,8 @@ int baton__srv_on_peer_frame(baton_session_server *srv, struct slink *k,
         baton__srv_on_taken(srv, k, f->u.welcome.id);
     else if (f->type == BATON__S_DECLINE)
         baton__srv_on_declined(srv, k, f->u.welcome.id);
+    else if (f->type == BATON__S_GONE)
+        baton__srv_on_fwd_frame(srv, k, f);
     else
         return -EPROTO;
     return 0;

@@ -52,6 +52,8 @@ void baton__srv_take_peer_down(baton_session_server *srv, struct slink *k)
 {
     struct expect *e, *n;
 
+    /* Sessions it gave us forget it; relays kept for it alone end. */
+    baton__srv_fwd_link_down(srv, k);
     baton__list_foreach_safe(e, n, &srv->expects, node)
     {
         if (e->peer_link != k)
@@ -172,7 +174,7 @@ void baton__srv_on_refuse(baton_session_server *srv, const struct baton__sframe 
         baton__srv_expect_free(srv, e);
 }
 
-static int import_session(baton_session_server *srv, struct slink *c, uint64_t h,
+static int import_session(baton_session_server *srv, struct slink *k, struct slink *c, uint64_t h,
                           const struct baton__sframe *f)
 {
     baton_session *s, *old = baton__srv_session_find(srv, f->u.exp.id);
@@ -186,9 +188,19 @@ static int import_session(baton_session_server *srv, struct slink *c, uint64_t h
         baton__srv_move_done(srv, old);
     else if (old)
         return -EEXIST;
-    s = baton__srv_session_new(srv, f->u.exp.id);
-    if (!s)
-        return -ENOMEM;
+    /* A handle of ours is still remote (keep_moved, or a relay): the
+     * session comes back to it. */
+    old = baton__srv_session_lookup(srv, f->u.exp.id);
+    if (old) {
+        s = old;
+        baton__srv_reunite(srv, s, k);
+    } else {
+        s = baton__srv_session_new(srv, f->u.exp.id);
+        if (!s)
+            return -ENOMEM;
+    }
+    /* The server that gave it to us may forward to it. */
+    baton__srv_origin_add(s, k);
     s->in_handled = s->in_acked_sent = f->u.exp.in_handled;
     s->q.base = f->u.exp.out_acked;
     for (uint32_t i = 0; i < f->u.exp.nmsg && r == 0; i++) {
@@ -200,6 +212,7 @@ static int import_session(baton_session_server *srv, struct slink *c, uint64_t h
         r = srv->o.import_state(srv->o.ctx, s, f->u.exp.state, f->u.exp.state_len);
     if (r < 0) {
         baton__srv_session_end(s);
+        baton__srv_fwd_ended(s, -ECONNABORTED);
         baton__srv_link_refuse(srv, c, -ECONNABORTED,
                                "session lost: the next server could not import it");
         return 0;
@@ -277,6 +290,6 @@ void baton__srv_on_export(baton_session_server *srv, struct slink *k, const stru
     e->client = NULL;
     c->pending = NULL;
     baton__srv_expect_free(srv, e);
-    if (import_session(srv, c, h, f) < 0)
+    if (import_session(srv, k, c, h, f) < 0)
         baton__srv_link_refuse(srv, c, -ECONNABORTED, "session lost: import failed");
 }

@@ -172,6 +172,7 @@ struct slink *baton__srv_link_new(baton_session_server *srv, int fd, int kind)
     if (!k)
         return NULL;
     baton__slink_init(&k->l, fd, kind, allow);
+    baton__list_init(&k->fnode);
     if (kind == L_CLIENT)
         k->l.wmax = BATON__S_WBUF_CLIENT_MAX;
     k->last_in_ms = baton__s_now_ms();
@@ -194,6 +195,7 @@ void baton__srv_link_kill(baton_session_server *srv, struct slink *k)
 static void link_free(struct slink *k)
 {
     baton__list_del(&k->node);
+    baton__list_del(&k->fnode);
     baton__slink_release(&k->l);
     free(k);
 }
@@ -516,6 +518,12 @@ void baton__srv_settle(baton_session_server *srv)
         baton__list_del(&s->dnode);
         baton__srv_session_flush(s);
     }
+    /* Peer links that forwards or the servers' messages were put on. */
+    while (!baton__list_empty(&srv->pflush)) {
+        k = baton__list_first(&srv->pflush, struct slink, fnode);
+        baton__list_del(&k->fnode);
+        baton__srv_link_flush(srv, k);
+    }
     baton__list_foreach_safe(k, kn, &srv->links, node)
     {
         if (k->dead) {
@@ -691,6 +699,7 @@ BATON_SESSION_EXPORT int baton_session_server_new(const struct baton_session_ser
     baton__list_init(&srv->dirty);
     baton__list_init(&srv->expects);
     baton__list_init(&srv->peers);
+    baton__list_init(&srv->pflush);
     srv->o = *opts;
     if (!srv->o.move_timeout_ms)
         srv->o.move_timeout_ms = 10000;
@@ -759,6 +768,7 @@ BATON_SESSION_EXPORT void baton_session_server_free(baton_session_server *srv)
     while (!baton__list_empty(&srv->peers)) {
         struct peer *p = baton__list_first(&srv->peers, struct peer, node);
         baton__list_del(&p->node);
+        baton__squeue_free(&p->pmsgs);
         free(p);
     }
     tls_free(srv);

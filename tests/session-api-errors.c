@@ -49,9 +49,9 @@ int main(int argc, char **argv)
     T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
     T_ASSERT(srv == NULL);
     o.on_message = on_message;
-    o.resv[1] = 1; /* reserved room must be zero */
+    o.resv[0] = 1; /* reserved room must be zero */
     T_EQ(baton_session_server_new(&o, t.lfd, -1, &srv), -EINVAL);
-    o.resv[1] = 0;
+    o.resv[0] = 0;
     /* TLS unless explicitly insecure: neither is -EINVAL, and the log
      * says what is missing; a file that cannot be loaded is named. */
     o.log = on_log;

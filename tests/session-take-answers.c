@@ -22,7 +22,7 @@
 int baton__s_hmac(const void *key, size_t key_len, const char *label, const uint8_t *a,
                   const uint8_t *b, uint8_t *mac);
 
-enum { T_TAKE = 21, T_REFUSE = 22, T_EXPORT = 23, T_TAKEN = 24, T_DECLINE = 25 };
+enum { T_TAKE = 21, T_REFUSE = 22, T_EXPORT = 23, T_TAKEN = 24, T_DECLINE = 25, T_GONE = 29 };
 
 static struct ts_server b;
 static struct ts_server *srvs[] = {&b, NULL};
@@ -124,6 +124,9 @@ static void stale_refusal(int peer)
     T_EQ(b.imported, 1);
     T_EQ(baton_session_server_count(b.srv), 1);
     close(k2);
+    /* The session ends at B, which tells the server it came from. */
+    T_EQ(ts_raw_next(srvs, peer, buf, sizeof(buf), &len), T_GONE);
+    T_ASSERT(memcmp(buf, id, 16) == 0);
 }
 
 static void export_nobody_waits(int peer)

@@ -225,6 +225,9 @@ static int listen_at(const char *ip, int port, char *addr)
     return fd;
 }
 
+void (*ts_server_opts_hook)(struct baton_session_server_options *o);
+void (*ts_client_opts_hook)(struct baton_session_client_options *o);
+
 void ts_server_start(struct ts_server *t, const char *name, const char *key)
 {
     ts_server_start_at(t, name, key, "127.0.0.1", 0, 0);
@@ -263,6 +266,8 @@ void ts_server_start_at(struct ts_server *t, const char *name, const char *key, 
             o.tls_ca_file = tls_file(ts_tls_ca, "ca.pem", ca);
         o.tls_peer_name = ts_tls_name;
     }
+    if (ts_server_opts_hook)
+        ts_server_opts_hook(&o);
     memset(t, 0, sizeof(*t));
     t->name = name;
     t->lfd = listen_at(ip, port, t->addr);
@@ -360,6 +365,8 @@ void ts_client_start(struct ts_client *c, const char *addr)
         o.tls_ca_file = tls_file(ts_tls_ca, "ca.pem", ca);
         o.tls_server_name = ts_tls_name;
     }
+    if (ts_client_opts_hook)
+        ts_client_opts_hook(&o);
     memset(c, 0, sizeof(*c));
     T_OK(baton_session_client_connect(&o, addr, &c->c));
 }

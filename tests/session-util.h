@@ -87,6 +87,12 @@ void ts_tls_make(const char *name, const char *sans);
 /* The same, from a new authority of its own in subdir of ts_tls_dir(). */
 void ts_tls_make_foreign(const char *subdir, const char *sans);
 
+/* Called with the options of each server (client) started next, just
+ * before it is created: a test may set options and its own callbacks (ctx
+ * is the struct ts_server or ts_client). NULL: none. */
+extern void (*ts_server_opts_hook)(struct baton_session_server_options *o);
+extern void (*ts_client_opts_hook)(struct baton_session_client_options *o);
+
 /* A server on 127.0.0.1 (port 0) with the given key (NULL: none), named
  * name in logs. */
 void ts_server_start(struct ts_server *t, const char *name, const char *key);
