@@ -3,7 +3,7 @@
  * Messages that follow a moved session, and the servers' own channel
  * (docs/session-protocol.md, "Forwarding").
  *
- * While a session is handed over (S_FROZEN: its EXPORT is out, TAKEN not
+ * While a session leaves (S_FROZEN: its EXPORT is out, TAKEN not
  * in), what the application sends it is held. TAKEN: the held messages go
  * to the next server as FORWARD frames on the link the EXPORT went on, so
  * they arrive behind the session's queue. Called off: they go back in the

@@ -4,7 +4,7 @@
  * sends to a session while it leaves, after it left, and as it comes back,
  * reaches its client once and in order, wherever the session is.
  *
- *   frozen       messages sent while the session is handed over (LEAVING)
+ *   frozen       messages sent while the session leaves (LEAVING)
  *                are held and follow it; messages to the remote handle are
  *                forwarded; the session comes back to the same handle
  *                while messages keep coming, and none is lost, repeated
