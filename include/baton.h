@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -310,6 +311,57 @@ int baton_conn_fd(const baton *b);
  * ours, even while they wait in the queue (a -EMSGSIZE caller must retry;
  * baton_free() closes what was never taken). */
 int baton_conn_accept(baton *b, void *state_buf, size_t buf_len, size_t *ret_len);
+
+/*
+ * UDP flow steering (docs/udp-steering.md). Through an upgrade the old and
+ * the new generation share their UDP sockets, and each datagram must reach
+ * the generation that owns its flow: a QUIC connection, say, lives in one
+ * process only. The newest generation reads the sockets; an older one stops
+ * reading them once its successor serves (its upgrade event) and gets the
+ * datagrams of its flows from the newest, forwarded over a unix socket in
+ * the coordination directory, and answers them on its own copy of the
+ * socket. Which generation owns a datagram is the application's rule: for
+ * QUIC, the generation in the connection ID the server chose
+ * (baton_quic_cid_make(), baton_quic_packet_generation()); for a protocol
+ * of connected flows, its own table of the peers each generation serves.
+ */
+
+/* Start taking forwarded datagrams: binds DIR/steer.GEN (GEN our
+ * generation) and returns the fd to poll for POLLIN (then
+ * baton_steer_recv()), owned by the handle. Call it once after
+ * baton_open(), before baton_ready(). -ENAMETOOLONG, -errno. */
+int baton_steer_open(baton *b);
+
+/* A datagram from a shared UDP socket whose flow is generation's (any int;
+ * compared by its low 16 bits). Returns 0 when that is ours (handle it),
+ * 1 when it was forwarded to that generation's process, -ESRCH when no
+ * process of that generation takes datagrams any more (it exited, or never
+ * called baton_steer_open(): handle it as a datagram of no flow), -EAGAIN
+ * when that process's queue is full (dropped, as the network would),
+ * -EMSGSIZE (over 65,535 bytes), -EINVAL (from longer than a
+ * sockaddr_in6). Not thread-safe: from the thread that reads the socket. */
+int baton_steer_route(baton *b, int generation, const void *buf, size_t len,
+                      const struct sockaddr *from, socklen_t fromlen);
+
+/* Read one datagram another generation forwarded to us: its length, its
+ * sender's address in *from (*fromlen: in, the room; out, its length).
+ * -EAGAIN when none waits, -EMSGSIZE when cap is too small (the datagram
+ * is dropped), -EBADF before baton_steer_open(). */
+ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct sockaddr *from,
+                         socklen_t *fromlen);
+
+/* Fill cid (len bytes, 4..20) with a server-chosen QUIC connection ID that
+ * names generation: a marker byte, the generation's low 16 bits, then
+ * random bytes. 0, -EINVAL (len out of range), -errno from getrandom(). */
+int baton_quic_cid_make(int generation, uint8_t *cid, size_t len);
+
+/* The generation (low 16 bits) named by the destination connection ID of a
+ * QUIC packet whose server-chosen IDs are cid_len bytes, or -ENOENT when
+ * the packet names none: a client's first Initial or 0-RTT packet (its
+ * random ID), version negotiation, or an ID not made by
+ * baton_quic_cid_make() (a new flow: the newest generation's). -EINVAL on
+ * a packet too short to hold its header. */
+int baton_quic_packet_generation(const void *pkt, size_t len, size_t cid_len);
 
 /* With BATON_NO_THREAD: an fd to poll for POLLIN; call baton_dispatch() when
  * readable. Owned by the handle. -EINVAL without BATON_NO_THREAD. */

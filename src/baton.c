@@ -340,6 +340,7 @@ static baton *handle_new(const struct baton_options *opts)
     b->own_state_fd = b->ctl_fd = -1;
     b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = b->connfd = b->connep = -1;
     b->inotifyfd = -1;
+    b->steer_fd = -1;
     b->job.pidfd = -1;
     b->prob.pidfd = -1;
     for (int i = 0; i < BATON__MAX_PEERS; i++)
@@ -441,6 +442,7 @@ BATON_EXPORT void baton_free(baton *b)
             baton__gen_remove(b);
     }
     baton__conn_free(b);
+    baton__steer_free(b, !forked);
     baton__table_close(&b->inh);
     baton__table_close(&b->own);
     if (b->state_map)

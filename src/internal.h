@@ -190,6 +190,16 @@ struct baton {
     int upgradefd; /* eventfd: a successor is ready */
     int jobfd;     /* eventfd: the current job finished */
     int inotifyfd; /* changes to control.sock while we own it */
+    /* UDP flow steering (steer.c): our socket for datagrams other
+     * generations forward to us (DIR/steer.GEN), and the sockets we
+     * forward on, by generation (its low 16 bits). */
+    int steer_fd;
+    char steer_leaf[24];
+    struct baton__steer_to {
+        uint16_t gen;
+        int fd; /* -1: that generation is gone */
+    } steer_to[8];
+    unsigned nsteer_to;
     bool superseded;
     bool takeover_busy;
     /* At the fd limit the control socket is not watched until
@@ -241,6 +251,8 @@ struct baton {
 void baton__log(const baton *b, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int baton__fail(baton *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* steer.c: close the steering sockets (and, unlink, remove ours). */
+void baton__steer_free(baton *b, bool unlink);
 /* Check an argument at the door of a public function (sd-daemon's
  * assert_return): -EINVAL, with a message naming the function and the
  * condition that failed. */
