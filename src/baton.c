@@ -340,7 +340,7 @@ static baton *handle_new(const struct baton_options *opts)
     b->own_state_fd = b->ctl_fd = -1;
     b->epfd = b->timerfd = b->wakefd = b->upgradefd = b->jobfd = b->connfd = b->connep = -1;
     b->inotifyfd = -1;
-    b->steer_fd = -1;
+    b->steer_fd = b->steer_lfd = -1;
     b->job.pidfd = -1;
     b->prob.pidfd = -1;
     for (int i = 0; i < BATON__MAX_PEERS; i++)

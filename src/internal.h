@@ -190,11 +190,14 @@ struct baton {
     int upgradefd; /* eventfd: a successor is ready */
     int jobfd;     /* eventfd: the current job finished */
     int inotifyfd; /* changes to control.sock while we own it */
-    /* UDP flow steering (steer.c): our socket for datagrams other
-     * generations forward to us (DIR/steer.GEN), and the sockets we
-     * forward on, by generation (its low 16 bits). */
-    int steer_fd;
+    /* UDP flow steering (steer.c): an epoll fd over our listening socket
+     * for datagrams other generations forward to us (DIR/steer.GEN) and
+     * the connections to it; the sockets we forward on, by generation
+     * (its low 16 bits). */
+    int steer_fd, steer_lfd;
     char steer_leaf[24];
+    int steer_in[8];
+    unsigned nsteer_in, steer_next;
     struct baton__steer_to {
         uint16_t gen;
         int fd; /* -1: that generation is gone */

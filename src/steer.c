@@ -5,22 +5,27 @@
  * process over a unix datagram socket in the coordination directory
  * (docs/udp-steering.md).
  *
- * Each process that takes forwarded datagrams binds DIR/steer.GEN (GEN its
- * generation's low 16 bits). The directory is the trust boundary, as for
- * the control socket: it is ours and closed to group and others, so only
- * our uid can reach the socket. The router keeps a connected socket per
- * generation it forwards to; a generation whose socket refuses (its
- * process exited) is remembered as gone.
+ * Each process that takes forwarded datagrams listens on DIR/steer.GEN
+ * (GEN its generation's low 16 bits), a SOCK_SEQPACKET socket: datagram
+ * boundaries, and flow control by socket buffer rather than by the tiny
+ * queue of a unix datagram socket (net.unix.max_dgram_qlen, 10 by default:
+ * a burst of eleven would be dropped). The directory is the trust
+ * boundary, as for the control socket: it is ours and closed to group and
+ * others, so only our uid can connect, and each connection's peer
+ * credentials are checked all the same. The router keeps a connection per
+ * generation it forwards to; one that is refused or breaks (its process
+ * exited) is remembered as gone.
  *
- * A forwarded datagram is one unix datagram: a header (version, the
- * sender's address length, the address in 28 bytes) and the payload, sent
- * and read with one sendmsg()/recvmsg() each and no copy.
+ * A forwarded datagram is one packet: a header (version, the sender's
+ * address length, the address in 28 bytes) and the payload, sent and read
+ * with one sendmsg()/recvmsg() each and no copy.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -33,9 +38,9 @@
 #define ADDR_ROOM     ((int)sizeof(struct sockaddr_in6))
 #define HDR_LEN       (2 + ADDR_ROOM)
 #define DGRAM_MAX     65535
-/* The receive buffer of a steering socket: room for a burst while the
+/* The send buffer of a forwarding connection: room for a burst while the
  * process that reads it is busy. */
-#define STEER_RCVBUF (4 << 20)
+#define STEER_SNDBUF (4 << 20)
 /* The first byte of a connection ID baton_quic_cid_make() made. */
 #define CID_MARK 0xb7
 
@@ -46,8 +51,9 @@ static void steer_leaf(int gen, char *buf, size_t len)
 
 BATON_EXPORT int baton_steer_open(baton *b)
 {
+    struct epoll_event ev = {.events = EPOLLIN};
     struct sockaddr_un sa;
-    int fd, r, sz = STEER_RCVBUF;
+    int lfd, ep, r;
 
     BATON__ARG(b);
     if (b->steer_fd >= 0)
@@ -56,32 +62,48 @@ BATON_EXPORT int baton_steer_open(baton *b)
     r = baton__dir_name(b->dirfd, b->dir_by_fd, b->dir, b->steer_leaf, &sa);
     if (r < 0)
         return baton__fail(b, -r, "steer socket %s/%s: name too long", b->dir, b->steer_leaf);
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return baton__fail(b, errno, "socket(AF_UNIX, SOCK_DGRAM)");
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (lfd < 0)
+        return baton__fail(b, errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
     /* A socket of this generation left by a process that died (a successor
-     * that failed before ready): nobody reads it. */
+     * that failed before ready): nobody listens on it. */
     unlinkat(b->dirfd, b->steer_leaf, 0);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 16) < 0) {
         int e = errno;
-        close(fd);
+        close(lfd);
+        unlinkat(b->dirfd, b->steer_leaf, 0);
         b->steer_leaf[0] = 0;
-        return baton__fail(b, e, "bind(%s/steer.%u)", b->dir, (unsigned)(b->generation & 0xffff));
+        return baton__fail(b, e, "bind/listen(%s/steer.%u)", b->dir,
+                           (unsigned)(b->generation & 0xffff));
     }
     (void)fchmodat(b->dirfd, b->steer_leaf, 0600, 0);
-    b->steer_fd = fd;
-    return fd;
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) {
+        int e = errno;
+        if (ep >= 0)
+            close(ep);
+        close(lfd);
+        unlinkat(b->dirfd, b->steer_leaf, 0);
+        b->steer_leaf[0] = 0;
+        return baton__fail(b, e, "epoll for the steer socket");
+    }
+    b->steer_lfd = lfd;
+    b->steer_fd = ep;
+    return ep;
 }
 
 void baton__steer_free(baton *b, bool unlink)
 {
     if (b->steer_fd >= 0) {
         close(b->steer_fd);
-        b->steer_fd = -1;
+        close(b->steer_lfd);
+        b->steer_fd = b->steer_lfd = -1;
         if (unlink && b->steer_leaf[0])
             unlinkat(b->dirfd, b->steer_leaf, 0);
     }
+    for (unsigned i = 0; i < b->nsteer_in; i++)
+        close(b->steer_in[i]);
+    b->nsteer_in = 0;
     for (unsigned i = 0; i < b->nsteer_to; i++)
         if (b->steer_to[i].fd >= 0)
             close(b->steer_to[i].fd);
@@ -122,12 +144,18 @@ static int steer_target(baton *b, uint16_t gen)
     steer_leaf(gen, leaf, sizeof(leaf));
     if (baton__dir_name(b->dirfd, b->dir_by_fd, b->dir, leaf, &sa) < 0)
         return -ESRCH;
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &(int){STEER_SNDBUF}, sizeof(int));
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         int e = errno;
         close(fd);
+        if (e == EAGAIN) {
+            /* Its backlog is full: try again with the next datagram. */
+            t->gen = (uint16_t)~gen;
+            return -EAGAIN;
+        }
         return e == ENOENT || e == ECONNREFUSED ? -ESRCH : -e;
     }
     t->fd = fd;
@@ -170,7 +198,7 @@ BATON_EXPORT int baton_steer_route(baton *b, int generation, const void *buf, si
     if (sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
         if (errno == EAGAIN || errno == ENOBUFS)
             return -EAGAIN;
-        if (errno == ECONNREFUSED || errno == ENOTCONN || errno == EPIPE) {
+        if (errno == ECONNREFUSED || errno == ENOTCONN || errno == EPIPE || errno == ECONNRESET) {
             steer_gone(b, fd);
             return -ESRCH;
         }
@@ -179,37 +207,77 @@ BATON_EXPORT int baton_steer_route(baton *b, int generation, const void *buf, si
     return 1;
 }
 
+/* Take the connections waiting on our socket: only our own uid's (the
+ * directory already keeps others out). */
+static void steer_accept(baton *b)
+{
+    for (;;) {
+        struct epoll_event ev = {.events = EPOLLIN};
+        struct ucred cr;
+        socklen_t cl = sizeof(cr);
+        int fd = accept4(b->steer_lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+        if (fd < 0)
+            return;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != geteuid() ||
+            b->nsteer_in == sizeof(b->steer_in) / sizeof(b->steer_in[0])) {
+            close(fd);
+            continue;
+        }
+        ev.data.fd = fd;
+        if (epoll_ctl(b->steer_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            continue;
+        }
+        b->steer_in[b->nsteer_in++] = fd;
+    }
+}
+
+static void steer_drop_in(baton *b, unsigned i)
+{
+    close(b->steer_in[i]); /* leaves the epoll set with its last fd */
+    b->steer_in[i] = b->steer_in[--b->nsteer_in];
+}
+
 BATON_EXPORT ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct sockaddr *from,
                                       socklen_t *fromlen)
 {
     uint8_t hdr[HDR_LEN];
     struct iovec iov[2] = {{hdr, HDR_LEN}, {buf, cap}};
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n;
+    ssize_t n = -1;
 
     BATON__ARG(b && (buf || !cap) && (!from || fromlen));
     if (b->steer_fd < 0)
         return -EBADF;
-    for (;;) {
-        n = recvmsg(b->steer_fd, &m, MSG_DONTWAIT);
-        if (n < 0)
-            return errno == EINTR ? -EINTR : -errno;
-        if (m.msg_flags & MSG_TRUNC)
-            return -EMSGSIZE;
-        /* Only our own uid can reach the socket; a datagram that is not
-         * ours in form is dropped all the same. */
-        if (n < HDR_LEN || hdr[0] != STEER_VERSION || hdr[1] > ADDR_ROOM) {
-            m.msg_flags = 0;
+    steer_accept(b);
+    /* Round robin over the connections (one per generation that forwards
+     * to us: usually one), so that none starves another. */
+    for (unsigned tried = 0; tried < b->nsteer_in;) {
+        unsigned i = b->steer_next++ % b->nsteer_in;
+        m.msg_flags = 0;
+        n = recvmsg(b->steer_in[i], &m, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            steer_drop_in(b, i); /* that generation's reader went away */
             continue;
         }
-        break;
+        if (n < 0) {
+            tried++;
+            continue;
+        }
+        if (m.msg_flags & MSG_TRUNC)
+            return -EMSGSIZE;
+        /* Our own uid's, but not ours in form: dropped all the same. */
+        if (n < HDR_LEN || hdr[0] != STEER_VERSION || hdr[1] > ADDR_ROOM)
+            continue;
+        if (from) {
+            socklen_t l = hdr[1] < *fromlen ? hdr[1] : *fromlen;
+            memcpy(from, hdr + 2, l);
+            *fromlen = hdr[1];
+        }
+        return n - HDR_LEN;
     }
-    if (from) {
-        socklen_t l = hdr[1] < *fromlen ? hdr[1] : *fromlen;
-        memcpy(from, hdr + 2, l);
-        *fromlen = hdr[1];
-    }
-    return n - HDR_LEN;
+    return -EAGAIN;
 }
 
 BATON_EXPORT int baton_quic_cid_make(int generation, uint8_t *cid, size_t len)

@@ -11,7 +11,8 @@
  * no live generation it answers "none: ...".
  *
  * Checked: every datagram answered once, by its own generation (0
- * misrouted, 0 lost); after generation 1 exits, its datagrams are "none"
+ * misrouted, 0 lost), one at a time and in a burst of 100; after generation 1 exits, its datagrams
+ * are "none"
  * (-ESRCH), not lost in a dead socket. Attacks: another uid cannot reach a
  * steering socket (the directory is the boundary); a datagram of the
  * wrong form from our own uid is dropped and the next one handled. And the
@@ -180,7 +181,8 @@ static void quic_helpers(void)
     T_EQ(baton_quic_packet_generation(pkt, 40, 18), -EINVAL);
 }
 
-/* Another uid cannot send to a steering socket: the directory stops it. */
+/* Another uid cannot connect to a steering socket: the directory stops
+ * it (and the owner would check its credentials besides). */
 static int stranger_main(int chan, void *arg)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -194,8 +196,8 @@ static int stranger_main(int chan, void *arg)
     memcpy(sa.sun_path + strlen(d), "/steer.1", 8);
     T_SYS(setresgid(65534, 65534, 65534));
     T_SYS(setresuid(65534, 65534, 65534));
-    fd = T_SYS(socket(AF_UNIX, SOCK_DGRAM, 0));
-    T_EQ(sendto(fd, "1 x", 3, 0, (struct sockaddr *)&sa, sizeof(sa)), -1);
+    fd = T_SYS(socket(AF_UNIX, SOCK_SEQPACKET, 0));
+    T_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), -1);
     T_EQ(errno, EACCES);
     return 0;
 }
@@ -227,14 +229,29 @@ int main(void)
         ask(cfd, 2, i, "gen2");
     }
     ask(cfd, 7, 0, "none");
+    /* A burst: 100 of generation 1's datagrams at once, every one
+     * forwarded (a unix datagram socket's queue of 10 would drop most). */
+    for (int i = 0; i < 100; i++) {
+        char q[32];
+        int n = snprintf(q, sizeof(q), "1 burst %d", i);
+        T_SYS(send(cfd, q, (size_t)n, 0));
+    }
+    for (int i = 0; i < 100; i++) {
+        char a[128];
+        ssize_t m = recv(cfd, a, sizeof(a) - 1, 0);
+        T_GT(m, 0);
+        a[m] = 0;
+        T_ASSERT(strncmp(a, "gen1: 1 burst ", 14) == 0);
+    }
 
     /* A datagram not in form, from our own uid: dropped; the next one is
      * answered. */
-    raw = T_SYS(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    raw = T_SYS(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
     T_ASSERT(strlen(dir) + 8 < sizeof(su.sun_path));
     memcpy(su.sun_path, dir, strlen(dir));
     memcpy(su.sun_path + strlen(dir), "/steer.1", 8);
-    T_SYS(sendto(raw, "\x09zz", 3, 0, (struct sockaddr *)&su, sizeof(su)));
+    T_SYS(connect(raw, (struct sockaddr *)&su, sizeof(su)));
+    T_SYS(send(raw, "\x09zz", 3, 0));
     close(raw);
     ask(cfd, 1, 1000, "gen1");
 
