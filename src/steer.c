@@ -2,8 +2,8 @@
 /*
  * UDP flow steering: datagrams of an older generation's flows, read by the
  * newest from the socket they share, forwarded to that generation's
- * process over a unix datagram socket in the coordination directory
- * (docs/udp-steering.md).
+ * process over a unix seqpacket connection to a socket in the coordination
+ * directory (docs/udp-steering.md).
  *
  * Each process that takes forwarded datagrams listens on DIR/steer.GEN
  * (GEN its generation's low 16 bits), a SOCK_SEQPACKET socket: datagram
