@@ -311,6 +311,8 @@ int baton__s_code_err(uint32_t code)
         return -EUSERS;
     case BATON__SC_TIMEOUT:
         return -ETIMEDOUT;
+    case BATON__SC_RESET:
+        return -ECONNRESET;
     }
     return -EPROTO;
 }
@@ -342,6 +344,8 @@ uint32_t baton__s_err_code(int err)
         return BATON__SC_FULL;
     case -ETIMEDOUT:
         return BATON__SC_TIMEOUT;
+    case -ECONNRESET:
+        return BATON__SC_RESET;
     }
     return BATON__SC_PROTO;
 }

@@ -76,6 +76,7 @@ enum baton__s_code {
     BATON__SC_OVERLOAD = 11, /* a queue is full */
     BATON__SC_FULL = 12,     /* the server holds as many sessions as it may */
     BATON__SC_TIMEOUT = 13,  /* a deadline or the idle limit passed */
+    BATON__SC_RESET = 14,    /* the connection broke (GONE) */
 };
 
 /*

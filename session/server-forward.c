@@ -77,12 +77,16 @@ int baton__srv_hold(baton_session *s, bool flush, const void *data, size_t len)
 int baton__srv_forward(baton_session *s, const void *data, size_t len)
 {
     struct slink *k = s->fwd;
+    int r;
 
     if (!k || k->dead)
         return -ENOTCONN;
     if (k->l.wlen - k->l.woff + len > FWD_WBUF_MAX)
         return -ENOBUFS;
-    return put_id(s->srv, k, BATON__S_FORWARD, s->id, data, len);
+    r = put_id(s->srv, k, BATON__S_FORWARD, s->id, data, len);
+    if (r == 0)
+        s->sent_fwd = true;
+    return r;
 }
 
 static void held_clear(baton_session *s)
@@ -93,6 +97,10 @@ static void held_clear(baton_session *s)
 
 bool baton__srv_fwd_taken(baton_session_server *srv, baton_session *s, struct slink *k)
 {
+    bool keep;
+
+    if (s->held.count)
+        s->sent_fwd = true;
     for (uint64_t i = s->held.base + 1; i <= s->held.base + s->held.count; i++) {
         const struct baton__smsg *m = baton__squeue_get(&s->held, i);
         if (m->data[0] == H_FLUSH)
@@ -101,7 +109,14 @@ bool baton__srv_fwd_taken(baton_session_server *srv, baton_session *s, struct sl
             (void)put_id(srv, k, BATON__S_FORWARD, s->id, m->data + 1, m->len - 1);
     }
     held_clear(s);
-    return k && !k->dead && ((srv->o.keep_moved && s->app) || s->norigins);
+    /* Kept if the application keeps the handle, if servers forward
+     * through us, or if our own forwards are on their way (the session
+     * may come back before they arrive: it must find the record, and
+     * flush). Otherwise the next server need not keep us as an origin. */
+    keep = k && !k->dead && ((srv->o.keep_moved && s->app) || s->norigins || s->sent_fwd);
+    if (!keep)
+        (void)put_id(srv, k, BATON__S_RELEASE, s->id, NULL, 0);
+    return keep;
 }
 
 /* The session cannot take what it is sent: its client does not keep up.
@@ -161,6 +176,27 @@ static void reunite_end(baton_session *s, bool timed_out)
     (void)held_to_queue(s);
 }
 
+/* A forward we cannot take (a leaving session's hold is full, or the link
+ * we would forward it on is): its sender is told its route is gone
+ * (GONE(OVERLOAD): its handle ends with -ENOBUFS) and forwards no more
+ * through us, rather than lose messages silently or grow without bound. */
+static void refuse_forward(baton_session_server *srv, baton_session *s, struct slink *k)
+{
+    uint8_t c[4];
+
+    baton__srv_set_err(srv, BATON_SESSION_LOG_WARNING,
+                       "session %s: a forward that cannot be held: its sender's route ends",
+                       s->hex);
+    baton__s_put32(c, BATON__SC_OVERLOAD);
+    (void)put_id(srv, k, BATON__S_GONE, s->id, c, 4);
+}
+
+static bool held_full(const baton_session *s, size_t len)
+{
+    return s->held.count >= 2 * BATON_SESSION_QUEUE_MAX ||
+           s->held.bytes + len > 2 * BATON_SESSION_QUEUE_BYTES;
+}
+
 bool baton__srv_reunite_tick(baton_session *s, int64_t now)
 {
     if (!s->reuniting || s->state == S_DEAD)
@@ -176,12 +212,12 @@ void baton__srv_reunite(baton_session_server *srv, baton_session *s, struct slin
 {
     struct slink *old = s->fwd;
 
-    (void)k;
     s->fwd = NULL;
     s->state = S_ACTIVE;
     s->app = true;
     s->mpeer = NULL;
-    s->move_sent = s->token_ok = false;
+    s->move_sent = s->token_ok = s->sent_fwd = false;
+    s->back = k;
     srv->count++;
     baton__squeue_free(&s->q);
     memset(&s->q, 0, sizeof(s->q));
@@ -209,11 +245,11 @@ void baton__srv_origin_add(baton_session *s, struct slink *k)
     s->origins = n;
 }
 
-/* A relay nobody forwards through any more: it ends, and tells the
- * server ahead. */
+/* A relay nobody forwards through any more, and whose own forwards cannot
+ * come back to it: it ends, and tells the server ahead. */
 static void relay_check(baton_session *s)
 {
-    if (s->state != S_REMOTE || s->app || s->norigins)
+    if (s->state != S_REMOTE || s->app || s->norigins || s->sent_fwd)
         return;
     (void)put_id(s->srv, s->fwd, BATON__S_RELEASE, s->id, NULL, 0);
     s->state = S_DEAD;
@@ -271,23 +307,33 @@ void baton__srv_fwd_link_down(baton_session_server *srv, struct slink *k)
             baton__srv_remote_end(s, -ECONNRESET);
             continue;
         }
-        if (s->reuniting && s->flush_link == k)
+        if (s->reuniting && (s->flush_link == k || s->back == k))
             reunite_end(s, false);
         if (s->state != S_DEAD)
             origin_remove(s, k);
     }
 }
 
-/* A FORWARD (data) or FLUSH (flush) for session s arrived. */
-static void deliver(baton_session_server *srv, baton_session *s, bool flush, const uint8_t *data,
-                    uint32_t len)
+/* A FORWARD (data) or FLUSH (flush) for session s arrived on k. */
+static void deliver(baton_session_server *srv, struct slink *k, baton_session *s, bool flush,
+                    const uint8_t *data, uint32_t len)
 {
     switch (s->state) {
     case S_ACTIVE:
     case S_MOVING:
         if (flush) {
-            if (s->reuniting)
+            /* Ours, back along the path: what we held may go now. */
+            if (s->reuniting && k == s->back)
                 reunite_end(s, false);
+            return;
+        }
+        /* While it comes back, what comes on its way back (ours, and what
+         * passed through us earlier) goes first; what comes another way
+         * (a server forwarding to us directly now) may have been sent
+         * after something still on its way back: it waits its turn. */
+        if (s->reuniting && k != s->back) {
+            if (held_full(s, len) || baton__srv_hold(s, false, data, len) < 0)
+                refuse_forward(srv, s, k);
             return;
         }
         if (baton__squeue_room(&s->q, len) < 0 || baton__squeue_push(&s->q, data, len) < 0) {
@@ -297,11 +343,14 @@ static void deliver(baton_session_server *srv, baton_session *s, bool flush, con
         baton__srv_mark_dirty(s);
         return;
     case S_FROZEN:
-        if (baton__srv_hold(s, flush, data, len) < 0)
-            baton__srv_set_err(srv, BATON_SESSION_LOG_ERR,
-                               "session %s: out of memory holding a forwarded message", s->hex);
+        if (held_full(s, len) || baton__srv_hold(s, flush, data, len) < 0)
+            refuse_forward(srv, s, k);
         return;
     case S_REMOTE:
+        if (!s->fwd || s->fwd->dead || s->fwd->l.wlen - s->fwd->l.woff + len > FWD_WBUF_MAX) {
+            refuse_forward(srv, s, k);
+            return;
+        }
         (void)put_id(srv, s->fwd, flush ? BATON__S_FLUSH : BATON__S_FORWARD, s->id, data, len);
         return;
     }
@@ -327,6 +376,10 @@ void baton__srv_on_fwd_frame(baton_session_server *srv, struct slink *k,
          * session back here ignores what its old path says. */
         if (s && s->state == S_REMOTE && s->fwd == k)
             baton__srv_remote_end(s, baton__s_code_err(f->u.refuse.code));
+        /* Our FLUSH met a server that no longer knew the session: it will
+         * not come back, and neither will anything behind it. */
+        else if (s && s->reuniting && s->flush_link == k)
+            reunite_end(s, true);
         return;
     }
     s = baton__srv_session_lookup(srv, f->u.fwd.id);
@@ -344,7 +397,7 @@ void baton__srv_on_fwd_frame(baton_session_server *srv, struct slink *k,
         (void)put_id(srv, k, BATON__S_GONE, f->u.fwd.id, c, 4);
         return;
     }
-    deliver(srv, s, f->type == BATON__S_FLUSH, f->u.fwd.data, f->u.fwd.len);
+    deliver(srv, k, s, f->type == BATON__S_FLUSH, f->u.fwd.data, f->u.fwd.len);
 }
 
 void baton__srv_pmsgs_send(baton_session_server *srv, struct peer *p)

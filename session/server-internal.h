@@ -138,12 +138,16 @@ struct baton_session {
      * its EXPORT went on). flush_link: reuniting, our FLUSH is out there.
      * origins: peer links we took the session from, which may forward to
      * it and are told GONE when it ends. app: the application holds the
-     * handle (false: a relay kept for origins). */
+     * handle (false: a relay kept for origins). back: reuniting, the link
+     * the session came back on, on which our forwards come back before
+     * our FLUSH. sent_fwd: this record forwarded on fwd, so the session
+     * may come back while our forwards are on their way (the record is
+     * kept, and a return flushes). */
     struct baton__squeue held;
-    struct slink *fwd, *flush_link;
+    struct slink *fwd, *flush_link, *back;
     struct slink **origins;
     unsigned norigins;
-    bool app, reuniting;
+    bool app, reuniting, sent_fwd;
     baton_session *hnext;     /* srv->hash's chain */
     struct baton__list node;  /* on srv->sessions */
     struct baton__list mnode; /* on mpeer's waiting or offered list, or none */

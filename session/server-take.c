@@ -52,8 +52,11 @@ void baton__srv_take_peer_down(baton_session_server *srv, struct slink *k)
 {
     struct expect *e, *n;
 
-    /* Sessions it gave us forget it; relays kept for it alone end. */
-    baton__srv_fwd_link_down(srv, k);
+    /* Sessions it gave us forget it; relays kept for it alone end. Only
+     * an authenticated link can have given us any: anyone may open and
+     * drop the others, and must not cost us a walk of every session. */
+    if (k->pstate == P_READY)
+        baton__srv_fwd_link_down(srv, k);
     baton__list_foreach_safe(e, n, &srv->expects, node)
     {
         if (e->peer_link != k)

@@ -755,6 +755,10 @@ BATON_SESSION_EXPORT void baton_session_server_free(baton_session_server *srv)
 {
     if (!srv)
         return;
+    /* Callbacks below may call public functions (a send to, or a release
+     * of, another session): they must not settle, which would free a
+     * session this loop frees after. */
+    srv->in_dispatch = true;
     while (!baton__list_empty(&srv->sessions)) {
         baton_session *s = baton__list_first(&srv->sessions, baton_session, node);
         /* The application frees what it keeps with the session. */

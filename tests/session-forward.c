@@ -20,6 +20,15 @@
  *                is up, with clear errors
  *   unknown      an authenticated peer that forwards to a session we do
  *                not hold is answered GONE; nothing else happens
+ *   release-return  a handle released while its forward is on its way,
+ *                then the session comes back: the forward still comes
+ *                first (the record is kept, and the return flushes)
+ *   free-callback   baton_session_server_free() with remote handles whose
+ *                on_close sends to, or releases, another handle
+ *   gone-code    a client that drops at the other server ends the remote
+ *                handle with -ECONNRESET, as it ended there
+ *   hold-cap     a leaving session holds forwards up to a bound; past it
+ *                the sender's handle ends (-ENOBUFS), nothing piles up
  */
 #include <errno.h>
 #include <poll.h>
@@ -475,6 +484,164 @@ static void unknown(void)
     T_EQ(baton_session_server_count(b.t.srv), 0);
 }
 
+static bool b_leaving(void)
+{
+    return b.imported && baton_session_state(b.imported) == BATON_SESSION_LEAVING;
+}
+static bool a_imported(void)
+{
+    return a.imports == 1;
+}
+
+static void release_return(void)
+{
+    baton_session *s;
+
+    start(&a, "A", 1);
+    start(&b, "B", 1);
+    ts_server_peer(&a.t, "B", &b.t);
+    ts_server_peer(&b.t, "A", &a.t);
+    open_at_a();
+    T_EQ(baton_session_move(a.t.srv, "B", &watched, 1), 1);
+    T_ASSERT(step_until(b_has_it, 5000));
+    T_ASSERT(step_until(is_remote, 5000));
+    s = b.imported;
+    T_EQ(baton_session_move(b.t.srv, "A", &s, 1), 1);
+    T_ASSERT(step_until(b_leaving, 5000));
+    send_m(watched); /* m6, forwarded to B, which is sending the session back */
+    T_OK(baton_session_release(watched));
+    T_ASSERT(step_until(a_imported, 5000));
+    /* Back: the application sees it as new (it released the old handle). */
+    T_EQ(baton_session_state(a.imported), BATON_SESSION_HERE);
+    T_ASSERT(baton_session_data(a.imported) == NULL);
+    send_m(a.imported); /* m7: after m6 */
+    T_ASSERT(step_until(all_got, 5000));
+    T_EQ(cl[0].errors, 0);
+    T_EQ(cl[0].got, 7);
+}
+
+static baton_session *fc[2];
+static int fc_mode, fc_calls;
+static void fc_close(void *ctx, baton_session *s, int err)
+{
+    a_close(ctx, s, err);
+    for (int i = 0; i < 2; i++)
+        if (fc[i] && fc[i] != s && baton_session_state(fc[i]) == BATON_SESSION_REMOTE) {
+            if (fc_mode)
+                T_OK(baton_session_release(fc[i]));
+            else
+                T_OK(baton_session_send(fc[i], "m 1", 3));
+            fc_calls++;
+            if (fc_mode)
+                fc[i] = NULL;
+        }
+    for (int i = 0; i < 2; i++)
+        if (fc[i] == s)
+            fc[i] = NULL;
+}
+static void fc_hook(struct baton_session_server_options *o)
+{
+    server_hook(o);
+    o->on_close = fc_close;
+}
+
+static bool both_remote(void)
+{
+    return baton_session_state(fc[0]) == BATON_SESSION_REMOTE &&
+           baton_session_state(fc[1]) == BATON_SESSION_REMOTE;
+}
+
+static void free_callback(void)
+{
+    for (fc_mode = 0; fc_mode < 2; fc_mode++) {
+        ts_server_opts_hook = fc_hook;
+        start(&a, "A", 1);
+        start(&b, "B", 1);
+        ts_server_opts_hook = server_hook;
+        ts_server_peer(&a.t, "B", &b.t);
+        for (int i = 0; i < 2; i++) {
+            ts_client_start(&cl[i], a.t.addr);
+            T_ASSERT(step_until(i ? a_opened2 : a_opened, 3000));
+            fc[i] = a.opened;
+        }
+        T_EQ(baton_session_move(a.t.srv, "B", fc, 2), 2);
+        T_ASSERT(step_until(two_at_b, 5000));
+        T_ASSERT(step_until(both_remote, 5000));
+        fc_calls = 0;
+        ts_server_stop(&a.t); /* under ASan: no use after free */
+        T_EQ(fc_calls, 1);
+        T_EQ(a.closes, fc_mode ? 1 : 2);
+        for (int i = 0; i < 2; i++)
+            ts_client_stop(&cl[i]);
+        ts_server_stop(&b.t);
+    }
+}
+
+static bool b_closed(void)
+{
+    return b.closes > 0;
+}
+
+static void gone_code(void)
+{
+    start(&a, "A", 1);
+    start(&b, "B", 1);
+    ts_server_peer(&a.t, "B", &b.t);
+    open_at_a();
+    T_EQ(baton_session_move(a.t.srv, "B", &watched, 1), 1);
+    T_ASSERT(step_until(b_has_it, 5000));
+    T_ASSERT(step_until(is_remote, 5000));
+    ts_client_stop(&cl[0]); /* the client goes away without a word */
+    T_ASSERT(step_until(b_closed, 5000));
+    T_ASSERT(step_until(a_closed, 5000));
+    T_EQ(b.close_err, -ECONNRESET);
+    T_EQ(a.close_err, -ECONNRESET);
+    T_EQ(a.closes, 1);
+}
+
+static bool c_took_it(void)
+{
+    return c.imports == 1;
+}
+
+static void hold_cap(void)
+{
+    static char big[60000];
+    baton_session *s;
+    int sent_ok = 0;
+
+    start(&a, "A", 1);
+    start(&b, "B", 1);
+    start(&c, "C", 1);
+    ts_server_peer(&a.t, "B", &b.t);
+    ts_server_peer(&b.t, "C", &c.t);
+    open_at_a();
+    T_EQ(baton_session_move(a.t.srv, "B", &watched, 1), 1);
+    T_ASSERT(step_until(b_has_it, 5000));
+    T_ASSERT(step_until(is_remote, 5000));
+    s = b.imported;
+    T_EQ(baton_session_move(b.t.srv, "C", &s, 1), 1);
+    T_ASSERT(step_until(b_leaving, 5000));
+    /* C stalls: it never confirms (TAKEN), so B holds what comes. */
+    srvs[2] = NULL;
+    memset(big, 'x', sizeof(big));
+    for (int i = 0; i < 5000 && a.closes == 0; i++) {
+        int r = baton_session_send(watched, big, sizeof(big));
+        if (r == 0)
+            sent_ok++;
+        else
+            T_EQ(r, -ENOBUFS); /* A's own link buffer: wait */
+        step_until(never, 1);
+    }
+    T_EQ(a.closes, 1);
+    T_EQ(a.close_err, -ENOBUFS);
+    T_ASSERT(a.closed == watched);
+    /* Held at most 2 MiB (twice a queue's bytes), not all A sent. */
+    T_LE(sent_ok, 2 * (int)(BATON_SESSION_QUEUE_BYTES / sizeof(big)) + 2);
+    srvs[2] = &c.t;
+    (void)c_took_it;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "frozen";
@@ -493,6 +660,14 @@ int main(int argc, char **argv)
         peer_message();
     else if (strcmp(mode, "unknown") == 0)
         unknown();
+    else if (strcmp(mode, "release-return") == 0)
+        release_return();
+    else if (strcmp(mode, "free-callback") == 0)
+        free_callback();
+    else if (strcmp(mode, "gone-code") == 0)
+        gone_code();
+    else if (strcmp(mode, "hold-cap") == 0)
+        hold_cap();
     else
         T_ASSERT(!"unknown mode");
     for (int i = 0; i < 2; i++)
