@@ -346,13 +346,18 @@ int baton_steer_route(baton *b, int generation, const void *buf, size_t len,
 /* Read one datagram another generation forwarded to us: its length, its
  * sender's address in *from (*fromlen: in, the room; out, its length).
  * -EAGAIN when none waits, -EMSGSIZE when cap is too small (the datagram
- * is dropped), -EBADF before baton_steer_open(). */
+ * is dropped), -EBADF before baton_steer_open(). The address it was sent
+ * to is not carried: a server bound to a wildcard address answers from
+ * the address its flow has used so far. The steering calls share no state
+ * with the rest of the handle: another thread may run baton_upgrade()
+ * meanwhile. */
 ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct sockaddr *from,
                          socklen_t *fromlen);
 
 /* Fill cid (len bytes, 4..20) with a server-chosen QUIC connection ID that
- * names generation: a marker byte, the generation's low 16 bits, then
- * random bytes. 0, -EINVAL (len out of range), -errno from getrandom(). */
+ * names generation: a marker byte, the generation's low 16 bits, a check
+ * byte, then random bytes. 0, -EINVAL (len out of range), -errno from
+ * getrandom(). */
 int baton_quic_cid_make(int generation, uint8_t *cid, size_t len);
 
 /* The generation (low 16 bits) named by the destination connection ID of a

@@ -19,6 +19,13 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need=
 # Debian's setuptools and wheel (tests/session-python.sh, python/README.md).
 { /usr/bin/python3 -c 'import setuptools, wheel' && /usr/bin/python3 -m pip --version; } \
     >/dev/null 2>&1 || need="$need python3-pip python3-setuptools python3-wheel"
+# examples/baton-quic (built only when these are found): ngtcp2 with its
+# GnuTLS crypto, nghttp3 and GnuTLS; ngtcp2's example client (gtlsclient)
+# to try it.
+[ -f /usr/include/ngtcp2/ngtcp2_crypto_gnutls.h ] || need="$need libngtcp2-dev libngtcp2-crypto-gnutls-dev"
+[ -f /usr/include/nghttp3/nghttp3.h ] || need="$need libnghttp3-dev"
+[ -f /usr/include/gnutls/gnutls.h ] || need="$need libgnutls28-dev"
+command -v gtlsclient >/dev/null 2>&1 || need="$need ngtcp2-client"
 [ -n "$need" ] || exit 0
 # shellcheck disable=SC2086
 exec sh "$(dirname "$0")/apt-install.sh" $need

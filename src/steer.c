@@ -41,8 +41,12 @@
 /* The send buffer of a forwarding connection: room for a burst while the
  * process that reads it is busy. */
 #define STEER_SNDBUF (4 << 20)
-/* The first byte of a connection ID baton_quic_cid_make() made. */
-#define CID_MARK 0xb7
+/* A connection ID baton_quic_cid_make() made: this byte, the generation
+ * (2 bytes), a check byte (CID_CHECK ^ both), then random bytes. A
+ * client's random ID passes for one with odds of 1 in 65,536, and then
+ * names a live generation with odds of a few in 65,536 more. */
+#define CID_MARK  0xb7
+#define CID_CHECK 0x5a
 
 static void steer_leaf(int gen, char *buf, size_t len)
 {
@@ -287,8 +291,8 @@ BATON_EXPORT int baton_quic_cid_make(int generation, uint8_t *cid, size_t len)
     BATON__ARG(cid);
     if (len < 4 || len > 20)
         return -EINVAL;
-    while (got < len - 3) {
-        ssize_t n = getrandom(cid + 3 + got, len - 3 - got, 0);
+    while (got < len - 4) {
+        ssize_t n = getrandom(cid + 4 + got, len - 4 - got, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -299,12 +303,15 @@ BATON_EXPORT int baton_quic_cid_make(int generation, uint8_t *cid, size_t len)
     cid[0] = CID_MARK;
     cid[1] = (uint8_t)(generation >> 8);
     cid[2] = (uint8_t)generation;
+    cid[3] = (uint8_t)(CID_CHECK ^ cid[1] ^ cid[2]);
     return 0;
 }
 
 static int cid_gen(const uint8_t *cid)
 {
-    return cid[0] == CID_MARK ? (cid[1] << 8) | cid[2] : -ENOENT;
+    return cid[0] == CID_MARK && cid[3] == (uint8_t)(CID_CHECK ^ cid[1] ^ cid[2])
+               ? (cid[1] << 8) | cid[2]
+               : -ENOENT;
 }
 
 BATON_EXPORT int baton_quic_packet_generation(const void *pkt, size_t len, size_t cid_len)

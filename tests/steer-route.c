@@ -171,6 +171,10 @@ static void quic_helpers(void)
     pkt[5] = 18;
     memset(pkt + 6, 0x55, 18);
     T_EQ(baton_quic_packet_generation(pkt, 40, 18), -ENOENT);
+    /* The marker, but not the check byte: a client's random ID. */
+    memcpy(pkt + 6, cid, 18);
+    pkt[6 + 3] ^= 1;
+    T_EQ(baton_quic_packet_generation(pkt, 40, 18), -ENOENT);
     /* Version negotiation. */
     memcpy(pkt + 6, cid, 18);
     pkt[4] = 0;
