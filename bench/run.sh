@@ -629,6 +629,16 @@ if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-takeover ]]; then
         log "baton-bench-takeover failed (see $RAW/takeover.all); $BENCH_OUT/takeover.txt is left as it was"
     fi
 fi
+# bench/steer.c: what UDP flow steering costs a datagram (baseline in the
+# same run: the socket read by the process that answers).
+if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-steer ]]; then
+    log "running baton-bench-steer"
+    if timeout -k 5 300 "$BIN/baton-bench-steer" >"$RAW/steer.txt" 2>&1; then
+        cp "$RAW/steer.txt" "$BENCH_OUT/steer.txt"
+    else
+        log "baton-bench-steer failed (see $RAW/steer.txt); $BENCH_OUT/steer.txt is left as it was"
+    fi
+fi
 # bench/pause.c: the pause a client sees on an open connection through 20
 # upgrades, and trigger to the new process answering, beside a bare exec.
 if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-pause ]]; then

@@ -33,6 +33,8 @@
 
 #include "baton.h"
 
+#define UPGRADES 10
+
 static int pings = 20000, count = 200000, window = 32, runs = 5;
 static char dir[256] = "/tmp/baton-bench-steer-XXXXXX";
 
@@ -62,13 +64,16 @@ static int64_t pct(int64_t *v, size_t n, int p)
     return n ? v[(n - 1) * (size_t)p / 100] : 0;
 }
 
-/* A server generation. The first answers what it reads until its
- * successor serves, then what is forwarded; the second reads the socket
- * and routes by the datagram's first byte ('1' or '2'). Both stop when
- * the parent closes chan; the second then writes its route timings. */
+/* A server generation: it reads the socket until its successor serves
+ * (then says so on chan, and answers only what is forwarded to it),
+ * routes each datagram by its first byte (the generation whose flow it
+ * is), and answers its own with its generation in the first byte. It stops
+ * when the parent closes chan; generation 2 then writes its route
+ * timings. */
 static void serve(int chan, int gen)
 {
-    struct baton_options o = {.dir = dir, .ready_timeout_ms = 5000};
+    /* Every generation stays alive here: room for all of them. */
+    struct baton_options o = {.dir = dir, .ready_timeout_ms = 5000, .max_generations = 32};
     static int64_t route_ns[1 << 20];
     size_t nroute = 0;
     bool reading = true;
@@ -96,7 +101,7 @@ static void serve(int chan, int gen)
         struct pollfd p[4] = {{chan, POLLIN, 0},
                               {reading ? ufd : -1, POLLIN, 0},
                               {sfd, POLLIN, 0},
-                              {reading && gen == 1 ? baton_upgrade_fd(b) : -1, POLLIN, 0}};
+                              {reading ? baton_upgrade_fd(b) : -1, POLLIN, 0}};
         struct sockaddr_storage from;
         socklen_t fl;
         char buf[2048];
@@ -116,15 +121,15 @@ static void serve(int chan, int gen)
             n = recvfrom(ufd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
             if (n <= 0)
                 break;
-            if (gen == 2 && buf[0] == '1') {
+            if (buf[0] != gen) {
                 int64_t t = now_ns();
-                r = baton_steer_route(b, 1, buf, (size_t)n, (struct sockaddr *)&from, fl);
+                r = baton_steer_route(b, buf[0], buf, (size_t)n, (struct sockaddr *)&from, fl);
                 if (nroute < sizeof(route_ns) / sizeof(route_ns[0]))
                     route_ns[nroute++] = now_ns() - t;
                 if (r == 1)
                     continue;
             }
-            buf[0] = (char)('0' + gen);
+            buf[0] = (char)gen;
             (void)sendto(ufd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
         }
         for (;;) {
@@ -132,7 +137,7 @@ static void serve(int chan, int gen)
             n = baton_steer_recv(b, buf, sizeof(buf), (struct sockaddr *)&from, &fl);
             if (n < 0)
                 break;
-            buf[0] = (char)('0' + gen);
+            buf[0] = (char)gen;
             (void)sendto(ufd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
         }
     }
@@ -144,6 +149,10 @@ static void serve(int chan, int gen)
     baton_free(b);
     exit(0);
 }
+
+/* The parent's ends of the generations' channels: a child closes them,
+ * so that each generation sees its own channel close. */
+static int parent_ends[64], nparent_ends;
 
 static pid_t start(int gen, int *chan, int *port)
 {
@@ -157,10 +166,13 @@ static pid_t start(int gen, int *chan, int *port)
         die("fork", errno);
     if (pid == 0) {
         close(sv[0]);
+        for (int i = 0; i < nparent_ends; i++)
+            close(parent_ends[i]);
         serve(sv[1], gen);
     }
     close(sv[1]);
     *chan = sv[0];
+    parent_ends[nparent_ends++] = sv[0];
     if (read(*chan, port, sizeof(*port)) != sizeof(*port))
         die("server did not start", EIO);
     return pid;
@@ -266,8 +278,8 @@ int main(int argc, char **argv)
     sa.sin_port = htons((uint16_t)port);
     if (cfd < 0 || connect(cfd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         die("client socket", errno);
-    rtt(cfd, '1', &med[0], &p99[0]);
-    dps[0] = rate(cfd, '1');
+    rtt(cfd, 1, &med[0], &p99[0]);
+    dps[0] = rate(cfd, 1);
 
     p2 = start(2, &c2, &port2);
     if (port2 != port)
@@ -279,18 +291,47 @@ int main(int argc, char **argv)
         if (read(c1, &c, 1) != 1 || c != 'S')
             die("generation 1 did not step down", EPROTO);
     }
-    rtt(cfd, '1', &med[1], &p99[1]);
-    dps[1] = rate(cfd, '1');
-    rtt(cfd, '2', &med[2], &p99[2]);
-    dps[2] = rate(cfd, '2');
+    rtt(cfd, 1, &med[1], &p99[1]);
+    dps[1] = rate(cfd, 1);
+    rtt(cfd, 2, &med[2], &p99[2]);
+    dps[2] = rate(cfd, 2);
 
+    /* Ten more upgrades, every generation staying: after each, datagrams
+     * of every live generation's flows, each must come back from its own. */
+    long long before = misrouted + lost, checked = 0;
+    int chans[UPGRADES + 3] = {0, c1, c2}, prev = c2;
+    pid_t pids[UPGRADES + 3] = {0, p1, p2};
+    for (int g = 3; g < UPGRADES + 3; g++) {
+        int pg;
+        char c;
+        pids[g] = start(g, &chans[g], &pg);
+        if (getenv("STEER_DEBUG"))
+            fprintf(stderr, "generation %d started\n", g);
+        if (read(prev, &c, 1) != 1 || c != 'S')
+            die("a generation did not step down", EPROTO);
+        prev = chans[g];
+        for (int h = 1; h <= g; h++)
+            for (int i = 0; i < 50; i++) {
+                char msg[64] = {(char)h};
+                long long bad = misrouted + lost;
+                if (send(cfd, msg, sizeof(msg), 0) < 0)
+                    die("send", errno);
+                recv_one(cfd, (char)h);
+                checked++;
+                if (getenv("STEER_DEBUG") && misrouted + lost != bad && i == 0)
+                    fprintf(stderr,
+                            "after generation %d took over: generation %d's datagram "
+                            "misrouted or lost\n",
+                            g, h);
+            }
+    }
     shutdown(c2, SHUT_WR);
     if (read(c2, &route_med, sizeof(route_med)) != sizeof(route_med))
         route_med = -1;
-    close(c1);
-    close(c2);
-    waitpid(p1, NULL, 0);
-    waitpid(p2, NULL, 0);
+    for (int g = 1; g < UPGRADES + 3; g++) {
+        close(chans[g]);
+        waitpid(pids[g], NULL, 0);
+    }
     *strrchr(dir, '/') = 0;
     {
         char cmd[128];
@@ -312,6 +353,9 @@ int main(int argc, char **argv)
            (double)(med[1] - med[0]) / 1000.0);
     printf("  reader's time in baton_steer_route() per forwarded datagram: %.1f us (median)\n",
            (double)route_med / 1000.0);
-    printf("  lost: %lld, misrouted: %lld\n", lost, misrouted);
+    printf("  %d more upgrades, every generation alive, 50 datagrams per live generation after "
+           "each: %lld datagrams, %lld lost or misrouted\n",
+           UPGRADES, checked, misrouted + lost - before);
+    printf("  lost: %lld, misrouted: %lld (all phases)\n", lost, misrouted);
     return lost || misrouted ? 1 : 0;
 }

@@ -196,12 +196,12 @@ struct baton {
      * (its low 16 bits). */
     int steer_fd, steer_lfd;
     char steer_leaf[24];
-    int steer_in[8];
+    int steer_in[64];
     unsigned nsteer_in, steer_next;
     struct baton__steer_to {
         uint16_t gen;
         int fd; /* -1: that generation is gone */
-    } steer_to[8];
+    } steer_to[64];
     unsigned nsteer_to;
     bool superseded;
     bool takeover_busy;

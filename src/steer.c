@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -130,7 +131,8 @@ static int steer_target(baton *b, uint16_t gen)
     if (t)
         return t->fd >= 0 ? t->fd : -ESRCH;
     /* A new one: reuse the slot of a generation that is gone, or the
-     * oldest (a cap on draining generations keeps them few). */
+     * first (with more than 64 generations alive, connections are remade
+     * as they are needed). */
     if (b->nsteer_to < sizeof(b->steer_to) / sizeof(b->steer_to[0])) {
         t = &b->steer_to[b->nsteer_to++];
     } else {
@@ -211,6 +213,22 @@ BATON_EXPORT int baton_steer_route(baton *b, int generation, const void *buf, si
     return 1;
 }
 
+static void steer_drop_in(baton *b, unsigned i);
+
+/* Connections whose router closed them (it made room for another
+ * generation, or exited) and that hold nothing more to read. */
+static void steer_purge(baton *b)
+{
+    for (unsigned i = 0; i < b->nsteer_in;) {
+        struct pollfd p = {b->steer_in[i], POLLIN | POLLRDHUP, 0};
+        if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) &&
+            !(p.revents & POLLIN))
+            steer_drop_in(b, i);
+        else
+            i++;
+    }
+}
+
 /* Take the connections waiting on our socket: only our own uid's (the
  * directory already keeps others out). */
 static void steer_accept(baton *b)
@@ -223,6 +241,8 @@ static void steer_accept(baton *b)
 
         if (fd < 0)
             return;
+        if (b->nsteer_in == sizeof(b->steer_in) / sizeof(b->steer_in[0]))
+            steer_purge(b);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != geteuid() ||
             b->nsteer_in == sizeof(b->steer_in) / sizeof(b->steer_in[0])) {
             close(fd);
