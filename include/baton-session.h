@@ -274,7 +274,9 @@ int baton_session_server_add_peer(baton_session_server *srv, const char *name,
  * is -EINVAL) to the peer named peer.
  * Asynchronous: opens and authenticates the peer link if needed, tells the
  * next server which sessions come, then sends each client MOVE; on_moved()
- * reports each session's outcome. Sessions already moving are skipped.
+ * reports each session's outcome. Sessions already moving are skipped, and
+ * so are sessions that just came back and wait one round trip for their
+ * FLUSH (docs/session-protocol.md, "Forwarding").
  * Returns the number of sessions being moved, -ENOENT for an unknown peer,
  * -EINVAL without a key.
  */
