@@ -56,7 +56,8 @@
 
 /* The length of every connection ID we choose, and what
  * baton_quic_packet_generation() is told to expect: room for
- * baton_quic_cid_make()'s marker and generation and 15 random bytes. */
+ * baton_quic_cid_make()'s marker, generation and check byte, and 14
+ * random bytes. */
 #define CID_LEN      18
 #define DGRAM_MAX    65536
 #define TX_MAX       NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE
