@@ -103,6 +103,7 @@ struct cid_entry {
 static struct {
     const char *dir, *listen, *cert, *key;
     int drain_timeout_ms;
+    unsigned long long steered_out, steered_in; /* datagrams forwarded, taken */
     bool steer, trace;
     baton *b;
     int gen;
@@ -904,6 +905,8 @@ static bool route_away(const uint8_t *buf, size_t len, const struct sockaddr *fr
     r = baton_steer_route(app.b, g, buf, len, from, fromlen);
     if (r < 0 && r != -ESRCH && r != -EAGAIN && app.trace)
         say("baton_steer_route(generation %d): %s", g, baton_strerror(r));
+    if (r == 1)
+        app.steered_out++;
     return r == 1 || r == -EAGAIN;
 }
 
@@ -1041,6 +1044,7 @@ static void read_steer(void)
                 say("baton_steer_recv: %s", baton_strerror((int)n));
             return;
         }
+        app.steered_in++;
         on_dgram(app.rx, (size_t)n, NULL, 0, (struct sockaddr *)&from, fromlen);
     }
 }
@@ -1429,6 +1433,7 @@ int main(int argc, char **argv)
     if (app.up_done_fd >= 0)
         close(app.up_done_fd);
     if (status == 0)
-        say("exiting");
+        say("exiting: %llu datagram(s) forwarded to older generations, %llu taken from newer",
+            app.steered_out, app.steered_in);
     return status;
 }

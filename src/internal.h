@@ -196,11 +196,14 @@ struct baton {
      * (its low 16 bits). */
     int steer_fd, steer_lfd;
     char steer_leaf[24];
-    int steer_in[64];
-    unsigned nsteer_in, steer_next;
+    ino_t steer_ino; /* the socket file we bound, to unlink ours only */
+    dev_t steer_dev;
+    int *steer_in;
+    unsigned nsteer_in, steer_in_cap, steer_next;
     struct baton__steer_to {
         uint16_t gen;
-        int fd; /* -1: that generation is gone */
+        int fd;           /* -1: that generation is gone ... */
+        uint64_t gone_ms; /* ... as found then (asked again a second later) */
     } steer_to[64];
     unsigned nsteer_to;
     bool superseded;

@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -58,38 +59,45 @@ BATON_EXPORT int baton_steer_open(baton *b)
 {
     struct epoll_event ev = {.events = EPOLLIN};
     struct sockaddr_un sa;
-    int lfd, ep, r;
+    struct stat st;
+    char tmp[48];
+    int lfd, ep, r, e;
 
     BATON__ARG(b);
     if (b->steer_fd >= 0)
         return b->steer_fd;
     steer_leaf(b->generation, b->steer_leaf, sizeof(b->steer_leaf));
-    r = baton__dir_name(b->dirfd, b->dir_by_fd, b->dir, b->steer_leaf, &sa);
+    /* Bound under a name of our own, then renamed over steer.GEN: a socket
+     * of this generation left by a process that failed before it served
+     * is replaced, never unlinked from under whoever serves on it. */
+    snprintf(tmp, sizeof(tmp), ".%s.%d", b->steer_leaf, (int)getpid());
+    r = baton__dir_name(b->dirfd, b->dir_by_fd, b->dir, tmp, &sa);
     if (r < 0)
-        return baton__fail(b, -r, "steer socket %s/%s: name too long", b->dir, b->steer_leaf);
+        return baton__fail(b, -r, "steer socket %s/%s: name too long", b->dir, tmp);
     lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (lfd < 0)
         return baton__fail(b, errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
-    /* A socket of this generation left by a process that died (a successor
-     * that failed before ready): nobody listens on it. */
-    unlinkat(b->dirfd, b->steer_leaf, 0);
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 16) < 0) {
-        int e = errno;
+    unlinkat(b->dirfd, tmp, 0);
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 64) < 0 ||
+        fchmodat(b->dirfd, tmp, 0600, 0) < 0 ||
+        fstatat(b->dirfd, tmp, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+        renameat(b->dirfd, tmp, b->dirfd, b->steer_leaf) < 0) {
+        e = errno;
         close(lfd);
-        unlinkat(b->dirfd, b->steer_leaf, 0);
+        unlinkat(b->dirfd, tmp, 0);
         b->steer_leaf[0] = 0;
-        return baton__fail(b, e, "bind/listen(%s/steer.%u)", b->dir,
-                           (unsigned)(b->generation & 0xffff));
+        return baton__fail(b, e, "bind/listen(%s/%s)", b->dir, tmp);
     }
-    (void)fchmodat(b->dirfd, b->steer_leaf, 0600, 0);
+    b->steer_ino = st.st_ino;
+    b->steer_dev = st.st_dev;
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) {
-        int e = errno;
+        e = errno;
         if (ep >= 0)
             close(ep);
         close(lfd);
-        unlinkat(b->dirfd, b->steer_leaf, 0);
-        b->steer_leaf[0] = 0;
+        b->steer_lfd = -1;
+        baton__steer_free(b, true);
         return baton__fail(b, e, "epoll for the steer socket");
     }
     b->steer_lfd = lfd;
@@ -99,70 +107,101 @@ BATON_EXPORT int baton_steer_open(baton *b)
 
 void baton__steer_free(baton *b, bool unlink)
 {
-    if (b->steer_fd >= 0) {
+    struct stat st;
+
+    if (b->steer_fd >= 0)
         close(b->steer_fd);
+    if (b->steer_lfd >= 0)
         close(b->steer_lfd);
-        b->steer_fd = b->steer_lfd = -1;
-        if (unlink && b->steer_leaf[0])
-            unlinkat(b->dirfd, b->steer_leaf, 0);
-    }
+    b->steer_fd = b->steer_lfd = -1;
+    /* Ours only: another process of the same generation number may serve
+     * on the name now. */
+    if (unlink && b->steer_leaf[0] &&
+        fstatat(b->dirfd, b->steer_leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        st.st_ino == b->steer_ino && st.st_dev == b->steer_dev)
+        unlinkat(b->dirfd, b->steer_leaf, 0);
+    b->steer_leaf[0] = 0;
     for (unsigned i = 0; i < b->nsteer_in; i++)
         close(b->steer_in[i]);
-    b->nsteer_in = 0;
+    free(b->steer_in);
+    b->steer_in = NULL;
+    b->nsteer_in = b->steer_in_cap = 0;
     for (unsigned i = 0; i < b->nsteer_to; i++)
         if (b->steer_to[i].fd >= 0)
             close(b->steer_to[i].fd);
     b->nsteer_to = 0;
 }
 
-/* The connected socket to generation gen's process, -ESRCH if it is gone. */
+/* A generation found gone is asked again after this long: generation
+ * numbers come back (a rollback, then another upgrade). */
+#define GONE_RECHECK_MS 1000
+
+static void target_forget(baton *b, struct baton__steer_to *t)
+{
+    *t = b->steer_to[--b->nsteer_to];
+}
+
+/* The connected socket to generation gen's process: the fd, -ESRCH if it
+ * is gone (its socket missing or refusing), -EAGAIN (its backlog is
+ * full), or another -errno (ours: nothing is remembered). */
 static int steer_target(baton *b, uint16_t gen)
 {
     struct baton__steer_to *t = NULL;
     struct sockaddr_un sa;
     char leaf[24];
-    int fd;
+    int fd, e;
 
     for (unsigned i = 0; i < b->nsteer_to; i++)
         if (b->steer_to[i].gen == gen) {
             t = &b->steer_to[i];
             break;
         }
-    if (t)
-        return t->fd >= 0 ? t->fd : -ESRCH;
-    /* A new one: reuse the slot of a generation that is gone, or the
-     * first (with more than 64 generations alive, connections are remade
-     * as they are needed). */
-    if (b->nsteer_to < sizeof(b->steer_to) / sizeof(b->steer_to[0])) {
-        t = &b->steer_to[b->nsteer_to++];
-    } else {
-        t = &b->steer_to[0];
-        for (unsigned i = 0; i < b->nsteer_to; i++)
-            if (b->steer_to[i].fd < 0) {
-                t = &b->steer_to[i];
-                break;
-            }
-        if (t->fd >= 0)
-            close(t->fd);
+    if (t && t->fd >= 0)
+        return t->fd;
+    if (t && baton__now_ms() - t->gone_ms < GONE_RECHECK_MS)
+        return -ESRCH;
+    if (!t) {
+        /* A new one: a free slot, or one of a generation that is gone, or
+         * (with more than 64 generations alive) the first's, whose
+         * connection is made again when it is needed. */
+        if (b->nsteer_to < sizeof(b->steer_to) / sizeof(b->steer_to[0])) {
+            t = &b->steer_to[b->nsteer_to++];
+        } else {
+            t = &b->steer_to[0];
+            for (unsigned i = 0; i < b->nsteer_to; i++)
+                if (b->steer_to[i].fd < 0) {
+                    t = &b->steer_to[i];
+                    break;
+                }
+            if (t->fd >= 0)
+                close(t->fd);
+        }
     }
     t->gen = gen;
     t->fd = -1;
     steer_leaf(gen, leaf, sizeof(leaf));
-    if (baton__dir_name(b->dirfd, b->dir_by_fd, b->dir, leaf, &sa) < 0)
-        return -ESRCH;
+    if (baton__dir_name(b->dirfd, b->dir_by_fd, b->dir, leaf, &sa) < 0) {
+        target_forget(b, t);
+        return -ENAMETOOLONG;
+    }
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) {
+        e = errno;
+        target_forget(b, t);
+        return -e;
+    }
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &(int){STEER_SNDBUF}, sizeof(int));
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
+        e = errno;
         close(fd);
-        if (e == EAGAIN) {
-            /* Its backlog is full: try again with the next datagram. */
-            t->gen = (uint16_t)~gen;
-            return -EAGAIN;
+        if (e == ENOENT || e == ECONNREFUSED) {
+            t->gone_ms = baton__now_ms();
+            return -ESRCH;
         }
-        return e == ENOENT || e == ECONNREFUSED ? -ESRCH : -e;
+        /* A full backlog, or a failure of ours (no fds, no memory): not
+         * a verdict on that generation. */
+        target_forget(b, t);
+        return -e;
     }
     t->fd = fd;
     return fd;
@@ -174,6 +213,7 @@ static void steer_gone(baton *b, int fd)
         if (b->steer_to[i].fd == fd) {
             close(fd);
             b->steer_to[i].fd = -1;
+            b->steer_to[i].gone_ms = baton__now_ms();
         }
 }
 
@@ -241,12 +281,21 @@ static void steer_accept(baton *b)
 
         if (fd < 0)
             return;
-        if (b->nsteer_in == sizeof(b->steer_in) / sizeof(b->steer_in[0]))
-            steer_purge(b);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != geteuid() ||
-            b->nsteer_in == sizeof(b->steer_in) / sizeof(b->steer_in[0])) {
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != geteuid()) {
             close(fd);
             continue;
+        }
+        if (b->nsteer_in == b->steer_in_cap)
+            steer_purge(b);
+        if (b->nsteer_in == b->steer_in_cap) {
+            unsigned cap = b->steer_in_cap ? 2 * b->steer_in_cap : 8;
+            int *n = realloc(b->steer_in, cap * sizeof(*n));
+            if (!n) {
+                close(fd); /* its router sees it closed, and asks again later */
+                continue;
+            }
+            b->steer_in = n;
+            b->steer_in_cap = cap;
         }
         ev.data.fd = fd;
         if (epoll_ctl(b->steer_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {

@@ -117,13 +117,21 @@ if [ "$mode" = no-steer ]; then
     exit 0
 fi
 [ $answered -eq $k ] || fail "$((k - answered)) delayed client(s) lost their connection"
+# And they were answered through steering, not by generation 1 reading the
+# socket still: once it exits it says how many datagrams it was handed.
+gen1=$(sed -n 's/^ready pid=\([0-9]*\) generation=1 .*/\1/p' "$tmp/out")
+gen1_took() { grep -q "baton-quic\[$gen1\] gen 1: exiting:" "$tmp/err"; }
+wait_for 30 gen1_took || fail "generation 1 did not exit after its connections ended"
+took=$(sed -n "s/^baton-quic\[$gen1\] gen 1: exiting: .*, \([0-9]*\) taken from newer/\1/p" "$tmp/err")
+echo "generation 1 was handed $took datagram(s) by generation 2"
+[ "${took:-0}" -gt 0 ] || fail "generation 1 was handed no datagram: steering was not exercised"
 
 # --- 2. ten upgrades under load ---
 pids=()
 n=0
 for round in $(seq 1 10); do
     before=$(opened)
-    for j in 1 2 3 4; do
+    for _ in 1 2 3 4; do
         n=$((n + 1))
         start_client l$n $((RANDOM % 1200)) 2
     done

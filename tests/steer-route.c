@@ -13,7 +13,10 @@
  * Checked: every datagram answered once, by its own generation (0
  * misrouted, 0 lost), one at a time and in a burst of 100; after generation 1 exits, its datagrams
  * are "none"
- * (-ESRCH), not lost in a dead socket. Attacks: another uid cannot reach a
+ * (-ESRCH), not lost in a dead socket; a failure of the router's own (no
+ * fds) is not taken for a dead generation; a successor that gives up
+ * unlinks only its own socket, not the one another process of its
+ * generation number took since. Attacks: another uid cannot reach a
  * steering socket (the directory is the boundary); a datagram of the
  * wrong form from our own uid is dropped and the next one handled. And the
  * QUIC helpers on crafted packets.
@@ -23,7 +26,9 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -86,9 +91,27 @@ static int owner_main(int chan, void *arg)
     return 0;
 }
 
+/* A failure of the router's own (out of fds) is not a verdict on the
+ * generation it routes to: once fds are free it forwards again. */
+static void transient_failure(baton *b)
+{
+    struct sockaddr_in to = {
+        .sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fds[4096], n = 0;
+
+    while (n < 4096 && (fds[n] = dup(0)) >= 0)
+        n++;
+    T_EQ(errno, EMFILE);
+    T_EQ(baton_steer_route(b, 1, "1 x", 3, (struct sockaddr *)&to, sizeof(to)), -EMFILE);
+    while (n > 0)
+        close(fds[--n]);
+    T_EQ(baton_steer_route(b, 1, "1 x", 3, (struct sockaddr *)&to, sizeof(to)), 1);
+}
+
 static int successor_main(int chan, void *arg)
 {
     struct baton_options o = t_opts(dir, 5000, 0);
+    struct rlimit rl = {256, 256};
     baton *b;
     int ufd;
 
@@ -99,6 +122,8 @@ static int successor_main(int chan, void *arg)
     T_EQ(baton_inherited(b), 1);
     T_OK(baton_steer_open(b));
     T_OK(baton_ready(b));
+    T_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+    transient_failure(b);
     t_tell(chan, T_MSG_DONE);
     for (;;) {
         struct pollfd p[2] = {{chan, POLLIN, 0}, {ufd, POLLIN, 0}};
@@ -183,6 +208,23 @@ static void quic_helpers(void)
     pkt[4] = 1;
     pkt[5] = 200;
     T_EQ(baton_quic_packet_generation(pkt, 40, 18), -EINVAL);
+}
+
+/* A successor that gives up (generation 3) after another process of the
+ * same generation number took the name steer.3 must not unlink it. */
+static int quitter_main(int chan, void *arg)
+{
+    struct baton_options o = t_opts(dir, 5000, 0);
+    baton *b;
+
+    (void)arg;
+    T_OK(baton_open(&o, &b));
+    T_EQ(baton_generation(b), 3);
+    T_OK(baton_steer_open(b));
+    t_tell(chan, T_MSG_DONE);
+    T_HEAR_EQ(chan, T_MSG_GO);
+    baton_free(b);
+    return 0;
 }
 
 /* Another uid cannot connect to a steering socket: the directory stops
@@ -272,6 +314,29 @@ int main(void)
     T_EQ(t_proc_wait(&own, 5000), 0);
     ask(cfd, 1, 2000, "none");
     ask(cfd, 2, 2000, "gen2");
+    {
+        struct t_proc quit;
+        struct stat st;
+        char path[PATH_MAX + 16], tmp[PATH_MAX + 16];
+        int other;
+
+        t_spawn(&quit, quitter_main, NULL);
+        T_EQ(t_hear(quit.chan, 5000), T_MSG_DONE);
+        /* Another process of generation 3 takes the name. */
+        snprintf(path, sizeof(path), "%s/steer.3", dir);
+        snprintf(tmp, sizeof(tmp), "%s/.steer.3.test", dir);
+        T_ASSERT(strlen(tmp) < sizeof(su.sun_path));
+        memset(su.sun_path, 0, sizeof(su.sun_path));
+        memcpy(su.sun_path, tmp, strlen(tmp));
+        other = T_SYS(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+        T_SYS(bind(other, (struct sockaddr *)&su, sizeof(su)));
+        T_SYS(rename(tmp, path));
+        t_tell(quit.chan, T_MSG_GO);
+        T_EQ(t_proc_wait(&quit, 5000), 0);
+        T_SYS(stat(path, &st)); /* still there: the quitter unlinked only its own */
+        close(other);
+        unlink(path);
+    }
     t_tell(next.chan, T_MSG_STOP);
     T_EQ(t_proc_wait(&next, 5000), 0);
     close(cfd);
