@@ -143,7 +143,9 @@ int baton_open(const struct baton_options *opts, baton **ret);
  * parent owns on. A forked child calls no other baton_* function on it. */
 void baton_free(baton *b);
 
-/* 1 for a fresh start, the predecessor's generation + 1 after a takeover. */
+/* The predecessor's generation + 1 after a takeover; for a fresh start 1,
+ * or one above the newest generation still alive in the directory (its
+ * owner died while it drained): a generation number names one process. */
 int baton_generation(const baton *b);
 
 /* 1 if this process took over from a predecessor, else 0. */

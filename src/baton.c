@@ -387,6 +387,20 @@ static uint64_t job_token(void)
     return errno || *end ? 0 : (uint64_t)t;
 }
 
+/* A fresh start (no owner answered) while older generations still drain
+ * (their owner died): it is numbered above them, so that a generation
+ * number names one process (UDP flow steering routes by it). */
+static void fresh_generation(baton *b)
+{
+    struct baton__gen *g = NULL;
+    int n = baton__gens_read(b->dirfd, &g);
+
+    for (int i = 0; i < n; i++)
+        if (g[i].pid != (int)getpid() && g[i].generation >= b->generation)
+            b->generation = g[i].generation + 1;
+    free(g);
+}
+
 BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
 {
     baton *b;
@@ -412,6 +426,8 @@ BATON_EXPORT int baton_open(const struct baton_options *opts, baton **ret)
         r = baton__lock(b);
     if (r >= 0)
         r = baton__takeover(b);
+    if (r >= 0 && !b->inherited)
+        fresh_generation(b);
     if (r >= 0 && !b->inherited)
         r = baton__sd_listen_fds(b);
     if (r < 0) {
