@@ -74,6 +74,12 @@ int baton__srv_hold(baton_session *s, bool flush, const void *data, size_t len)
     return r;
 }
 
+/* Would len more bytes put k over what may wait unwritten on it? */
+static bool link_full(const struct slink *k, size_t len)
+{
+    return k->l.wlen - k->l.woff + len > FWD_WBUF_MAX;
+}
+
 int baton__srv_forward(baton_session *s, const void *data, size_t len)
 {
     struct slink *k = s->fwd;
@@ -81,7 +87,7 @@ int baton__srv_forward(baton_session *s, const void *data, size_t len)
 
     if (!k || k->dead)
         return -ENOTCONN;
-    if (k->l.wlen - k->l.woff + len > FWD_WBUF_MAX)
+    if (link_full(k, len))
         return -ENOBUFS;
     r = put_id(s->srv, k, BATON__S_FORWARD, s->id, data, len);
     if (r == 0)
@@ -347,7 +353,7 @@ static void deliver(baton_session_server *srv, struct slink *k, baton_session *s
             refuse_forward(srv, s, k);
         return;
     case S_REMOTE:
-        if (!s->fwd || s->fwd->dead || s->fwd->l.wlen - s->fwd->l.woff + len > FWD_WBUF_MAX) {
+        if (!s->fwd || s->fwd->dead || link_full(s->fwd, len)) {
             refuse_forward(srv, s, k);
             return;
         }
@@ -485,7 +491,7 @@ BATON_SESSION_EXPORT int baton_session_server_send_peer(baton_session_server *sr
     }
     k = p->link;
     if (k && !k->dead && k->pstate == P_READY && !p->pmsgs.count) {
-        if (k->l.wlen - k->l.woff + len > FWD_WBUF_MAX)
+        if (link_full(k, len))
             return -ENOBUFS;
         d = baton__slink_put(&k->l, BATON__S_PMSG, (uint32_t)len);
         if (!d)

@@ -193,9 +193,8 @@ static void client_hook(struct baton_session_client_options *o)
 static void start(struct room *r, const char *name, bool home)
 {
     starting = r;
-    r->home = home;
+    r->home = home; /* server_hook reads it */
     ts_server_start(&r->t, name, TS_KEY);
-    r->home = home;
 }
 
 static bool all_joined(void *arg)
