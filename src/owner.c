@@ -1012,8 +1012,13 @@ static void expire(baton *b)
         prob_pass(b);
     baton__gens_expire(b, now);
     if (b->sweep_at && b->sweep_at <= now) {
+        /* Once superseded, the directory's leftovers are our successor's
+         * to sweep (it does, 100 ms after its own ready). Skipping it also
+         * keeps the thread from holding a directory handle for a moment
+         * while the application, told it stepped down, counts its files. */
         b->sweep_at = 0;
-        baton__dir_sweep(b);
+        if (!b->superseded)
+            baton__dir_sweep(b);
     }
     if (b->prob.rolling_back && b->prob.retry_at && b->prob.retry_at <= now)
         prob_resume(b);
