@@ -3,7 +3,7 @@
  * bench/pause: what a client of baton-echo sees through upgrades, and
  * where that time goes.
  *
- *   baton-bench-pause [--upgrades N] [--interval-us N] [--bin DIR]
+ *   baton-bench-pause [--upgrades N] [--interval-us N] [--bin DIR] [--standby]
  *
  * Part 1, the client-visible pause: one unix-socket and one TCP loopback
  * connection to baton-echo, each sending a line every --interval-us
@@ -21,6 +21,13 @@
  * The triggers rotate through the three ways a successor comes to be: a
  * second copy started here, SIGHUP to the owner (its library starts the
  * successor) and `baton upgrade DIR`.
+ *
+ * With --standby, baton-echo runs with --standby (BATON_STANDBY): SIGHUP
+ * and `baton upgrade` wake a successor parked before its main() instead
+ * of starting one; before each such trigger this waits until the owner's
+ * standby is parked (a child of it blocked in recvfrom(2), as
+ * /proc/PID/syscall says). The copy started here is a fresh exec either
+ * way.
  *
  * Where the time goes comes from the servers themselves: with
  * BATON_EXAMPLE_TRACE=FILE the example skeleton (examples/server.c)
@@ -158,6 +165,7 @@ static int64_t taking_max(int pid, int64_t since)
 /* ---- processes --------------------------------------------------------- */
 
 static char bin[PATH_MAX / 2], top[64], dir[80], sock[100];
+static bool standby; /* --standby */
 
 static pid_t spawn(char *const argv[], const char *log)
 {
@@ -177,14 +185,19 @@ static pid_t spawn(char *const argv[], const char *log)
 static pid_t start_echo(const char *d, bool tcp)
 {
     char path[PATH_MAX], log[256], unix_addr[256];
-    char *argv[] = {path,      "--dir",    (char *)d,           "--listen",
-                    unix_addr, "--listen", "tcp://127.0.0.1:0", NULL};
+    char *argv[10] = {path, "--dir", (char *)d, "--listen", unix_addr};
+    int n = 5;
 
     snprintf(path, sizeof path, "%s/baton-echo", bin);
     snprintf(log, sizeof log, "%s/echo.log", top);
     snprintf(unix_addr, sizeof unix_addr, "unix:%s/echo.sock", d);
-    if (!tcp)
-        argv[5] = NULL;
+    if (tcp) {
+        argv[n++] = "--listen";
+        argv[n++] = "tcp://127.0.0.1:0";
+    }
+    if (standby)
+        argv[n++] = "--standby";
+    argv[n] = NULL;
     return spawn(argv, log);
 }
 
@@ -432,6 +445,63 @@ static bool pid_gone(void *arg)
     return !pid_alive(*(pid_t *)arg);
 }
 
+/* Is one of pid's children blocked in recvfrom(2)? */
+static bool child_parked(const char *children)
+{
+    char path[64], sc[64];
+    const char *p = children;
+    char *end;
+
+    for (;; p = end) {
+        long child = strtol(p, &end, 10);
+        ssize_t n;
+        int fd;
+        if (end == p)
+            return false;
+        snprintf(path, sizeof path, "/proc/%ld/syscall", child);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        n = read(fd, sc, sizeof sc - 1);
+        close(fd);
+        sc[n > 0 ? n : 0] = 0;
+        if (n > 0 && strtol(sc, NULL, 10) == SYS_recvfrom)
+            return true;
+    }
+}
+
+/* The owner's standby is parked: a child of it (of any of its threads:
+ * the library's starts it) blocked in recvfrom(2), the libbaton
+ * constructor's wait for a job. */
+static bool standby_parked(void *arg)
+{
+    pid_t owner = *(pid_t *)arg;
+    char path[320], buf[256];
+    struct dirent *e;
+    bool found = false;
+    DIR *d;
+
+    snprintf(path, sizeof path, "/proc/%d/task", (int)owner);
+    d = opendir(path);
+    while (d && !found && (e = readdir(d))) {
+        ssize_t n;
+        int fd;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)owner, e->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        found = child_parked(buf);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
 static void wait_for(int pid, const char *name, int64_t since)
 {
     struct wait_ev w = {pid, name, since};
@@ -487,9 +557,13 @@ static void *trigger_main(void *arg)
 static pid_t upgrade(int kind, pid_t owner, int64_t *ret_t0)
 {
     struct trigger t = {kind, owner, 0};
-    int64_t since = now_us();
+    int64_t since;
     pthread_t th;
     int pid = 0;
+
+    if (standby && kind != 0 && !run_until(standby_parked, &owner, now_us() + WAIT_US))
+        die("the owner's standby did not park in time");
+    since = now_us();
 
     if (pthread_create(&th, NULL, trigger_main, &t) != 0)
         die("pthread_create");
@@ -759,8 +833,9 @@ int main(int argc, char **argv)
     pid_t owner;
 
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "--keep")) {
-            *(argv[i][2] == 'v' ? &verbose : &keep) = true;
+        if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "--keep") ||
+            !strcmp(argv[i], "--standby")) {
+            *(argv[i][2] == 'v' ? &verbose : argv[i][2] == 'k' ? &keep : &standby) = true;
             memmove(&argv[i], &argv[i + 1], (argc-- - i) * sizeof *argv);
             i--;
         }
@@ -779,7 +854,7 @@ int main(int argc, char **argv)
     if (n < 1 || interval_us < 0 || probe_us < 100) {
         fprintf(stderr,
                 "usage: %s [--upgrades N] [--interval-us N] [--probe-us N>=100] "
-                "[--bin DIR] [--tmp DIR]\n",
+                "[--bin DIR] [--tmp DIR] [--standby]\n",
                 argv[0]);
         return 2;
     }
@@ -807,6 +882,9 @@ int main(int argc, char **argv)
     if (trace_fd < 0 || setenv("BATON_EXAMPLE_TRACE", path, 1) < 0)
         die("trace file");
     printf("pause: coordination dir in %s\n", top);
+    printf("pause: successors %s\n",
+           standby ? "parked ahead (baton-echo --standby): SIGHUP and baton upgrade wake one"
+                   : "started at the trigger (baton-echo without --standby)");
     fflush(stdout);
 
     owner = start_echo(dir, true);

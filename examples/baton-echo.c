@@ -41,7 +41,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: baton-echo --dir DIR [--listen ADDR]... [--drain-timeout MS]\n"
                "                  [--probation MS] [--max-generations N] [--no-handoff]\n"
-               "                  [--ready-delay MS] [--verbose]\n"
+               "                  [--standby] [--ready-delay MS] [--verbose]\n"
                "\n"
                "  --dir DIR           coordination directory shared by every copy (required)\n"
                "  --listen ADDR       unix:PATH or tcp://HOST:PORT, repeatable; the fds are\n"
@@ -54,6 +54,8 @@ static void usage(FILE *f)
                "  --max-generations N  at most N copies alive at once (draining ones too);\n"
                "                      an upgrade beyond it ends the oldest (default 8)\n"
                "  --no-handoff        after being replaced, drain every connection here\n"
+               "  --standby           keep the next copy started ahead, parked before\n"
+               "                      main(): SIGHUP and `baton upgrade` wake it\n"
                "  --ready-delay MS    wait MS before declaring ready (for tests)\n"
                "  --verbose           also print the library's debug messages\n"
                "\n"

@@ -187,6 +187,9 @@ static int parse_option(int opt, const char *arg, struct config *cfg)
     case 'n':
         cfg->no_handoff = true;
         return 0;
+    case 's':
+        cfg->standby = true;
+        return 0;
     case 't':
     case 'r':
         if (parse_ms(arg, opt == 't' ? &cfg->drain_timeout_ms : &cfg->ready_delay_ms) < 0) {
@@ -213,6 +216,7 @@ static int parse_args(int argc, char **argv, const struct server_ops *ops, struc
         {"probation", required_argument, NULL, 'p'},
         {"max-generations", required_argument, NULL, 'g'},
         {"no-handoff", no_argument, NULL, 'n'},
+        {"standby", no_argument, NULL, 's'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -220,7 +224,7 @@ static int parse_args(int argc, char **argv, const struct server_ops *ops, struc
     int opt;
 
     *cfg = (struct config){.drain_timeout_ms = 5000};
-    while ((opt = getopt_long(argc, argv, "d:l:t:r:p:g:nvh", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "d:l:t:r:p:g:nsvh", opts, NULL)) != -1) {
         if (opt == 'h') {
             ops->usage(stdout);
             return 1;
@@ -1035,7 +1039,7 @@ static int server_start(struct server *s, void (*ready)(struct server *s))
 {
     struct baton_options opts = {.dir = s->cfg->dir,
                                  .allowed_uid = (uid_t)-1,
-                                 .flags = BATON_TAKE_CONNS,
+                                 .flags = BATON_TAKE_CONNS | (s->cfg->standby ? BATON_STANDBY : 0),
                                  .log = on_baton_log,
                                  .probation_ms = s->cfg->probation_ms,
                                  .max_generations = s->cfg->max_generations,

@@ -34,6 +34,7 @@ struct config {
     int probation_ms;    /* --probation: the old copy may take the service back */
     int max_generations; /* --max-generations; 0: the library's default */
     bool no_handoff;     /* --no-handoff: drain every connection instead */
+    bool standby;        /* --standby: keep a successor parked before main() */
     bool verbose;
     char default_listen[BATON_ADDR_MAX + 1];
 };

@@ -53,6 +53,17 @@ enum {
      * FileDescriptorStoreMax= > 0 (and NotifyAccess=all). Also enabled by
      * BATON_FDSTORE=1 in the environment. */
     BATON_FDSTORE = 1u << 4,
+    /* Keep a standby successor: once ready, start a copy of our executable
+     * ahead of time (our argv and environment, as baton_upgrade(b, NULL)
+     * would) that libbaton parks before its main(). baton_upgrade(b, NULL)
+     * and `baton upgrade` wake it instead of starting a process, which
+     * takes the exec and the dynamic loader off the upgrade's path. Woken,
+     * it first checks that its executable and every library it mapped are
+     * still the files at their paths; if one was replaced (the usual
+     * upgrade), it execs afresh. Its main() runs only when woken, so it
+     * reads its configuration then. It ends, before main(), when this
+     * process steps down or frees the handle. See baton_upgrade(3). */
+    BATON_STANDBY = 1u << 5,
 };
 
 /* The largest per-connection state baton_handoff() carries. */

@@ -18,7 +18,8 @@
 #include "internal.h"
 
 #define KNOWN_FLAGS                                                                                \
-    (BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT | BATON_TAKE_CONNS | BATON_FDSTORE)
+    (BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT | BATON_TAKE_CONNS | BATON_FDSTORE |     \
+     BATON_STANDBY)
 
 void baton__log(const baton *b, int level, const char *fmt, ...)
 {
@@ -343,6 +344,7 @@ static baton *handle_new(const struct baton_options *opts)
     b->steer_fd = b->steer_lfd = -1;
     b->job.pidfd = -1;
     b->prob.pidfd = -1;
+    baton__standby_init(b);
     for (int i = 0; i < BATON__MAX_PEERS; i++)
         b->peers[i].fd = b->peers[i].state_fd = -1;
     b->generation = 1;

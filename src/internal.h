@@ -216,6 +216,13 @@ struct baton {
     struct baton__peer peers[BATON__MAX_PEERS];
     struct baton__job job;
     struct baton__doomed doomed[BATON__DOOMED_MAX];
+    /* A standby successor (BATON_STANDBY): started at `at` (monotonic ms,
+     * 0: not planned), parked until a job wakes it through fd. */
+    struct baton__standby {
+        pid_t pid; /* 0: none */
+        int pidfd, fd;
+        uint64_t at;
+    } standby;
     /* Upgrade events for baton_upgrade_event(), a ring; upgradefd (an
      * EFD_SEMAPHORE eventfd) counts them. */
     struct baton_event ev[8];
@@ -416,7 +423,8 @@ void baton__gens_exited(baton *b, int slot);
 uint64_t baton__gens_expire(baton *b, uint64_t now);
 void baton__gens_forget(baton *b);
 int baton__ep_add(baton *b, int fd, uint32_t events, uint64_t tag);
-#define BATON__TAG_ENDING 10
+#define BATON__TAG_ENDING  10
+#define BATON__TAG_STANDBY 11
 
 /* fault.c: the chaos tests' injection points (BATON_FAULT). */
 void baton__fault(const char *point);
@@ -433,6 +441,19 @@ int baton__takeover_finish(baton *b, int *ctl_fd, const char *tmp);
 int baton__argv_load(baton *b);
 /* Start argv (NULL: ourselves) with BATON_JOB=token in its environment. */
 int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, int *ret_pidfd);
+/* The same with var ("NAME=value") instead, and keep_fd (>= 0) inherited. */
+int baton__spawn_with(baton *b, char *const argv[], const char *var, int keep_fd, pid_t *ret_pid,
+                      int *ret_pidfd);
+
+/* standby.c: a successor started ahead, parked before its main()
+ * (BATON_STANDBY). Called with b->mu held, on the owner's thread. */
+void baton__standby_init(baton *b);
+void baton__standby_start(baton *b);
+void baton__standby_end(baton *b);
+void baton__standby_forget(baton *b);
+void baton__standby_exited(baton *b);
+/* 1: woken for token, its pid and pidfd now the caller's; 0: none. */
+int baton__standby_take(baton *b, uint64_t token, pid_t *ret_pid, int *ret_pidfd);
 
 /* systemd.c: sd_notify and socket activation, without libsystemd. */
 int baton__sd_listen_fds(baton *b);

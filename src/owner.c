@@ -43,6 +43,7 @@ enum {
     TAG_DOOMED,
     TAG_PROB,
     TAG_ENDING = BATON__TAG_ENDING,
+    TAG_STANDBY = BATON__TAG_STANDBY,
 };
 
 /* epoll data: the tag in the low byte, a peer's slot and fd above it, so a
@@ -142,6 +143,8 @@ static void arm_timer(baton *b)
         next = b->gens_check_at;
     if (b->sweep_at && b->sweep_at < next)
         next = b->sweep_at;
+    if (b->standby.at && b->standby.at < next)
+        next = b->standby.at;
     if (next != UINT64_MAX) {
         uint64_t d = next > now ? next - now : 1;
         its.it_value.tv_sec = d / 1000;
@@ -153,6 +156,14 @@ static void arm_timer(baton *b)
 static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const char *msg);
 static void ctl_check(baton *b);
 static void accept_peers(baton *b);
+
+/* Start a standby successor soon, if wanted and none is there: not at
+ * once, so that it does not compete with a takeover just finished. */
+static void standby_plan(baton *b)
+{
+    if ((b->opts.flags & BATON_STANDBY) && !b->standby.pid && !b->superseded)
+        b->standby.at = baton__now_ms() + 200;
+}
 
 /* A signal by pidfd: never to a process that reused the pid. */
 static int pidfd_signal(int pidfd, int sig)
@@ -735,6 +746,7 @@ static void prob_resume(baton *b)
              b->prob.why);
     baton__sd_notify_status(b, status);
     baton__log(b, BATON_LOG_WARNING, "rolled back: generation %d serves again", b->generation);
+    standby_plan(b);
     prob_answer(b, -EOWNERDEAD, b->prob.why);
 }
 
@@ -824,6 +836,8 @@ static void step_down(baton *b, struct baton__peer *p)
 {
     bool probation = b->opts.probation_ms > 0;
 
+    /* Our standby would wait on for a job we can no longer start. */
+    baton__standby_end(b);
     b->superseded = true;
     b->takeover_busy = false;
     p->phase = BATON__PEER_SUCCESSOR;
@@ -1020,6 +1034,8 @@ static void expire(baton *b)
         if (!b->superseded)
             baton__dir_sweep(b);
     }
+    if (b->standby.at && b->standby.at <= now)
+        baton__standby_start(b);
     if (b->prob.rolling_back && b->prob.retry_at && b->prob.retry_at <= now)
         prob_resume(b);
     if (b->accept_paused_until && b->accept_paused_until <= now) {
@@ -1126,6 +1142,7 @@ static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const 
     if (err) {
         baton__log(b, BATON_LOG_WARNING, "upgrade failed: %s", b->job.msg);
         job_stop(b);
+        standby_plan(b);
     }
     if (b->job.local && write(b->jobfd, &one, sizeof(one)) < 0) {
         /* Cannot overflow: one write per job. */
@@ -1187,6 +1204,9 @@ int baton__owner_dispatch(baton *b)
         case TAG_ENDING:
             baton__gens_exited(b, (int)((d >> 8) & 0xff));
             room_made(b);
+            break;
+        case TAG_STANDBY:
+            baton__standby_exited(b);
             break;
         }
     }
@@ -1256,6 +1276,7 @@ int baton__owner_start(baton *b, int ctl_fd)
      * /proc: look once the handoff that follows baton_ready() is over,
      * not while the application waits for us to return. */
     b->gens_check_at = b->sweep_at = baton__now_ms() + 100;
+    standby_plan(b);
     arm_timer(b);
     pthread_mutex_unlock(&b->mu);
     if (r < 0)
@@ -1284,6 +1305,7 @@ void baton__owner_stop(baton *b)
         pthread_join(b->thread, NULL);
         b->thread_running = false;
     }
+    baton__standby_end(b);
     if (b->prob.pidfd >= 0) {
         /* Nobody can roll back now: what the tools waited for is decided. */
         prob_stop_watching(b);
@@ -1310,6 +1332,7 @@ void baton__owner_stop(baton *b)
 
 void baton__owner_forget(baton *b)
 {
+    baton__standby_forget(b);
     for (int i = 0; i < BATON__MAX_PEERS; i++) {
         struct baton__peer *p = &b->peers[i];
         if (p->fd >= 0)
@@ -1351,7 +1374,14 @@ static int job_spawn(baton *b, char *const argv[], int timeout_ms)
     b->job.pidfd = -1;
     b->job.token = token;
     b->job.spawned_us = baton__now_us();
-    r = baton__spawn(b, argv, token, &b->job.pid, &b->job.pidfd);
+    if (!argv && baton__standby_take(b, token, &b->job.pid, &b->job.pidfd)) {
+        r = 0;
+        baton__log(b, BATON_LOG_INFO, "woke standby successor pid %d", (int)b->job.pid);
+    } else {
+        r = baton__spawn(b, argv, token, &b->job.pid, &b->job.pidfd);
+        if (r == 0)
+            baton__log(b, BATON_LOG_INFO, "started successor pid %d", (int)b->job.pid);
+    }
     if (r < 0) {
         b->job.pid = 0;
         b->job.token = 0;
@@ -1359,7 +1389,6 @@ static int job_spawn(baton *b, char *const argv[], int timeout_ms)
     }
     ep_add(b, b->job.pidfd, EPOLLIN, TAG_JOB);
     b->job.deadline = baton__now_ms() + timeout_ms;
-    baton__log(b, BATON_LOG_INFO, "started successor pid %d", (int)b->job.pid);
     arm_timer(b);
     return 0;
 }

@@ -81,12 +81,13 @@ int baton__argv_load(baton *b)
 }
 
 /*
- * Our environment with BATON_JOB=token in place of any BATON_JOB it had:
- * the successor sends the token when it asks to take over, so that the
- * owner knows which job it belongs to even when the process that asks is
- * not the one it started (a server that forks first, a wrapper script).
+ * Our environment with var ("NAME=value") in place of any BATON_JOB or
+ * BATON_STANDBY_FD it had. A successor sends its BATON_JOB token when it
+ * asks to take over, so that the owner knows which job it belongs to even
+ * when the process that asks is not the one it started (a server that
+ * forks first, a wrapper script); a standby gets its token later.
  */
-static char **job_environ(uint64_t token, char *var, size_t var_len)
+static char **spawn_environ(const char *var)
 {
     size_t n = 0, k = 0;
     char **env;
@@ -97,19 +98,28 @@ static char **job_environ(uint64_t token, char *var, size_t var_len)
     if (!env)
         return NULL;
     for (char **e = environ; e && *e; e++)
-        if (strncmp(*e, "BATON_JOB=", 10) != 0)
+        if (strncmp(*e, "BATON_JOB=", 10) != 0 && strncmp(*e, "BATON_STANDBY_FD=", 17) != 0)
             env[k++] = *e;
-    snprintf(var, var_len, "BATON_JOB=%016llx", (unsigned long long)token);
-    env[k] = var;
+    env[k] = (char *)var;
     return env;
 }
 
 int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, int *ret_pidfd)
 {
+    char var[32];
+
+    snprintf(var, sizeof(var), "BATON_JOB=%016llx", (unsigned long long)token);
+    return baton__spawn_with(b, argv, var, -1, ret_pid, ret_pidfd);
+}
+
+int baton__spawn_with(baton *b, char *const argv[], const char *var, int keep_fd, pid_t *ret_pid,
+                      int *ret_pidfd)
+{
+    posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
     const char *path;
-    char var[32], **env;
+    char **env;
     pid_t pid;
     int r, pidfd;
 
@@ -123,7 +133,7 @@ int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, i
     path = argv == b->argv ? b->exe : argv[0];
     if (!path[0])
         return baton__fail(b, ENOENT, "cannot tell our own executable's path");
-    env = job_environ(token, var, sizeof(var));
+    env = spawn_environ(var);
     if (!env)
         return baton__fail(b, ENOMEM, "posix_spawn(%s): environment", path);
     sigemptyset(&none);
@@ -132,8 +142,15 @@ int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, i
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    r = argv == b->argv || strchr(path, '/') ? posix_spawn(&pid, path, NULL, &attr, argv, env)
-                                             : posix_spawnp(&pid, path, NULL, &attr, argv, env);
+    posix_spawn_file_actions_init(&fa);
+    /* dup2() onto itself clears FD_CLOEXEC in the child only (glibc 2.29
+     * and later): the fd is inherited without a window in which another
+     * thread's fork could inherit it too. */
+    if (keep_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, keep_fd, keep_fd);
+    r = argv == b->argv || strchr(path, '/') ? posix_spawn(&pid, path, &fa, &attr, argv, env)
+                                             : posix_spawnp(&pid, path, &fa, &attr, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     free(env);
     if (r != 0)

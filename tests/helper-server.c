@@ -22,6 +22,14 @@
  * goes on at once; "wrap-stall MS" forks and the parent, like a wrapper
  * script, waits for the child (which stalls) and exits with its status.
  * A slow start first reports "start PID" (the child's, after a fork).
+ *
+ * With BATON_TEST_STANDBY=1 in the environment it opens with BATON_STANDBY
+ * and reports "main PID" as main() begins, and answers the line "whoami"
+ * with "helperGEN whoami pid=PID job=J standby=S exe=E": J 1 if BATON_JOB
+ * is set, S 1 if BATON_STANDBY_FD is, E 1 if /proc/self/exe is a file
+ * that has since been replaced or removed. If the file REPORT.linger exists
+ * when it is superseded, it stays (without baton_free()) until a signal
+ * ends it.
  */
 #include <errno.h>
 #include <poll.h>
@@ -35,6 +43,16 @@
 #include <unistd.h>
 
 #include "harness.h"
+
+/* Is the file we run from gone from its path (replaced or removed)? */
+static int exe_replaced(void)
+{
+    char buf[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+
+    buf[n > 0 ? n : 0] = 0;
+    return n <= 0 || strstr(buf, " (deleted)") != NULL;
+}
 
 static int serve(baton *b, int lfd, const char *report)
 {
@@ -54,7 +72,14 @@ static int serve(baton *b, int lfd, const char *report)
             return 1;
         }
         if (p[0].revents & POLLIN) {
+            char linger[PATH_MAX + 8];
             t_report_send(report, "superseded %d %d", gen, (int)getpid());
+            /* REPORT.linger exists: stay, as a draining server would,
+             * until a signal ends us. */
+            snprintf(linger, sizeof(linger), "%s.linger", report);
+            if (access(linger, F_OK) == 0)
+                for (;;)
+                    pause();
             return 0;
         }
         fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -65,6 +90,10 @@ static int serve(baton *b, int lfd, const char *report)
             char resp[300];
             line[n - 1] = 0;
             snprintf(resp, sizeof(resp), "%s %s\n", tag, line);
+            if (strcmp(line, "whoami") == 0)
+                snprintf(resp, sizeof(resp), "%s whoami pid=%d job=%d standby=%d exe=%d\n", tag,
+                         (int)getpid(), getenv("BATON_JOB") != NULL,
+                         getenv("BATON_STANDBY_FD") != NULL, exe_replaced());
             t_write_all(fd, resp, strlen(resp));
             if (strcmp(line, "quit") == 0) {
                 close(fd);
@@ -124,6 +153,10 @@ int main(int argc, char **argv)
         return 2;
     }
     report = argv[2];
+    if (getenv("BATON_TEST_STANDBY")) {
+        o.flags |= BATON_STANDBY;
+        t_report_send(report, "main %d", (int)getpid());
+    }
     if (argc > 4)
         mode = failfile_mode(argv[4], &ms);
     if (mode == 'F' || mode == 'R' || mode == 'W') {
