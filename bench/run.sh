@@ -649,6 +649,13 @@ if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-pause ]]; then
     else
         log "baton-bench-pause failed (see $RAW/pause.all); $BENCH_OUT/pause.txt is left as it was"
     fi
+    log "running baton-bench-pause --standby"
+    if timeout -k 5 300 "$BIN/baton-bench-pause" --standby >"$RAW/pause-standby.all" 2>&1; then
+        grep -v 'coordination dir in' "$RAW/pause-standby.all" >"$RAW/pause-standby.txt"
+        cp "$RAW/pause-standby.txt" "$BENCH_OUT/pause-standby.txt"
+    else
+        log "baton-bench-pause --standby failed (see $RAW/pause-standby.all)"
+    fi
 fi
 
 log "analysing"

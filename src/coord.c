@@ -720,14 +720,15 @@ int baton__gen_write(baton *b)
     snprintf(name, sizeof(name), "gen.%d", (int)getpid());
     snprintf(text, sizeof(text),
              "baton-gen 1\npid %d\nstart %llu\ngeneration %d\nstate %s\nsince %llu\n"
-             "draining_since %llu\nconns %d\nprobation_until %llu\ndrain_until %llu\n",
+             "draining_since %llu\nconns %d\nprobation_until %llu\ndrain_until %llu\n"
+             "standby %d\n",
              (int)getpid(), baton__proc_start(getpid()), b->generation,
              b->prob.rolling_back ? "rolling-back"
              : b->superseded      ? "draining"
                                   : "serving",
              (unsigned long long)b->since_ms, (unsigned long long)b->draining_since_ms, b->conns,
              (unsigned long long)(b->prob.pidfd >= 0 ? b->prob.until_rt : 0),
-             (unsigned long long)drain_until);
+             (unsigned long long)drain_until, (int)b->standby.pid);
     r = file_replace(b, name, text);
     if (r < 0)
         baton__log(b, BATON_LOG_DEBUG, "%s/%s: %s", b->dir, name, baton_strerror(r));
@@ -782,6 +783,9 @@ static int gen_parse(int dirfd, const char *name, struct baton__gen *g)
     more = strstr(buf, "\nprobation_until ");
     if (more && sscanf(more, "\nprobation_until %llu\ndrain_until %llu\n", &g->probation_until,
                        &g->drain_until) != 2)
+        return -EPROTO;
+    more = strstr(buf, "\nstandby ");
+    if (more && (sscanf(more, "\nstandby %d\n", &g->standby_pid) != 1 || g->standby_pid < 0))
         return -EPROTO;
     return 0;
 }

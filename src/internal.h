@@ -340,6 +340,7 @@ struct baton__gen {
     unsigned long long start, since_ms, draining_since_ms;
     unsigned long long probation_until; /* realtime ms its successor's probation ends; 0 none */
     unsigned long long drain_until;     /* realtime ms its drain bound ends; 0 none */
+    int standby_pid;                    /* its parked successor (BATON_STANDBY); 0 none */
 };
 int baton__gen_write(baton *b);
 void baton__gen_remove(baton *b);

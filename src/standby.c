@@ -205,6 +205,7 @@ void baton__standby_start(baton *b)
         return;
     }
     baton__log(b, BATON_LOG_DEBUG, "standby successor pid %d started", (int)s->pid);
+    baton__gen_write(b); /* `baton status` shows it */
 }
 
 /* End it (we step down, or free the handle), and reap it: it has not
@@ -254,6 +255,7 @@ void baton__standby_exited(baton *b)
     close(s->pidfd);
     close(s->fd);
     baton__standby_init(b);
+    baton__gen_write(b);
 }
 
 /* Wake it for the job with this token: 1 and its pid and pidfd (now the
@@ -277,5 +279,6 @@ int baton__standby_take(baton *b, uint64_t token, pid_t *ret_pid, int *ret_pidfd
     *ret_pid = s->pid;
     *ret_pidfd = s->pidfd;
     baton__standby_init(b);
+    baton__gen_write(b);
     return 1;
 }

@@ -6,7 +6,8 @@
  *
  *  1. Once generation 1 is ready, a child of it is parked in libbaton's
  *     constructor (blocked in recvfrom(2), BATON_STANDBY_FD in its
- *     environment, no BATON_JOB), and its main() has not run.
+ *     environment, no BATON_JOB), and its main() has not run; `baton
+ *     status --json` names it.
  *  2. `baton upgrade` exits 0 and generation 2 is that very process: its
  *     main() ran once, after the trigger, with BATON_JOB set and
  *     BATON_STANDBY_FD gone. The listener is the same socket.
@@ -236,6 +237,13 @@ int main(int argc, char **argv)
     T_ASSERT(environ_has(s, "BATON_STANDBY_FD="));
     T_ASSERT(!environ_has(s, "BATON_JOB="));
     t_log("generation 1 is pid %d, its standby pid %d", (int)first.pid, (int)s);
+    {
+        char *status[] = {tool, "status", "--json", dir, NULL}, want[64];
+        T_EQ(t_run(status, T_TIMEOUT, out, sizeof(out)), 0);
+        snprintf(want, sizeof(want), "\"standby_pid\":%d", (int)s);
+        if (!strstr(out, want))
+            t_fail(__FILE__, __LINE__, "baton status --json lacks %s: %s", want, out);
+    }
 
     /* 2. The upgrade wakes it: the standby is generation 2. */
     T_EQ(t_run(upgrade, 15000, out, sizeof(out)), 0);

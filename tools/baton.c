@@ -259,6 +259,8 @@ static void status_json_tail(const struct baton__gen *g, int ng, const struct ba
                    g[i].drain_until % 1000);
         if (g[i].conns >= 0)
             printf(",\"connections\":%d", g[i].conns);
+        if (g[i].standby_pid)
+            printf(",\"standby_pid\":%d", g[i].standby_pid);
         putchar('}');
     }
     printf("],\"last_upgrade\":");
@@ -297,6 +299,8 @@ static void status_text_tail(const struct baton__gen *g, int ng, const struct ba
             printf(", drain bound ends ");
             print_until(g[i].drain_until);
         }
+        if (g[i].standby_pid)
+            printf(", standby pid %d", g[i].standby_pid);
         putchar('\n');
     }
     if (u) {
