@@ -47,7 +47,7 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
  * the file we mapped is gone from its path. stat() on both sides of the
  * wait, not the line's own dev and inode, which differ from stat()'s on
  * overlay file systems. */
-static bool map_line(const char *line, uint64_t *h)
+static bool map_line(const char *line, uint64_t *h, char *last, size_t last_len)
 {
     static const char deleted[] = " (deleted)";
     unsigned long long ino;
@@ -59,9 +59,11 @@ static bool map_line(const char *line, uint64_t *h)
     if (sscanf(line, "%*s %*s %*s %*s %llu %n", &ino, &off) < 1 || !off || !ino)
         return true;
     path = line + off;
-    if (path[0] != '/')
+    if (path[0] != '/' || strcmp(path, last) == 0) /* a file maps in several parts */
         return true;
     n = strlen(path);
+    if (n < last_len)
+        memcpy(last, path, n + 1);
     if (n > sizeof(deleted) - 1 && strcmp(path + n - (sizeof(deleted) - 1), deleted) == 0)
         return false;
     if (stat(path, &st) < 0)
@@ -80,7 +82,7 @@ static bool map_line(const char *line, uint64_t *h)
  * we run before main(). */
 static bool maps_digest(uint64_t *ret)
 {
-    char buf[8192], line[PATH_MAX + 128];
+    char buf[8192], line[PATH_MAX + 128], last[PATH_MAX + 128] = "";
     uint64_t h = 0xcbf29ce484222325ull;
     size_t ll = 0;
     bool ok = true;
@@ -97,7 +99,7 @@ static bool maps_digest(uint64_t *ret)
                 continue;
             }
             line[ll] = 0;
-            ok = map_line(line, &h);
+            ok = map_line(line, &h, last, sizeof(last));
             ll = 0;
         }
     close(fd);
