@@ -442,7 +442,8 @@ int baton__takeover_finish(baton *b, int *ctl_fd, const char *tmp);
 int baton__argv_load(baton *b);
 /* Start argv (NULL: ourselves) with BATON_JOB=token in its environment. */
 int baton__spawn(baton *b, char *const argv[], uint64_t token, pid_t *ret_pid, int *ret_pidfd);
-/* The same with var ("NAME=value") instead, and keep_fd (>= 0) inherited. */
+/* The same with var ("NAME=value") instead; with keep_fd >= 0, that fd is
+ * inherited as fd 3 and no other beyond 0-2. */
 int baton__spawn_with(baton *b, char *const argv[], const char *var, int keep_fd, pid_t *ret_pid,
                       int *ret_pidfd);
 
@@ -453,6 +454,7 @@ void baton__standby_start(baton *b);
 void baton__standby_end(baton *b);
 void baton__standby_forget(baton *b);
 void baton__standby_exited(baton *b);
+void baton__standby_release(baton *b, pid_t pid);
 /* 1: woken for token, its pid and pidfd now the caller's; 0: none. */
 int baton__standby_take(baton *b, uint64_t token, pid_t *ret_pid, int *ret_pidfd);
 

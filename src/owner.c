@@ -837,6 +837,7 @@ static void step_down(baton *b, struct baton__peer *p)
     bool probation = b->opts.probation_ms > 0;
 
     /* Our standby would wait on for a job we can no longer start. */
+    baton__standby_release(b, p->pid);
     baton__standby_end(b);
     b->superseded = true;
     b->takeover_busy = false;

@@ -143,11 +143,12 @@ int baton__spawn_with(baton *b, char *const argv[], const char *var, int keep_fd
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawn_file_actions_init(&fa);
-    /* dup2() onto itself clears FD_CLOEXEC in the child only (glibc 2.29
-     * and later): the fd is inherited without a window in which another
-     * thread's fork could inherit it too. */
-    if (keep_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, keep_fd, keep_fd);
+    /* keep_fd goes to fd 3 and nothing else of ours beyond 0-2 is
+     * inherited (glibc 2.34's closefrom action). */
+    if (keep_fd >= 0) {
+        posix_spawn_file_actions_adddup2(&fa, keep_fd, 3);
+        posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+    }
     r = argv == b->argv || strchr(path, '/') ? posix_spawn(&pid, path, &fa, &attr, argv, env)
                                              : posix_spawnp(&pid, path, &fa, &attr, argv, env);
     posix_spawn_file_actions_destroy(&fa);

@@ -15,12 +15,14 @@
  * main(): it never serves uninvited.
  */
 #include <errno.h>
+#include <link.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -42,12 +44,40 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
-/* Fold one line of /proc/self/maps ("lo-hi perms offset dev inode path")
- * into *h: the path and what stat() says of the file there now. False when
- * the file we mapped is gone from its path. stat() on both sides of the
- * wait, not the line's own dev and inode, which differ from stat()'s on
- * overlay file systems. */
-static bool map_line(const char *line, uint64_t *h, char *last, size_t last_len)
+/* Mappings that are not files an upgrade installs: shared anonymous
+ * memory, memfds, System V segments. */
+static bool not_a_file(const char *path)
+{
+    return strncmp(path, "/dev/", 5) == 0 || strncmp(path, "/memfd:", 7) == 0 ||
+           strncmp(path, "/SYSV", 5) == 0 || strncmp(path, "/anon_hugepage", 14) == 0;
+}
+
+/* Fold what stat() says of the file at path now into *h: false when
+ * there is none. */
+static bool fold_stat(uint64_t *h, const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0)
+        return false;
+    *h = fnv(*h, path, strlen(path));
+    *h = fnv(*h, &st.st_dev, sizeof(st.st_dev));
+    *h = fnv(*h, &st.st_ino, sizeof(st.st_ino));
+    *h = fnv(*h, &st.st_size, sizeof(st.st_size));
+    *h = fnv(*h, &st.st_mtim, sizeof(st.st_mtim));
+    *h = fnv(*h, &st.st_ctim, sizeof(st.st_ctim));
+    return true;
+}
+
+/*
+ * One line of /proc/self/maps ("lo-hi perms offset dev inode path"): fold
+ * the file at its path into *h. False when the file we mapped is gone
+ * from its path, and, on the first look (first), when the path already
+ * holds another inode than the one mapped (replaced between our exec and
+ * now). Only inode numbers are compared with the line: on overlay file
+ * systems the line's device is the lower layer's, not stat()'s.
+ */
+static bool map_line(const char *line, uint64_t *h, char *last, size_t last_len, bool first)
 {
     static const char deleted[] = " (deleted)";
     unsigned long long ino;
@@ -59,31 +89,47 @@ static bool map_line(const char *line, uint64_t *h, char *last, size_t last_len)
     if (sscanf(line, "%*s %*s %*s %*s %llu %n", &ino, &off) < 1 || !off || !ino)
         return true;
     path = line + off;
-    if (path[0] != '/' || strcmp(path, last) == 0) /* a file maps in several parts */
+    if (path[0] != '/' || not_a_file(path) || strcmp(path, last) == 0) /* files map in parts */
         return true;
     n = strlen(path);
     if (n < last_len)
         memcpy(last, path, n + 1);
     if (n > sizeof(deleted) - 1 && strcmp(path + n - (sizeof(deleted) - 1), deleted) == 0)
         return false;
-    if (stat(path, &st) < 0)
+    if (first && (stat(path, &st) < 0 || (unsigned long long)st.st_ino != ino))
         return false;
-    *h = fnv(*h, path, n);
-    *h = fnv(*h, &st.st_dev, sizeof(st.st_dev));
-    *h = fnv(*h, &st.st_ino, sizeof(st.st_ino));
-    *h = fnv(*h, &st.st_size, sizeof(st.st_size));
-    *h = fnv(*h, &st.st_mtim, sizeof(st.st_mtim));
-    *h = fnv(*h, &st.st_ctim, sizeof(st.st_ctim));
-    return true;
+    return fold_stat(h, path);
 }
 
-/* A digest of every file we have mapped (the executable, each library) as
- * it is at its path now; false when one is gone. Without stdio or malloc:
- * we run before main(). */
-static bool maps_digest(uint64_t *ret)
+struct names {
+    uint64_t h;
+    bool ok;
+};
+
+/* The loader's names of our libraries, symlinks unresolved: an upgrade
+ * that installs a library beside the old one and moves the soname link
+ * leaves every mapped file as it was. */
+static int fold_name(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct names *n = arg;
+
+    (void)size;
+    if (info->dlpi_name && info->dlpi_name[0] == '/' && !fold_stat(&n->h, info->dlpi_name))
+        n->ok = false;
+    return 0;
+}
+
+/*
+ * A digest of every file we run: each file /proc/self/maps names, each
+ * library by the name the loader found it under, and the executable by the
+ * path we were started as (AT_EXECFN), all as stat() sees them now. False
+ * when one is gone or, on the first look, already replaced. Without stdio
+ * or malloc: we run before main().
+ */
+static bool run_digest(uint64_t *ret, const char *execfn, bool first)
 {
     char buf[8192], line[PATH_MAX + 128], last[PATH_MAX + 128] = "";
-    uint64_t h = 0xcbf29ce484222325ull;
+    struct names names = {0xcbf29ce484222325ull, true};
     size_t ll = 0;
     bool ok = true;
     ssize_t n;
@@ -99,34 +145,36 @@ static bool maps_digest(uint64_t *ret)
                 continue;
             }
             line[ll] = 0;
-            ok = map_line(line, &h, last, sizeof(last));
+            ok = map_line(line, &names.h, last, sizeof(last), first);
             ll = 0;
         }
     close(fd);
-    *ret = h;
-    return ok && n == 0;
+    if (!ok || n != 0)
+        return false;
+    dl_iterate_phdr(fold_name, &names);
+    if (!names.ok || !execfn || !fold_stat(&names.h, execfn))
+        return false;
+    *ret = names.h;
+    return true;
 }
 
-static void standby_exec(char **argv)
+/* Start afresh as the file at the path we were started as (the owner's
+ * executable path, where an upgrade installs the new binary), whatever
+ * became of the file we run: a deploy may have renamed it to keep a
+ * backup. */
+static void standby_exec(const char *execfn, char **argv)
 {
-    static const char deleted[] = " (deleted)";
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    size_t dl = sizeof(deleted) - 1;
-
-    exe[n > 0 ? n : 0] = 0;
-    n = strlen(exe);
-    if ((size_t)n > dl && strcmp(exe + n - dl, deleted) == 0)
-        exe[n - dl] = 0;
-    execv(exe, argv);
-    dprintf(2, "baton: standby pid %d: exec %s: %s\n", (int)getpid(), exe, strerror(errno));
+    if (execfn)
+        execv(execfn, argv);
+    dprintf(2, "baton: standby pid %d: exec %s: %s\n", (int)getpid(), execfn ? execfn : "(none)",
+            execfn ? strerror(errno) : "no AT_EXECFN");
     _exit(127);
 }
 
 /* glibc passes argc, argv and envp to constructors. */
 __attribute__((constructor)) static void standby_park(int argc, char **argv, char **envp)
 {
-    const char *v = secure_getenv(STANDBY_ENV);
+    const char *v = getenv(STANDBY_ENV), *execfn = (const char *)getauxval(AT_EXECFN);
     uint64_t token = 0, before = 0, after = 0;
     char *end, var[32];
     bool fresh;
@@ -140,10 +188,20 @@ __attribute__((constructor)) static void standby_park(int argc, char **argv, cha
         return;
     fd = strtol(v, &end, 10);
     ppid = *end == ':' ? strtol(end + 1, &end, 10) : 0;
+    /*
+     * Only an owner sets this, for a process it will wake; one that runs
+     * main() instead would take over as a copy started by hand, and its
+     * owner would end it at the step-down: never serve from here. That
+     * includes a set-id or file-capability program (AT_SECURE), whose
+     * environment is not to be trusted (its owner starts no standby).
+     */
+    if (getauxval(AT_SECURE) || *end || fd < 3 || fd > 1 << 20 || ppid <= 0 ||
+        fstat((int)fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        dprintf(2, "baton: pid %d: %s=%s is not a standby's: exiting\n", (int)getpid(), STANDBY_ENV,
+                getauxval(AT_SECURE) ? "(set-id program)" : v);
+        _exit(127);
+    }
     unsetenv(STANDBY_ENV);
-    if (*end || fd < 3 || fd > 1 << 20 || ppid <= 0 || fstat((int)fd, &st) < 0 ||
-        !S_ISSOCK(st.st_mode))
-        return; /* not ours to wait on: start as usual */
     /* Our end of the socketpair reads EOF once every copy of the owner's
      * end is closed, and a server that forks workers gives them copies:
      * end with the thread that started us too (the owner's library
@@ -152,7 +210,7 @@ __attribute__((constructor)) static void standby_park(int argc, char **argv, cha
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != (pid_t)ppid)
         _exit(0);
-    fresh = maps_digest(&before);
+    fresh = run_digest(&before, execfn, true);
     do
         n = recv((int)fd, &token, sizeof(token), 0);
     while (n < 0 && errno == EINTR);
@@ -164,8 +222,8 @@ __attribute__((constructor)) static void standby_park(int argc, char **argv, cha
     prctl(PR_SET_PDEATHSIG, 0);
     snprintf(var, sizeof(var), "%016llx", (unsigned long long)token);
     setenv("BATON_JOB", var, 1);
-    if (!fresh || !maps_digest(&after) || after != before)
-        standby_exec(argv);
+    if (!fresh || !run_digest(&after, execfn, false) || after != before)
+        standby_exec(execfn, argv);
 }
 
 /* ---- the owner's side ---------------------------------------------------- */
@@ -187,11 +245,21 @@ void baton__standby_start(baton *b)
     s->at = 0;
     if (!(b->opts.flags & BATON_STANDBY) || s->pid || b->superseded || !b->ready)
         return;
+    if (getauxval(AT_SECURE)) {
+        /* Its environment would not be trusted before main(). */
+        baton__log(b, BATON_LOG_WARNING,
+                   "standby: not for a set-id or file-capability program; upgrades start "
+                   "their successor the usual way");
+        return;
+    }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         baton__log(b, BATON_LOG_WARNING, "standby: socketpair: %s", strerror(errno));
         return;
     }
-    snprintf(var, sizeof(var), STANDBY_ENV "=%d:%d", sv[1], (int)getpid());
+    /* At fd 3, and nothing else of ours beyond 0-2: not the connections
+     * this process accepts meanwhile, which a parked copy would keep open
+     * for as long as we serve. */
+    snprintf(var, sizeof(var), STANDBY_ENV "=3:%d", (int)getpid());
     r = baton__spawn_with(b, NULL, var, sv[1], &s->pid, &s->pidfd);
     close(sv[1]);
     if (r < 0) {
@@ -227,6 +295,16 @@ void baton__standby_end(baton *b)
     }
     close(s->pidfd);
     baton__standby_init(b);
+}
+
+/* The standby is the process taking over (it should never be: one that
+ * runs main() unwoken exits instead): it is the successor's now. */
+void baton__standby_release(baton *b, pid_t pid)
+{
+    if (!b->standby.pid || b->standby.pid != pid)
+        return;
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->standby.pidfd, NULL);
+    baton__standby_forget(b);
 }
 
 /* In a process forked from the owner's: the copies of our fds only. */

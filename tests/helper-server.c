@@ -29,9 +29,11 @@
  * is set, S 1 if BATON_STANDBY_FD is, E 1 if /proc/self/exe is a file
  * that has since been replaced or removed. If the file REPORT.linger exists
  * when it is superseded, it stays (without baton_free()) until a signal
- * ends it.
+ * ends it. In that mode it also opens /dev/null without O_CLOEXEC once
+ * ready, as a plain accept() leaves a connection.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <time.h>
@@ -208,6 +210,10 @@ int main(int argc, char **argv)
     }
     t_report_send(report, "ready %d %d %d %lld", baton_generation(b), (int)getpid(), t_port(lfd),
                   t_ino(lfd));
+    /* An fd without O_CLOEXEC, as a connection from a plain accept() is:
+     * a standby must not inherit it. */
+    if (o.flags & BATON_STANDBY)
+        (void)open("/dev/null", O_RDONLY);
     r = serve(b, lfd, report);
     baton_free(b);
     return r;

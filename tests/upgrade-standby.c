@@ -4,6 +4,8 @@
  * `baton upgrade` wakes it instead of starting one. helper-server, run from
  * a copy of its binary that the test can replace, with BATON_TEST_STANDBY=1:
  *
+ *  0. BATON_STANDBY_FD in the environment of a program no owner started:
+ *     it exits (127) before main() rather than serve unwoken.
  *  1. Once generation 1 is ready, a child of it is parked in libbaton's
  *     constructor (blocked in recvfrom(2), BATON_STANDBY_FD in its
  *     environment, no BATON_JOB), and its main() has not run; `baton
@@ -13,9 +15,9 @@
  *     BATON_STANDBY_FD gone. The listener is the same socket.
  *  3. A standby that died before it was needed (SIGKILL): the next upgrade
  *     starts a successor the usual way and succeeds.
- *  4. The binary replaced at its path while the standby waits: woken, it
- *     starts afresh (same pid, exec) and runs the new file, not the
- *     replaced one.
+ *  4. The binary replaced at its path while the standby waits (the old
+ *     one renamed to a backup): woken, it starts afresh (same pid, exec)
+ *     and runs the new file at the path, not the replaced one.
  *  5. A copy started by hand takes over: the old owner's standby ends
  *     without ever running main().
  *  6. The owner killed outright: its standby ends too, and nobody serves.
@@ -126,6 +128,34 @@ static bool environ_has(pid_t pid, const char *prefix)
     return false;
 }
 
+/* The fds pid has open, ascending, space-separated. */
+static const char *fd_list(pid_t pid)
+{
+    static char list[256];
+    int fds[64], n = 0;
+    char path[64];
+    struct dirent *e;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    d = opendir(path);
+    T_ASSERT(d != NULL);
+    while ((e = readdir(d)) && n < 64)
+        if (e->d_name[0] != '.')
+            fds[n++] = atoi(e->d_name);
+    closedir(d);
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && fds[j - 1] > fds[j]; j--) {
+            int t = fds[j];
+            fds[j] = fds[j - 1];
+            fds[j - 1] = t;
+        }
+    list[0] = 0;
+    for (int i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%d", i ? " " : "", fds[i]);
+    return list;
+}
+
 /* The process behind pidfd exits within the timeout. */
 static void expect_exit(int pidfd, pid_t pid, const char *what)
 {
@@ -209,6 +239,7 @@ int main(int argc, char **argv)
     char msg[256], out[1024], *tool;
     struct t_proc first, copy;
     int gen, port, pid, pidfd, opidfd, fd;
+    char backup[PATH_MAX + 8];
     char linger[PATH_MAX + 8];
     pid_t owner, s, s2;
     long long ino;
@@ -226,6 +257,13 @@ int main(int argc, char **argv)
     char *upgrade[] = {tool, "upgrade", dir, "--timeout", "10", NULL};
     char *server[] = {exe, dir, report, "serve", NULL};
 
+    /* 0. BATON_STANDBY_FD that no owner set (here fd 0, not a socket of
+     * a standby): the program exits before main() rather than serve
+     * unwoken. */
+    T_SYS(setenv("BATON_STANDBY_FD", "0:1", 1));
+    T_EQ(t_run(server, T_TIMEOUT, out, sizeof(out)), 127);
+    T_SYS(unsetenv("BATON_STANDBY_FD"));
+
     /* 1. Generation 1 and its standby, parked before main(). */
     t_spawn_exec(&first, server, NULL);
     T_EQ(hear_main(), first.pid);
@@ -236,6 +274,7 @@ int main(int argc, char **argv)
     s = wait_parked(first.pid);
     T_ASSERT(environ_has(s, "BATON_STANDBY_FD="));
     T_ASSERT(!environ_has(s, "BATON_JOB="));
+    T_STREQ(fd_list(s), "0 1 2 3"); /* not the owner's fd without O_CLOEXEC */
     t_log("generation 1 is pid %d, its standby pid %d", (int)first.pid, (int)s);
     {
         char *status[] = {tool, "status", "--json", dir, NULL}, want[64];
@@ -266,15 +305,26 @@ int main(int argc, char **argv)
     owner = pid;
     whoami(port, 3, owner, 0);
 
-    /* 4. A new binary installed while the standby waits: woken, the same
-     * process execs the new file. */
+    /* 4. A new binary installed while the standby waits, the old one kept
+     * as a backup under another name: woken, the same process execs the
+     * new file at the path it was started as, not the backup. */
     s = wait_parked(owner);
+    snprintf(backup, sizeof(backup), "%s.old", exe);
+    T_SYS(rename(exe, backup));
     install(argv[2], exe);
     T_EQ(t_run(upgrade, 15000, out, sizeof(out)), 0);
     T_EQ(hear_main(), s);
     T_EQ(hear_takeover(4, port, ino, 3), s);
     owner = s;
     whoami(port, 4, owner, 0);
+    {
+        char path[64], target[PATH_MAX];
+        ssize_t n;
+        snprintf(path, sizeof(path), "/proc/%d/exe", (int)owner);
+        n = T_SYS(readlink(path, target, sizeof(target) - 1));
+        target[n] = 0;
+        T_STREQ(target, exe);
+    }
 
     /* 5. A copy started by hand takes over: generation 4's standby ends
      * before its main(), while generation 4 lives on (it lingers, as a
