@@ -8,7 +8,8 @@
 # same machine in the same minutes. Prints, per row of interest, the median
 # over the runs of each run's median and maximum, for both modes, beside
 # the bare exec of the same binary measured in the same runs. The last run
-# of each mode is kept in bench/results/pause.txt and pause-standby.txt.
+# of each mode is kept in bench/results/pause.txt and pause-standby.txt,
+# the summary in bench/results/pause-standby-summary.txt.
 set -euo pipefail
 
 BUILD=${1:?usage: pause-standby.sh BUILD [RUNS] [UPGRADES]}
@@ -35,7 +36,7 @@ done
 grep -v 'coordination dir in' "$OUT/plain.$RUNS" >"$HERE/results/pause.txt"
 grep -v 'coordination dir in' "$OUT/standby.$RUNS" >"$HERE/results/pause-standby.txt"
 
-python3 - "$OUT" "$RUNS" <<'PY'
+python3 - "$OUT" "$RUNS" <<'PY' | tee "$HERE/results/pause-standby-summary.txt"
 import statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
 rows = [
@@ -45,7 +46,9 @@ rows = [
     ("trigger to first answer, sighup", "trigger -> answer, SIGHUP"),
     ("trigger to first answer, tool", "trigger -> answer, baton upgrade"),
     ("trigger to first answer, copy", "trigger -> answer, copy by hand"),
-    ("trigger -> successor's main()", "trigger -> successor's main(), all"),
+    ("trigger -> successor's main(), sighup", "  SIGHUP: trigger -> successor's main()"),
+    ("main() -> baton_open() returned, sighup", "  SIGHUP: main() -> baton_open() returned"),
+    ("baton_open() -> baton_ready(), sighup", "  SIGHUP: baton_open() -> baton_ready()"),
 ]
 def figures(path):
     got = {}
@@ -58,12 +61,12 @@ def figures(path):
 runs_of = {m: [figures(f"{out}/{m}.{i}") for i in range(1, runs + 1)] for m in ("plain", "standby")}
 print(f"baton-bench-pause, {runs} runs of each mode alternated; medians over the runs of each "
       "run's median [and maximum], ms")
-print(f"  {'':38} {'plain':>15} {'--standby':>15}")
+print(f"  {'':40} {'plain':>15} {'--standby':>15}")
 for key, label in rows:
     cells = []
     for m in ("plain", "standby"):
         med = [r[key][0] for r in runs_of[m] if key in r]
         mx = [r[key][1] for r in runs_of[m] if key in r]
         cells.append(f"{statistics.median(med):6.2f} [{statistics.median(mx):5.2f}]" if med else "-")
-    print(f"  {label:38} {cells[0]:>15} {cells[1]:>15}")
+    print(f"  {label:40} {cells[0]:>15} {cells[1]:>15}")
 PY

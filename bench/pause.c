@@ -730,6 +730,7 @@ static pid_t part_pause(pid_t owner, int n)
 static pid_t part_trigger(pid_t owner, int n)
 {
     int64_t answer[3][n], serving[n], any[n], start[n], opened[n], ready[n], served[n], replied[n];
+    int64_t kstart[3][n], kopened[3][n], kready[3][n];
     int64_t bare[n], fresh[n], fresh_serving[n];
     int cnt[3] = {0, 0, 0};
     char path[PATH_MAX], fresh_dir[80];
@@ -800,6 +801,9 @@ static pid_t part_trigger(pid_t owner, int n)
         served[u] =
             span(trace_find(owner, "ready", t0, NULL), trace_find(owner, "serving", t0, NULL));
         replied[u] = span(trace_find(owner, "serving", t0, NULL), t);
+        kstart[k][cnt[k] - 1] = start[u];
+        kopened[k][cnt[k] - 1] = opened[u];
+        kready[k][cnt[k] - 1] = ready[u];
         settle(SETTLE_US);
     }
     printf("trigger to the new process answering, no load (a fresh connection every %lld us), "
@@ -822,6 +826,15 @@ static pid_t part_trigger(pid_t owner, int n)
     row("baton_open() -> baton_ready() returned", ready, n);
     row("baton_ready() -> event loop", served, n);
     row("event loop -> first answer (probe spacing)", replied, n);
+    for (int k = 0; k < 3; k++) {
+        char label[3][64];
+        snprintf(label[0], sizeof label[0], "trigger -> successor's main(), %s", kinds[k]);
+        snprintf(label[1], sizeof label[1], "main() -> baton_open() returned, %s", kinds[k]);
+        snprintf(label[2], sizeof label[2], "baton_open() -> baton_ready(), %s", kinds[k]);
+        row(label[0], kstart[k], cnt[k]);
+        row(label[1], kopened[k], cnt[k]);
+        row(label[2], kready[k], cnt[k]);
+    }
     return owner;
 }
 
