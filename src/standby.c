@@ -44,6 +44,23 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+/* The files /proc/self/maps named at the first look, NUL-separated, so
+ * that the look after waking (on the upgrade's path) need not read it
+ * again: a file replaced since is a new inode at the same path. */
+static char seen[16384];
+static size_t seen_len;
+static bool seen_full;
+
+static void seen_add(const char *path, size_t n)
+{
+    if (seen_full || seen_len + n + 1 > sizeof(seen)) {
+        seen_full = true;
+        return;
+    }
+    memcpy(seen + seen_len, path, n + 1);
+    seen_len += n + 1;
+}
+
 /* Mappings that are not files an upgrade installs: shared anonymous
  * memory, memfds, System V segments. */
 static bool not_a_file(const char *path)
@@ -98,6 +115,8 @@ static bool map_line(const char *line, uint64_t *h, char *last, size_t last_len,
         return false;
     if (first && (stat(path, &st) < 0 || (unsigned long long)st.st_ino != ino))
         return false;
+    if (first)
+        seen_add(path, n);
     return fold_stat(h, path);
 }
 
@@ -119,22 +138,22 @@ static int fold_name(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-/*
- * A digest of every file we run: each file /proc/self/maps names, each
- * library by the name the loader found it under, and the executable by the
- * path we were started as (AT_EXECFN), all as stat() sees them now. False
- * when one is gone or, on the first look, already replaced. Without stdio
- * or malloc: we run before main().
- */
-static bool run_digest(uint64_t *ret, const char *execfn, bool first)
+/* Fold each file /proc/self/maps names (after waking, the same paths
+ * again without reading it, unless there were too many to keep). */
+static bool maps_fold(uint64_t *h, bool first)
 {
     char buf[8192], line[PATH_MAX + 128], last[PATH_MAX + 128] = "";
-    struct names names = {0xcbf29ce484222325ull, true};
     size_t ll = 0;
     bool ok = true;
-    ssize_t n;
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    ssize_t n = 0;
+    int fd;
 
+    if (!first && !seen_full) {
+        for (size_t i = 0; ok && i < seen_len; i += strlen(seen + i) + 1)
+            ok = fold_stat(h, seen + i);
+        return ok;
+    }
+    fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return false; /* cannot tell: start afresh */
     while (ok && (n = read(fd, buf, sizeof(buf))) > 0)
@@ -145,11 +164,25 @@ static bool run_digest(uint64_t *ret, const char *execfn, bool first)
                 continue;
             }
             line[ll] = 0;
-            ok = map_line(line, &names.h, last, sizeof(last), first);
+            ok = map_line(line, h, last, sizeof(last), first);
             ll = 0;
         }
     close(fd);
-    if (!ok || n != 0)
+    return ok && n == 0;
+}
+
+/*
+ * A digest of every file we run: each file /proc/self/maps names, each
+ * library by the name the loader found it under, and the executable by the
+ * path we were started as (AT_EXECFN), all as stat() sees them now. False
+ * when one is gone or, on the first look, already replaced. Without stdio
+ * or malloc: we run before main().
+ */
+static bool run_digest(uint64_t *ret, const char *execfn, bool first)
+{
+    struct names names = {0xcbf29ce484222325ull, true};
+
+    if (!maps_fold(&names.h, first))
         return false;
     dl_iterate_phdr(fold_name, &names);
     if (!names.ok || !execfn || !fold_stat(&names.h, execfn))
