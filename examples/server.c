@@ -809,6 +809,8 @@ static void *upgrade_main(void *arg)
     struct server *s = arg;
 
     s->up_result = baton_upgrade(s->b, NULL);
+    /* Why, read here: baton_last_error() is per thread. */
+    snprintf(s->up_error, sizeof s->up_error, "%s", s->up_result < 0 ? baton_last_error(s->b) : "");
     eventfd_write(s->up_done.fd, 1);
     return NULL;
 }
@@ -840,8 +842,8 @@ static void join_upgrade(struct server *s)
     if (s->up_result == 0)
         server_log("upgrade: the successor is ready");
     else
-        server_log("upgrade failed: %s (%s)%s", baton_strerror(s->up_result),
-                   baton_last_error(s->b), s->draining ? "" : "; still serving");
+        server_log("upgrade failed: %s (%s)%s", baton_strerror(s->up_result), s->up_error,
+                   s->draining ? "" : "; still serving");
 }
 
 static void finish_upgrade(struct server *s)

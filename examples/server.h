@@ -116,6 +116,7 @@ struct server {
     bool up_running;
     pthread_t up_thread;
     int up_result; /* written by the upgrade thread, read after join */
+    char up_error[256];
     struct conn *conns;
     size_t nconns, nlinger;
     bool draining;

@@ -127,15 +127,29 @@ struct names {
 
 /* The loader's names of our libraries, symlinks unresolved: an upgrade
  * that installs a library beside the old one and moves the soname link
- * leaves every mapped file as it was. */
+ * leaves every mapped file as it was. A name relative to the working
+ * directory (LD_LIBRARY_PATH=lib) is one too: we have not moved since.
+ * Only names without a '/' (the vDSO) are not files. */
 static int fold_name(struct dl_phdr_info *info, size_t size, void *arg)
 {
     struct names *n = arg;
 
     (void)size;
-    if (info->dlpi_name && info->dlpi_name[0] == '/' && !fold_stat(&n->h, info->dlpi_name))
+    if (info->dlpi_name && strchr(info->dlpi_name, '/') && !fold_stat(&n->h, info->dlpi_name))
         n->ok = false;
     return 0;
+}
+
+/* Signals a parked standby ignores: the owner's own name and process
+ * group are its, and `killall -HUP`, `pkill` or `systemctl kill` meant for
+ * the owner must not end the process an upgrade is about to wake. It ends
+ * by its owner's hand (end of stream, SIGKILL) or with it (PDEATHSIG). */
+static const int parked_ignores[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+static void parked_signals(void (*handler)(int))
+{
+    for (size_t i = 0; i < sizeof(parked_ignores) / sizeof(parked_ignores[0]); i++)
+        signal(parked_ignores[i], handler);
 }
 
 /* Fold each file /proc/self/maps names (after waking, the same paths
@@ -240,6 +254,7 @@ __attribute__((constructor)) static void standby_park(int argc, char **argv, cha
      * end with the thread that started us too (the owner's library
      * thread, which lives as long as the handle), or at once if it is
      * gone already. */
+    parked_signals(SIG_IGN);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != (pid_t)ppid)
         _exit(0);
@@ -251,8 +266,10 @@ __attribute__((constructor)) static void standby_park(int argc, char **argv, cha
     if (n != (ssize_t)sizeof(token) || !token)
         _exit(0);
     close((int)fd);
-    /* From here on we are a successor like any other. */
+    /* From here on we are a successor like any other: every signal at its
+     * default, as the owner started us. */
     prctl(PR_SET_PDEATHSIG, 0);
+    parked_signals(SIG_DFL);
     snprintf(var, sizeof(var), "%016llx", (unsigned long long)token);
     setenv("BATON_JOB", var, 1);
     if (!fresh || !run_digest(&after, execfn, false) || after != before)
@@ -272,12 +289,22 @@ void baton__standby_init(baton *b)
 void baton__standby_start(baton *b)
 {
     struct baton__standby *s = &b->standby;
+    struct stat exe, self;
     int sv[2], r;
     char var[64];
 
     s->at = 0;
     if (!(b->opts.flags & BATON_STANDBY) || s->pid || b->superseded || !b->ready)
         return;
+    /* Only a program that is the one we run parks: after an upgrade
+     * failed the file at our path may be another (a binary without this
+     * constructor, or not a baton program), whose main() would run
+     * uninvited. The next upgrade starts it the usual way. */
+    if (stat(b->exe, &exe) < 0 || stat("/proc/self/exe", &self) < 0 || exe.st_dev != self.st_dev ||
+        exe.st_ino != self.st_ino) {
+        baton__log(b, BATON_LOG_INFO, "standby: %s is not the file we run; none started", b->exe);
+        return;
+    }
     if (getauxval(AT_SECURE)) {
         /* Its environment would not be trusted before main(). */
         baton__log(b, BATON_LOG_WARNING,

@@ -52,8 +52,8 @@ int main(int argc, char **argv)
     T_EQ(open_err(&o), -EINVAL);
 
     /* Unknown flag bits, each alone and all together. */
-    const unsigned known =
-        BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT | BATON_TAKE_CONNS | BATON_FDSTORE;
+    const unsigned known = BATON_NO_THREAD | BATON_WAIT_LOCK | BATON_NO_INHERIT | BATON_TAKE_CONNS |
+                           BATON_FDSTORE | BATON_STANDBY;
     for (unsigned bit = 0; bit < 32; bit++) {
         if (known & (1u << bit))
             continue;

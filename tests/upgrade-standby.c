@@ -9,7 +9,8 @@
  *  1. Once generation 1 is ready, a child of it is parked in libbaton's
  *     constructor (blocked in recvfrom(2), BATON_STANDBY_FD in its
  *     environment, no BATON_JOB), and its main() has not run; `baton
- *     status --json` names it.
+ *     status --json` names it. SIGHUP, SIGTERM and SIGUSR1 (`killall
+ *     -HUP` meant for the owner) leave it parked.
  *  2. `baton upgrade` exits 0 and generation 2 is that very process: its
  *     main() ran once, after the trigger, with BATON_JOB set and
  *     BATON_STANDBY_FD gone. The listener is the same socket.
@@ -283,6 +284,12 @@ int main(int argc, char **argv)
         if (!strstr(out, want))
             t_fail(__FILE__, __LINE__, "baton status --json lacks %s: %s", want, out);
     }
+
+    /* Signals meant for the owner that reach it too (killall, pkill and
+     * systemctl kill signal by name or by unit) do not end it. */
+    T_SYS(kill(s, SIGHUP));
+    T_SYS(kill(s, SIGTERM));
+    T_SYS(kill(s, SIGUSR1));
 
     /* 2. The upgrade wakes it: the standby is generation 2. */
     T_EQ(t_run(upgrade, 15000, out, sizeof(out)), 0);
