@@ -784,9 +784,10 @@ static int gen_parse(int dirfd, const char *name, struct baton__gen *g)
     if (more && sscanf(more, "\nprobation_until %llu\ndrain_until %llu\n", &g->probation_until,
                        &g->drain_until) != 2)
         return -EPROTO;
+    /* Informative only: a bad value does not hide the generation. */
     more = strstr(buf, "\nstandby ");
-    if (more && (sscanf(more, "\nstandby %d\n", &g->standby_pid) != 1 || g->standby_pid < 0))
-        return -EPROTO;
+    if (more && (sscanf(more, "\nstandby %9d\n", &g->standby_pid) != 1 || g->standby_pid < 0))
+        g->standby_pid = 0;
     return 0;
 }
 
