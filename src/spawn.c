@@ -2,11 +2,14 @@
 /* Starting ourselves again: our argv as the kernel gave it, posix_spawn. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -14,16 +17,37 @@
 
 extern char **environ;
 
+/*
+ * The path successors are started from: the one we were started as
+ * (AT_EXECFN, made absolute against the working directory now), so that
+ * a deploy that flips a symlink (`current -> releases/N`) is followed as
+ * one that replaces the file is; but only if it still names the file we
+ * run. Else, the path /proc/self/exe names.
+ */
 static void exe_path(baton *b)
 {
     static const char deleted[] = " (deleted)";
+    const char *fn = (const char *)getauxval(AT_EXECFN);
     ssize_t n = readlink("/proc/self/exe", b->exe, sizeof(b->exe) - 1);
     size_t dl = sizeof(deleted) - 1;
+    char path[sizeof(b->exe)], cwd[PATH_MAX];
+    struct stat at, self;
+    int len = -1;
 
     b->exe[n > 0 ? n : 0] = 0;
     n = strlen(b->exe);
     if ((size_t)n > dl && strcmp(b->exe + n - dl, deleted) == 0)
         b->exe[n - dl] = 0;
+    /* Not an fd's name (fexecve()): it is gone once we run. */
+    if (!fn || !fn[0] || strncmp(fn, "/dev/fd/", 8) == 0 || strncmp(fn, "/proc/", 6) == 0)
+        return;
+    if (fn[0] == '/')
+        len = snprintf(path, sizeof(path), "%s", fn);
+    else if (getcwd(cwd, sizeof(cwd)))
+        len = snprintf(path, sizeof(path), "%s/%s", cwd, fn);
+    if (len > 0 && (size_t)len < sizeof(path) && stat(path, &at) == 0 &&
+        stat("/proc/self/exe", &self) == 0 && at.st_dev == self.st_dev && at.st_ino == self.st_ino)
+        memcpy(b->exe, path, (size_t)len + 1);
 }
 
 /* Read our argv from /proc/self/cmdline at open time, before the

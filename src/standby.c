@@ -196,10 +196,18 @@ static bool run_digest(uint64_t *ret, const char *execfn, bool first)
 {
     struct names names = {0xcbf29ce484222325ull, true};
 
+    struct stat at, self;
+
     if (!maps_fold(&names.h, first))
         return false;
     dl_iterate_phdr(fold_name, &names);
     if (!names.ok || !execfn || !fold_stat(&names.h, execfn))
+        return false;
+    /* The path we were started as may be a symlink flipped between our
+     * exec and now (a deploy of releases): it must still name the file
+     * we run. */
+    if (first && (stat(execfn, &at) < 0 || stat("/proc/self/exe", &self) < 0 ||
+                  at.st_dev != self.st_dev || at.st_ino != self.st_ino))
         return false;
     *ret = names.h;
     return true;

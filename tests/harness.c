@@ -1028,3 +1028,70 @@ int t_wait_owner(const char *dir, pid_t pid, int timeout_ms)
     struct owner_is o = {dir, pid};
     return t_dir_wait(dir, owner_is, &o, timeout_ms);
 }
+
+static long long t_now_ms_(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* A child of one of owner's threads blocked in recvfrom(2): its pid, 0 none. */
+pid_t t_standby_parked(pid_t owner)
+{
+    char path[320], buf[512], sc[64];
+    pid_t found = 0;
+    struct dirent *e;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)owner);
+    d = opendir(path);
+    while (d && !found && (e = readdir(d))) {
+        char *p, *end;
+        ssize_t n;
+        int fd;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)owner, e->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        for (p = buf; !found; p = end) {
+            long child = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            snprintf(path, sizeof(path), "/proc/%ld/syscall", child);
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            n = read(fd, sc, sizeof(sc) - 1);
+            close(fd);
+            sc[n > 0 ? n : 0] = 0;
+            if (n > 0 && strtol(sc, NULL, 10) == SYS_recvfrom)
+                found = (pid_t)child;
+        }
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Wait for owner's standby to park: polls /proc at 5 ms with a deadline
+ * (a process blocking in a system call sends no event to wait on). */
+pid_t t_wait_standby(pid_t owner)
+{
+    long long deadline = t_now_ms_() + T_TIMEOUT;
+    pid_t s;
+
+    while (!(s = t_standby_parked(owner))) {
+        if (t_now_ms_() > deadline)
+            t_fail(__FILE__, __LINE__, "no standby of pid %d parked within %d ms", (int)owner,
+                   T_TIMEOUT);
+        poll(NULL, 0, 5);
+    }
+    return s;
+}

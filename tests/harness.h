@@ -203,6 +203,13 @@ int t_owner_pid(int dirfd, int *gen);
  * -ETIMEDOUT. */
 int t_wait_owner(const char *dir, pid_t pid, int timeout_ms);
 
+/* BATON_STANDBY: a child of one of owner's threads blocked in recvfrom(2)
+ * (parked in libbaton's constructor): its pid, 0 none. */
+pid_t t_standby_parked(pid_t owner);
+/* The same, polled at 5 ms until T_TIMEOUT (a process blocking in a
+ * system call sends no event to wait on); fails the test then. */
+pid_t t_wait_standby(pid_t owner);
+
 /* The st_ino of fd, for "the same open file" checks across processes. */
 long long t_ino(int fd);
 

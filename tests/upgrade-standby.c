@@ -43,73 +43,6 @@
 static char dir[PATH_MAX], report[PATH_MAX], exe[PATH_MAX];
 static int rfd;
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
-/* A child of one of owner's threads blocked in recvfrom(2): its pid, 0 none. */
-static pid_t parked_child(pid_t owner)
-{
-    char path[320], buf[512], sc[64];
-    pid_t found = 0;
-    struct dirent *e;
-    DIR *d;
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)owner);
-    d = opendir(path);
-    while (d && !found && (e = readdir(d))) {
-        char *p, *end;
-        ssize_t n;
-        int fd;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)owner, e->d_name);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        buf[n > 0 ? n : 0] = 0;
-        for (p = buf; !found; p = end) {
-            long child = strtol(p, &end, 10);
-            if (end == p)
-                break;
-            snprintf(path, sizeof(path), "/proc/%ld/syscall", child);
-            fd = open(path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0)
-                continue;
-            n = read(fd, sc, sizeof(sc) - 1);
-            close(fd);
-            sc[n > 0 ? n : 0] = 0;
-            if (n > 0 && strtol(sc, NULL, 10) == SYS_recvfrom)
-                found = (pid_t)child;
-        }
-    }
-    if (d)
-        closedir(d);
-    return found;
-}
-
-/* Wait for owner's standby to park: polls /proc at 5 ms with a deadline
- * (a process blocking in a system call sends no event to wait on). */
-static pid_t wait_parked(pid_t owner)
-{
-    long long deadline = now_ms() + T_TIMEOUT;
-    pid_t s;
-
-    while (!(s = parked_child(owner))) {
-        if (now_ms() > deadline)
-            t_fail(__FILE__, __LINE__, "no standby of pid %d parked within %d ms", (int)owner,
-                   T_TIMEOUT);
-        poll(NULL, 0, 5);
-    }
-    return s;
-}
-
 /* Does pid's environment hold a variable starting with prefix? */
 static bool environ_has(pid_t pid, const char *prefix)
 {
@@ -272,7 +205,7 @@ int main(int argc, char **argv)
     T_EQ(sscanf(msg, "ready %d %d %d %lld", &gen, &pid, &port, &ino), 4);
     T_EQ(gen, 1);
     T_EQ(pid, first.pid);
-    s = wait_parked(first.pid);
+    s = t_wait_standby(first.pid);
     T_ASSERT(environ_has(s, "BATON_STANDBY_FD="));
     T_ASSERT(!environ_has(s, "BATON_JOB="));
     T_STREQ(fd_list(s), "0 1 2 3"); /* not the owner's fd without O_CLOEXEC */
@@ -301,7 +234,7 @@ int main(int argc, char **argv)
 
     /* 3. Its own standby killed before it is needed: the next upgrade
      * starts a successor the usual way. */
-    s2 = wait_parked(owner);
+    s2 = t_wait_standby(owner);
     pidfd = T_SYS((int)syscall(SYS_pidfd_open, s2, 0));
     T_SYS(kill(s2, SIGKILL));
     expect_exit(pidfd, s2, "the killed standby");
@@ -315,7 +248,7 @@ int main(int argc, char **argv)
     /* 4. A new binary installed while the standby waits, the old one kept
      * as a backup under another name: woken, the same process execs the
      * new file at the path it was started as, not the backup. */
-    s = wait_parked(owner);
+    s = t_wait_standby(owner);
     snprintf(backup, sizeof(backup), "%s.old", exe);
     T_SYS(rename(exe, backup));
     install(argv[2], exe);
@@ -336,7 +269,7 @@ int main(int argc, char **argv)
     /* 5. A copy started by hand takes over: generation 4's standby ends
      * before its main(), while generation 4 lives on (it lingers, as a
      * draining server would: the step-down ends the standby, not exit). */
-    s = wait_parked(owner);
+    s = t_wait_standby(owner);
     pidfd = T_SYS((int)syscall(SYS_pidfd_open, s, 0));
     opidfd = T_SYS((int)syscall(SYS_pidfd_open, owner, 0));
     snprintf(linger, sizeof(linger), "%s.linger", report);
@@ -355,7 +288,7 @@ int main(int argc, char **argv)
 
     /* 6. The owner killed outright: its standby goes with it. Meanwhile
      * not one report came from a standby's main(). */
-    s = wait_parked(copy.pid);
+    s = t_wait_standby(copy.pid);
     pidfd = T_SYS((int)syscall(SYS_pidfd_open, s, 0));
     t_proc_kill(&copy);
     expect_exit(pidfd, s, "the killed owner's standby");
