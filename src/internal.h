@@ -266,6 +266,15 @@ void baton__log(const baton *b, int level, const char *fmt, ...)
 int baton__fail(baton *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* steer.c: close the steering sockets (and, unlink, remove ours). */
 void baton__steer_free(baton *b, bool unlink);
+/* steer.c, for the preload shim, which forwards its own packet form: send
+ * iov as one packet to generation's process (1; -ESRCH, -EAGAIN, -errno as
+ * baton_steer_route()), and read one packet forwarded to us (its length,
+ * m->msg_flags set; -EAGAIN when none waits; -EBADF before
+ * baton_steer_open()). Not thread-safe, as the public calls. */
+struct iovec;
+struct msghdr;
+int baton__steer_sendv(baton *b, int generation, const struct iovec *iov, int iovcnt);
+ssize_t baton__steer_recvmsg(baton *b, struct msghdr *m);
 /* Check an argument at the door of a public function (sd-daemon's
  * assert_return): -EINVAL, with a message naming the function and the
  * condition that failed. */

@@ -217,30 +217,13 @@ static void steer_gone(baton *b, int fd)
         }
 }
 
-BATON_EXPORT int baton_steer_route(baton *b, int generation, const void *buf, size_t len,
-                                   const struct sockaddr *from, socklen_t fromlen)
+int baton__steer_sendv(baton *b, int generation, const struct iovec *iov, int iovcnt)
 {
-    uint8_t hdr[HDR_LEN] = {STEER_VERSION};
-    struct iovec iov[2];
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    uint16_t gen = (uint16_t)(generation & 0xffff);
-    int fd;
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    int fd = steer_target(b, (uint16_t)(generation & 0xffff));
 
-    BATON__ARG(b && (buf || !len) && (from || !fromlen));
-    if ((uint16_t)(b->generation & 0xffff) == gen)
-        return 0;
-    if (len > DGRAM_MAX)
-        return -EMSGSIZE;
-    if (fromlen > (socklen_t)ADDR_ROOM)
-        return -EINVAL;
-    fd = steer_target(b, gen);
     if (fd < 0)
         return fd;
-    hdr[1] = (uint8_t)fromlen;
-    if (fromlen)
-        memcpy(hdr + 2, from, fromlen);
-    iov[0] = (struct iovec){hdr, HDR_LEN};
-    iov[1] = (struct iovec){(void *)buf, len};
     if (sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
         if (errno == EAGAIN || errno == ENOBUFS)
             return -EAGAIN;
@@ -251,6 +234,28 @@ BATON_EXPORT int baton_steer_route(baton *b, int generation, const void *buf, si
         return -errno;
     }
     return 1;
+}
+
+BATON_EXPORT int baton_steer_route(baton *b, int generation, const void *buf, size_t len,
+                                   const struct sockaddr *from, socklen_t fromlen)
+{
+    uint8_t hdr[HDR_LEN] = {STEER_VERSION};
+    struct iovec iov[2];
+    uint16_t gen = (uint16_t)(generation & 0xffff);
+
+    BATON__ARG(b && (buf || !len) && (from || !fromlen));
+    if ((uint16_t)(b->generation & 0xffff) == gen)
+        return 0;
+    if (len > DGRAM_MAX)
+        return -EMSGSIZE;
+    if (fromlen > (socklen_t)ADDR_ROOM)
+        return -EINVAL;
+    hdr[1] = (uint8_t)fromlen;
+    if (fromlen)
+        memcpy(hdr + 2, from, fromlen);
+    iov[0] = (struct iovec){hdr, HDR_LEN};
+    iov[1] = (struct iovec){(void *)buf, len};
+    return baton__steer_sendv(b, gen, iov, 2);
 }
 
 static void steer_drop_in(baton *b, unsigned i);
@@ -312,15 +317,10 @@ static void steer_drop_in(baton *b, unsigned i)
     b->steer_in[i] = b->steer_in[--b->nsteer_in];
 }
 
-BATON_EXPORT ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct sockaddr *from,
-                                      socklen_t *fromlen)
+ssize_t baton__steer_recvmsg(baton *b, struct msghdr *m)
 {
-    uint8_t hdr[HDR_LEN];
-    struct iovec iov[2] = {{hdr, HDR_LEN}, {buf, cap}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n = -1;
+    ssize_t n;
 
-    BATON__ARG(b && (buf || !cap) && (!from || fromlen));
     if (b->steer_fd < 0)
         return -EBADF;
     steer_accept(b);
@@ -328,8 +328,8 @@ BATON_EXPORT ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct so
      * to us: usually one), so that none starves another. */
     for (unsigned tried = 0; tried < b->nsteer_in;) {
         unsigned i = b->steer_next++ % b->nsteer_in;
-        m.msg_flags = 0;
-        n = recvmsg(b->steer_in[i], &m, MSG_DONTWAIT);
+        m->msg_flags = 0;
+        n = recvmsg(b->steer_in[i], m, MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
             steer_drop_in(b, i); /* that generation's reader went away */
             continue;
@@ -338,6 +338,24 @@ BATON_EXPORT ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct so
             tried++;
             continue;
         }
+        return n;
+    }
+    return -EAGAIN;
+}
+
+BATON_EXPORT ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct sockaddr *from,
+                                      socklen_t *fromlen)
+{
+    uint8_t hdr[HDR_LEN];
+    struct iovec iov[2] = {{hdr, HDR_LEN}, {buf, cap}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t n;
+
+    BATON__ARG(b && (buf || !cap) && (!from || fromlen));
+    for (;;) {
+        n = baton__steer_recvmsg(b, &m);
+        if (n < 0)
+            return n;
         if (m.msg_flags & MSG_TRUNC)
             return -EMSGSIZE;
         /* Our own uid's, but not ours in form: dropped all the same. */
@@ -350,7 +368,6 @@ BATON_EXPORT ssize_t baton_steer_recv(baton *b, void *buf, size_t cap, struct so
         }
         return n - HDR_LEN;
     }
-    return -EAGAIN;
 }
 
 BATON_EXPORT int baton_quic_cid_make(int generation, uint8_t *cid, size_t len)
