@@ -49,6 +49,7 @@ void baton_run__manifest_read(void)
             memcpy(e->key, p, n);
             e->lib_fd = -1;
             e->dead = -1;
+            e->mux = e->real = -1;
             e->inherited = true;
             S.ninherited++;
         }
@@ -161,6 +162,8 @@ void baton_run__retire(void)
     S.retired = true;
     for (int i = 0; i < S.ne; i++) {
         struct entry *en = &S.e[i];
+        if (en->mux >= 0)
+            continue; /* steered: its socket leaves the mux (below) */
         if (en->nprog > 0 && en->dead < 0 && (en->dead = dead_socket(en)) < 0)
             say("cannot retire %s: %m", en->key);
         for (int k = 0; k < en->nprog && en->dead >= 0; k++) {
@@ -179,6 +182,7 @@ void baton_run__retire(void)
                     REAL(epoll_ctl)(S.regs[j].epfd, EPOLL_CTL_ADD, fd, &S.regs[j].ev);
         }
     }
+    baton_run__udp_retire();
     say("listeners retired: no new connections here");
     errno = e;
 }
@@ -265,6 +269,7 @@ int baton_run__adopt(struct entry *en, int fd)
         return -1;
     }
     entry_learn(en, fd);
+    baton_run__udp_steer(en, fd);
     baton_run__prog_add(en, fd);
     en->adopted = true;
     say("fd %d: %s (%s)", fd, en->key, en->inherited ? "inherited" : "kept across re-bind");
@@ -303,7 +308,9 @@ void baton_run__register(int fd, int type)
     snprintf(en->key, sizeof(en->key), "%s", name);
     en->lib_fd = lib;
     en->dead = -1;
+    en->mux = en->real = -1;
     entry_learn(en, fd);
+    baton_run__udp_steer(en, fd);
     baton_run__prog_add(en, fd);
     baton_run__manifest_update();
     say("fd %d: %s (new)", fd, name);

@@ -82,6 +82,7 @@ struct baton_run__state baton_run__s = {
     .err_fd = -1,
     .lock_fd = -1,
     .fork_lock_fd = -1,
+    .steer_mu = PTHREAD_MUTEX_INITIALIZER,
 };
 
 _Atomic unsigned char baton_run__fdmap[FDMAP];
@@ -120,6 +121,19 @@ void baton_run__resolve(void)
     R(setreuid, "setreuid");
     R(setresuid, "setresuid");
     R(setfsuid, "setfsuid");
+    R(recv, "recv");
+    R(recvfrom, "recvfrom");
+    R(recvmsg, "recvmsg");
+    R(recvmmsg, "recvmmsg");
+    R(send, "send");
+    R(sendto, "sendto");
+    R(sendmsg, "sendmsg");
+    R(sendmmsg, "sendmmsg");
+    R(setsockopt, "setsockopt");
+    R(getsockopt, "getsockopt");
+    R(getpeername, "getpeername");
+    R(connect, "connect");
+    R(ioctl, "ioctl");
 #undef R
     if (!r->fcntl64) /* glibc before 2.28: nobody calls it */
         r->fcntl64 = r->fcntl;

@@ -77,6 +77,10 @@ struct entry {
     bool herd, herd_checked; /* our SO_RCVTIMEO is set (herd_guard) */
     int prog[MAX_PROG];
     int nprog;
+    /* UDP steering (udp.c): the epoll fd the program's fds are, over the
+     * socket (real, our copy of it) and the steering socket; -1 if the
+     * entry is not steered. */
+    int mux, real;
 };
 
 struct reg {
@@ -142,6 +146,14 @@ struct baton_run__state {
     char pid_saved[64];     /* what it said when we moved it away */
     bool pid_hidden;        /* moved away at a takeover, not yet replaced */
     uint64_t start_ms;
+    /* UDP steering (udp.c): BATON_RUN_UDP_STEER (default on), its idle
+     * time BATON_RUN_UDP_IDLE_MS, the shared flow table, and the
+     * library's steering calls, one thread at a time. */
+    bool udp_steer;
+    int udp_idle_ms;
+    struct flows *flows;
+    pthread_mutex_t steer_mu;
+    atomic_uint udp_taken, udp_forwarded, udp_dropped;
 };
 
 extern struct baton_run__state baton_run__s;
@@ -178,6 +190,19 @@ struct baton_run__real {
     int (*setreuid)(uid_t, uid_t);
     int (*setresuid)(uid_t, uid_t, uid_t);
     int (*setfsuid)(uid_t);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    int (*recvmmsg)(int, struct mmsghdr *, unsigned, int, struct timespec *);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    int (*sendmmsg)(int, struct mmsghdr *, unsigned, int);
+    int (*setsockopt)(int, int, int, const void *, socklen_t);
+    int (*getsockopt)(int, int, int, void *, socklen_t *);
+    int (*getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    int (*ioctl)(int, unsigned long, ...);
 };
 
 extern struct baton_run__real baton_run__real;
@@ -267,6 +292,23 @@ bool baton_run__is_pidfile(const char *path);
 void baton_run__pidfile_hide(void);
 void baton_run__pidfile_claim(void);
 void baton_run__pidfile_restore(void);
+
+/* udp.c: UDP flow steering. */
+#define UDP_IDLE_MS 30000
+struct flows;
+int baton_run__udp_steer(struct entry *en, int fd); /* S.mu held */
+void baton_run__udp_retire(void);                   /* S.mu held */
+int baton_run__udp_real(int fd);
+ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int flags);
+void baton_run__udp_sent(const struct sockaddr *to, socklen_t len);
+unsigned baton_run__udp_live(void);
+
+/* The steered entry program fd fd is one of, or NULL. */
+static inline struct entry *steered_of(int fd)
+{
+    struct entry *en = entry_of(fd);
+    return en && en->mux >= 0 ? en : NULL;
+}
 
 /* spawn.c. */
 void baton_run__keep_env(void);

@@ -201,7 +201,7 @@ static int in_accept_live(void)
  * the new owner's subtree, and accept calls on a live listener. */
 static int count_conns(void)
 {
-    int n = in_accept_live();
+    int n = in_accept_live() + (int)baton_run__udp_live();
 
     baton_run__tree_walk(getpid(), skip_pid, count_proc, &n);
     return n;
@@ -261,6 +261,10 @@ void baton_run__drain(const char *why)
 
     say("%s; stopping with signal %d", n == 0 ? "no connections left" : "drain timeout",
         S.stop_sig);
+    if (S.flows)
+        say("udp: %u datagram(s) forwarded to other generations, %u taken from them, %u "
+            "dropped (queue full)",
+            atomic_load(&S.udp_forwarded), atomic_load(&S.udp_taken), atomic_load(&S.udp_dropped));
     kill(getpid(), S.stop_sig);
     d.stopped_ms = now_ms();
     while (baton_run__drain_next(&d, now_ms(), -1) == BATON_RUN_DRAIN_WAIT)

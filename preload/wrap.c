@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "keys.h"
@@ -435,6 +436,8 @@ SHIM_EXPORT int fcntl(int fd, int cmd, ...)
     va_end(ap);
     if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
         return fcntl_dup(REAL(fcntl), fd, cmd, arg);
+    if (unlikely(cmd == F_GETFL || cmd == F_SETFL))
+        fd = baton_run__udp_real(fd); /* a steered fd's flags are its socket's */
     return REAL(fcntl)(fd, cmd, arg);
 }
 
@@ -448,6 +451,8 @@ SHIM_EXPORT int fcntl64(int fd, int cmd, ...)
     va_end(ap);
     if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
         return fcntl_dup(REAL(fcntl64), fd, cmd, arg);
+    if (unlikely(cmd == F_GETFL || cmd == F_SETFL))
+        fd = baton_run__udp_real(fd);
     return REAL(fcntl64)(fd, cmd, arg);
 }
 
@@ -460,6 +465,8 @@ SHIM_EXPORT int getsockname(int fd, struct sockaddr *sa, socklen_t *len)
     struct entry *en = S.retired ? entry_of(fd) : NULL;
     int r = -1;
 
+    if (unlikely(steered_of(fd)))
+        return REAL(getsockname)(baton_run__udp_real(fd), sa, len);
     if (likely(!en))
         return REAL(getsockname)(fd, sa, len);
     pthread_mutex_lock(&S.mu);
@@ -534,4 +541,129 @@ SHIM_EXPORT int setfsuid(uid_t fsuid)
 {
     BEFORE_DROP(fsuid, -1, -1);
     return REAL(setfsuid)(fsuid);
+}
+
+/* ---- UDP sockets steered by peer (udp.c) ----
+ * The program's fd is an epoll fd over its socket and the steering socket:
+ * reads go through the steering, everything else to the socket. Any other
+ * fd is a plain call through (one byte of the fd map read). */
+
+SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+    struct entry *en = steered_of(fd);
+    return unlikely(en != NULL) ? baton_run__udp_recvmsg(en, fd, m, flags)
+                                : REAL(recvmsg)(fd, m, flags);
+}
+
+SHIM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                             socklen_t *fromlen)
+{
+    struct entry *en = steered_of(fd);
+    struct iovec iov = {buf, len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t n;
+
+    if (likely(!en))
+        return REAL(recvfrom)(fd, buf, len, flags, from, fromlen);
+    if (from && fromlen) {
+        m.msg_name = from;
+        m.msg_namelen = *fromlen;
+    }
+    n = baton_run__udp_recvmsg(en, fd, &m, flags);
+    if (n >= 0 && from && fromlen)
+        *fromlen = m.msg_namelen;
+    return n;
+}
+
+SHIM_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    return recvfrom(fd, buf, len, flags, NULL, NULL);
+}
+
+/* One datagram at a time through the steering: the first as the program
+ * asked (it may block), the rest only while more wait. */
+SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *t)
+{
+    struct entry *en = steered_of(fd);
+    unsigned i;
+
+    if (likely(!en))
+        return REAL(recvmmsg)(fd, v, n, flags, t);
+    for (i = 0; i < n; i++) {
+        ssize_t r = baton_run__udp_recvmsg(en, fd, &v[i].msg_hdr,
+                                           (flags & ~MSG_WAITFORONE) | (i ? MSG_DONTWAIT : 0));
+        if (r < 0) {
+            if (i == 0)
+                return -1;
+            break;
+        }
+        v[i].msg_len = (unsigned)r;
+    }
+    return (int)i;
+}
+
+SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    if (likely(!steered_of(fd)))
+        return REAL(sendmsg)(fd, m, flags);
+    if (m && m->msg_name)
+        baton_run__udp_sent(m->msg_name, m->msg_namelen);
+    return REAL(sendmsg)(baton_run__udp_real(fd), m, flags);
+}
+
+SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags,
+                           const struct sockaddr *to, socklen_t tolen)
+{
+    if (likely(!steered_of(fd)))
+        return REAL(sendto)(fd, buf, len, flags, to, tolen);
+    if (to)
+        baton_run__udp_sent(to, tolen);
+    return REAL(sendto)(baton_run__udp_real(fd), buf, len, flags, to, tolen);
+}
+
+SHIM_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    return REAL(send)(baton_run__udp_real(fd), buf, len, flags);
+}
+
+SHIM_EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+    if (likely(!steered_of(fd)))
+        return REAL(sendmmsg)(fd, v, n, flags);
+    for (unsigned i = 0; i < n; i++)
+        if (v[i].msg_hdr.msg_name)
+            baton_run__udp_sent(v[i].msg_hdr.msg_name, v[i].msg_hdr.msg_namelen);
+    return REAL(sendmmsg)(baton_run__udp_real(fd), v, n, flags);
+}
+
+SHIM_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    return REAL(setsockopt)(baton_run__udp_real(fd), level, name, val, len);
+}
+
+SHIM_EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    return REAL(getsockopt)(baton_run__udp_real(fd), level, name, val, len);
+}
+
+SHIM_EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len)
+{
+    return REAL(getpeername)(baton_run__udp_real(fd), sa, len);
+}
+
+SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    return REAL(connect)(baton_run__udp_real(fd), sa, len);
+}
+
+/* FIONBIO, FIONREAD and the like are the socket's. */
+SHIM_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    void *arg;
+
+    va_start(ap, req);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    return REAL(ioctl)(baton_run__udp_real(fd), req, arg);
 }

@@ -21,11 +21,13 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need=
     >/dev/null 2>&1 || need="$need python3-pip python3-setuptools python3-wheel"
 # examples/baton-quic (built only when these are found): ngtcp2 with its
 # GnuTLS crypto, nghttp3 and GnuTLS; ngtcp2's example client (gtlsclient)
-# to try it.
+# to try it, and its example server (gtlsserver) to try `baton run` on a
+# QUIC server nobody here wrote (tests/run-quic.sh). Neither is a service.
 [ -f /usr/include/ngtcp2/ngtcp2_crypto_gnutls.h ] || need="$need libngtcp2-dev libngtcp2-crypto-gnutls-dev"
 [ -f /usr/include/nghttp3/nghttp3.h ] || need="$need libnghttp3-dev"
 [ -f /usr/include/gnutls/gnutls.h ] || need="$need libgnutls28-dev"
 command -v gtlsclient >/dev/null 2>&1 || need="$need ngtcp2-client"
+[ -x /usr/sbin/gtlsserver ] || command -v gtlsserver >/dev/null 2>&1 || need="$need ngtcp2-server"
 [ -n "$need" ] || exit 0
 # shellcheck disable=SC2086
 exec sh "$(dirname "$0")/apt-install.sh" $need

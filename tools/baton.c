@@ -43,7 +43,7 @@ static void usage(FILE *f)
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
             "           [--pidfile FILE] [--probation S] [--max-generations N]\n"
-            "           -- PROGRAM [ARGS...]\n"
+            "           [--udp-idle S | --no-udp-steer] -- PROGRAM [ARGS...]\n"
             "       %s run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S]\n"
             "           [--ready-after MS] [--dir DIR] [--drain-timeout S] [--stop-signal SIG]\n"
             "           [--log FILE] [--probation S] [--max-generations N] -- PROGRAM [ARGS...]\n"
@@ -62,7 +62,9 @@ static void usage(FILE *f)
             "         and waits for READY=1: for Go servers and static binaries;\n"
             "         --probation S: the old copy takes the service back if the new one\n"
             "         dies within S seconds; --max-generations N: at most N copies alive\n"
-            "         at once, draining ones too (default 8)\n"
+            "         at once, draining ones too (default 8); UDP datagrams go to the copy\n"
+            "         that has seen their peer within --udp-idle S (default 30; 0.5 allowed),\n"
+            "         the newest copy otherwise; --no-udp-steer: all to the newest\n"
             "\n"
             "Exit status: 0 success, 1 failure, 2 usage error, 3 nobody serves DIR.\n",
             prog, prog, prog, prog, prog, prog);
@@ -857,6 +859,17 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
                         prog, argv[i], BATON_PROBATION_MAX_MS / 1000);
                 return EXIT_USAGE;
             }
+        } else if (arg && !strcmp(a, "--udp-idle")) {
+            if (parse_seconds_ms(argv[++i], RUN_UDP_IDLE_MAX_MS, &o->udp_idle_ms) < 0 ||
+                o->udp_idle_ms == 0) {
+                fprintf(stderr,
+                        "%s run: --udp-idle %s: not a number of seconds above 0, at most %d "
+                        "(a fraction allowed: 0.5)\n",
+                        prog, argv[i], RUN_UDP_IDLE_MAX_MS / 1000);
+                return EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--no-udp-steer")) {
+            o->no_udp_steer = true;
         } else if (arg && !strcmp(a, "--max-generations")) {
             if (parse_int(argv[++i], 0, &o->max_generations) < 0 || o->max_generations == 1 ||
                 o->max_generations > BATON_MAX_GENERATIONS_MAX) {
@@ -881,6 +894,17 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
         fprintf(stderr, "%s run: %s\n", prog,
                 listen_fds ? "--listen-fds needs at least one --listen NAME=ADDRESS"
                            : "--listen, --ready-timeout and --ready-after need --listen-fds");
+        return EXIT_USAGE;
+    }
+    if (o->no_udp_steer && o->udp_idle_ms) {
+        fprintf(stderr, "%s run: --udp-idle and --no-udp-steer exclude each other\n", prog);
+        return EXIT_USAGE;
+    }
+    if (listen_fds && (o->no_udp_steer || o->udp_idle_ms)) {
+        fprintf(stderr,
+                "%s run: --udp-idle and --no-udp-steer are for the preloaded shim, not "
+                "--listen-fds\n",
+                prog);
         return EXIT_USAGE;
     }
     if (o->ready_after_ms >= o->ready_timeout_s * 1000) {
@@ -954,6 +978,13 @@ static int cmd_run(int argc, char **argv)
     setenv("BATON_RUN_PROBATION_MS", num, 1);
     snprintf(num, sizeof(num), "%d", o.max_generations);
     setenv("BATON_RUN_MAX_GENERATIONS", num, 1);
+    setenv("BATON_RUN_UDP_STEER", o.no_udp_steer ? "0" : "1", 1);
+    if (o.udp_idle_ms) {
+        snprintf(num, sizeof(num), "%d", o.udp_idle_ms);
+        setenv("BATON_RUN_UDP_IDLE_MS", num, 1);
+    } else {
+        unsetenv("BATON_RUN_UDP_IDLE_MS");
+    }
     if (o.stop_sig > 0) {
         snprintf(num, sizeof(num), "%d", o.stop_sig);
         setenv("BATON_RUN_STOP_SIGNAL", num, 1);

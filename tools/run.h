@@ -3,6 +3,7 @@
 #ifndef BATON_TOOL_RUN_H
 #define BATON_TOOL_RUN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "baton.h"
@@ -23,6 +24,8 @@ struct run_opts {
     int ready_after_ms;  /* --ready-after; 0: wait for READY=1 only */
     int probation_ms;    /* --probation */
     int max_generations; /* --max-generations; 0: the library's default */
+    int udp_idle_ms;     /* --udp-idle; 0: the shim's default */
+    bool no_udp_steer;   /* --no-udp-steer */
     const struct run_listen *listen;
     size_t nlisten;
     char **argv; /* PROGRAM ARGS..., NULL-terminated */
@@ -31,6 +34,7 @@ struct run_opts {
 /* Defaults of the options above. */
 #define RUN_DRAIN_S         30
 #define RUN_READY_TIMEOUT_S 30
+#define RUN_UDP_IDLE_MAX_MS 3600000
 
 /* Exit status of `baton run` when PROGRAM cannot be found or executed. */
 #define RUN_EXIT_NOEXEC 127
