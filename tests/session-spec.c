@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Rules of docs/session-protocol.md that a second implementation needs,
- * each checked on the wire by a raw client (issue #16, part 3). ARGS names
- * the case:
+ * each checked on the wire: a server's by a raw client (issue #16, part
+ * 3), the client's (client-*) by raw servers that drive the library's
+ * client. ARGS names the case:
  *
  * ack-limit         The server keeps at most BATON_SESSION_QUEUE_MAX
  *                   messages unacknowledged: a client that never acks gets
@@ -24,10 +25,34 @@
  * handshake-timeout A peer link that does not authenticate within the
  *                   handshake deadline is closed with CLOSE(TIMEOUT), as a
  *                   client link is (session-idle).
+ * client-move-twice A second MOVE while the first move is under way
+ *                   replaces it: the client drops its connection to the
+ *                   first next server (after RESUME with the first token,
+ *                   nothing more on it), resumes at the second address
+ *                   with the second token, reports one move whose pause
+ *                   counts from the first MOVE, sends nothing on the old
+ *                   connection meanwhile, then closes it and resends there.
+ * client-close-moving
+ *                   A client closed during a move sends CLOSE(OK) on the
+ *                   old connection, nothing else after MOVE, and closes
+ *                   the connection to the next server without a word (it
+ *                   ends after the RESUME). With library servers: closed
+ *                   before the current server exported the session, it
+ *                   ends there as closed (0) and the next server imports
+ *                   nothing; closed after the export, it ends once, as
+ *                   closed at the current server, or as a broken
+ *                   connection (-ECONNRESET) at the next server if that
+ *                   took it before it saw the connection end.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "session-util.h"
@@ -291,6 +316,283 @@ static void handshake_timeout(void)
     ts_server_stop(&b);
 }
 
+/* ---- raw servers for the library's client ---- */
+
+/* A listening socket on 127.0.0.1, any port: the fd, its address in addr. */
+static int raw_listen(char *addr)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int fd = T_SYS(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+
+    T_SYS(bind(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    T_SYS(listen(fd, 4));
+    T_SYS(getsockname(fd, (struct sockaddr *)&sa, &sl));
+    sprintf(addr, "tcp://127.0.0.1:%d", ntohs(sa.sin_port));
+    return fd;
+}
+
+/* Dispatch the client until fd is readable (at most T_TIMEOUT): true if
+ * it became so. */
+static bool pump_client_until_readable(struct ts_client *c, int fd)
+{
+    for (int waited = 0; waited < T_TIMEOUT; waited += 5) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 0) > 0)
+            return true;
+        ts_pump(NULL, c, 1, 5);
+    }
+    return false;
+}
+
+/* The client's next connection to lfd. */
+static int raw_accept(struct ts_client *c, int lfd)
+{
+    int one = 1, fd;
+
+    T_ASSERT(pump_client_until_readable(c, lfd));
+    fd = T_SYS(accept4(lfd, NULL, NULL, SOCK_CLOEXEC));
+    T_SYS(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)));
+    return fd;
+}
+
+/* The client's next frame on fd, dispatching it meanwhile: its type, or
+ * -EPIPE when the client closed the connection. */
+static int client_next(struct ts_client *c, int fd, uint32_t *ret_len)
+{
+    T_ASSERT(pump_client_until_readable(c, fd));
+    return ts_raw_read(fd, buf, sizeof(buf), ret_len, T_TIMEOUT);
+}
+
+/* Nothing from the client on fd while it is dispatched for ms. */
+static void client_quiet(struct ts_client *c, int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+
+    for (int waited = 0; waited < ms; waited += 5)
+        ts_pump(NULL, c, 1, 5);
+    T_EQ(poll(&p, 1, 0), 0);
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* A client of the raw server on la, welcomed (id all 7s), its first PING
+ * read; it has sent "c 1", unacknowledged. The connection's fd. */
+static int raw_open(struct ts_client *c, int la, const char *addr)
+{
+    uint8_t id[16];
+    uint32_t len;
+    int fd;
+
+    ts_client_start(c, addr);
+    fd = raw_accept(c, la);
+    T_EQ(client_next(c, fd, &len), TS_HELLO);
+    memset(id, 7, 16);
+    ts_raw_frame(fd, TS_WELCOME, id, 16);
+    T_EQ(client_next(c, fd, &len), TS_PING);
+    ts_client_send(c);
+    T_EQ(client_next(c, fd, &len), TS_DATA);
+    T_EQ(get64(buf), 1);
+    return fd;
+}
+
+/* MOVE(token filled with t, addr) on fd. */
+static void raw_move(int fd, uint8_t t, const char *addr)
+{
+    uint8_t f[34 + 64];
+    size_t n = strlen(addr);
+
+    memset(f, t, 32);
+    f[32] = (uint8_t)(n >> 8);
+    f[33] = (uint8_t)n;
+    memcpy(f + 34, addr, n);
+    ts_raw_frame(fd, TS_MOVE, f, (uint32_t)(34 + n));
+}
+
+/* The client's RESUME on fd: our id, the token of raw_move(t), handled 0. */
+static void expect_resume(struct ts_client *c, int fd, uint8_t t)
+{
+    uint8_t want[56];
+    uint32_t len;
+
+    memset(want, 7, 16);
+    memset(want + 16, t, 32);
+    memset(want + 48, 0, 8);
+    T_EQ(client_next(c, fd, &len), TS_RESUME);
+    T_EQ(len, 56);
+    T_EQ(memcmp(buf, want, 56), 0);
+}
+
+static void client_move_twice(void)
+{
+    char aa[64], ab1[64], ab2[64];
+    int la = raw_listen(aa), lb1 = raw_listen(ab1), lb2 = raw_listen(ab2);
+    int fa, fb1, fb2, ndata = 0;
+    uint64_t t1, t2;
+    struct ts_client c;
+    uint8_t f[8];
+    uint32_t len;
+
+    fa = raw_open(&c, la, aa);
+    raw_move(fa, 1, ab1);
+    fb1 = raw_accept(&c, lb1);
+    expect_resume(&c, fb1, 1);
+    t1 = now_us();      /* the client handled the first MOVE before this */
+    ts_client_send(&c); /* "c 2": held while moving */
+    client_quiet(&c, fa, 200);
+
+    raw_move(fa, 2, ab2);
+    fb2 = raw_accept(&c, lb2);
+    expect_resume(&c, fb2, 2);
+    /* The first next server got its RESUME and then nothing but the end. */
+    T_EQ(client_next(&c, fb1, &len), -EPIPE);
+    T_EQ(c.moves + c.move_failed, 0); /* the replaced move is not reported */
+
+    ts_put64(f, 0);
+    ts_raw_frame(fb2, TS_RESUMED, f, 8);
+    t2 = now_us();
+    T_ASSERT(ts_pump_until(NULL, &c, 1, move_ended, &c, T_TIMEOUT));
+    T_EQ(c.moves, 1);
+    T_EQ(c.move_failed, 0);
+    T_EQ(c.lost, 0);
+    T_STREQ(baton_session_client_address(c.c), ab2);
+    t_log("pause %llu us; %llu us from the first RESUME to RESUMED",
+          (unsigned long long)c.pauses[0], (unsigned long long)(t2 - t1));
+    T_GE(c.pauses[0], t2 - t1);
+
+    /* Both messages, resent to the second next server, in order. */
+    while (ndata < 2) {
+        int type = client_next(&c, fb2, &len);
+        if (type == TS_PING || type == TS_ACK)
+            continue;
+        T_EQ(type, TS_DATA);
+        T_EQ(get64(buf), (uint64_t)++ndata);
+    }
+    /* The old connection: nothing since MOVE, and closed once RESUMED came. */
+    T_EQ(client_next(&c, fa, &len), -EPIPE);
+    T_EQ(c.errors, 0);
+    ts_client_stop(&c);
+    close(fa);
+    close(fb1);
+    close(fb2);
+    close(la);
+    close(lb1);
+    close(lb2);
+}
+
+static bool session_ended(void *arg)
+{
+    (void)arg;
+    return a.closed + b.closed == 1 && baton_session_server_count(a.srv) == 0 &&
+           baton_session_server_count(b.srv) == 0;
+}
+
+/* A library client closing during a move between library servers, once
+ * its RESUME is written: before the next server has read it, or (exported)
+ * after the current server answered its TAKE with EXPORT. The session
+ * ends once: closed by its client at the current server, or, when the
+ * next server took it before it saw the connection end, broken there. */
+static void close_moving_servers(bool exported)
+{
+    struct ts_server *only_a[] = {&a, NULL}, *only_b[] = {&b, NULL};
+    struct ts_client c;
+    struct pollfd p;
+
+    two_servers();
+    ts_client_start(&c, a.addr);
+    ts_client_send(&c);
+    T_ASSERT(ts_pump_until(srvs, &c, 1, answered, &c, T_TIMEOUT));
+    T_EQ(baton_session_move(a.srv, "b", NULL, 0), 1);
+    /* The servers run until the client has MOVE: it connects to the next
+     * server, whose backlog then holds the connection. */
+    for (int waited = 0; waited < T_TIMEOUT; waited += 5) {
+        struct pollfd q[2] = {{baton_session_client_fd(c.c), POLLIN, 0}, {b.lfd, POLLIN, 0}};
+        if (poll(q, 2, 0) > 0 && q[1].revents)
+            break;
+        if (q[0].revents)
+            T_OK(baton_session_client_dispatch(c.c));
+        else
+            ts_pump(srvs, NULL, 0, 5);
+    }
+    p = (struct pollfd){b.lfd, POLLIN, 0};
+    T_EQ(poll(&p, 1, 0), 1);
+    /* Then only the client, long enough to write its RESUME. */
+    for (int waited = 0; waited < 50; waited += 5)
+        ts_pump(NULL, &c, 1, 5);
+    if (exported) {
+        /* The next server sends TAKE; the current one exports. */
+        for (int waited = 0; waited < 50; waited += 5)
+            ts_pump(only_b, NULL, 0, 5);
+        for (int waited = 0; waited < T_TIMEOUT && !a.exported; waited += 5)
+            ts_pump(only_a, NULL, 0, 5);
+        T_EQ(a.exported, 1);
+    }
+    T_EQ(c.moves + c.move_failed + c.lost, 0);
+    T_OK(baton_session_client_close(c.c));
+    T_ASSERT(ts_pump_until(srvs, NULL, 0, session_ended, NULL, T_TIMEOUT));
+    t_log("%s: current server: closed %lld (%d), moved %lld; next: imported %lld, closed %lld (%d)",
+          exported ? "exported" : "not exported", a.closed, a.last_close_err, a.moved, b.imported,
+          b.closed, b.last_close_err);
+    if (!exported)
+        T_EQ(a.closed, 1);
+    if (a.closed) {
+        T_EQ(a.last_close_err, 0);
+        T_EQ(a.moved, 0);
+        T_EQ(b.imported, 0);
+    } else {
+        T_EQ(exported, true);
+        T_EQ(a.moved, 1);
+        T_EQ(b.imported, 1);
+        T_EQ(b.last_close_err, -ECONNRESET);
+    }
+    T_EQ(a.errors + b.errors, 0);
+    ts_client_stop(&c);
+    ts_server_stop(&a);
+    ts_server_stop(&b);
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+}
+
+static void client_close_moving(void)
+{
+    char aa[64], ab[64];
+    int la = raw_listen(aa), lb = raw_listen(ab), fa, fb;
+    struct ts_client c;
+    struct pollfd p;
+    uint32_t len;
+
+    fa = raw_open(&c, la, aa);
+    raw_move(fa, 1, ab);
+    fb = raw_accept(&c, lb);
+    expect_resume(&c, fb, 1);
+    ts_client_send(&c); /* held while moving: never sent */
+    T_OK(baton_session_client_close(c.c));
+    T_EQ(baton_session_client_alive(c.c), 0);
+    T_EQ(c.lost, 0);
+    /* Without waiting for an answer: both connections are closed now. */
+    T_EQ(ts_raw_read(fa, buf, sizeof(buf), &len, T_TIMEOUT), TS_CLOSE);
+    t_log("CLOSE on the old connection: code %u: %.*s", ts_get32(buf), (int)(len - 6), buf + 6);
+    T_EQ(ts_get32(buf), TS_C_OK);
+    T_EQ(ts_raw_read(fa, buf, sizeof(buf), &len, 0), -EPIPE);
+    p = (struct pollfd){fb, POLLIN, 0};
+    T_EQ(poll(&p, 1, 0), 1);
+    T_EQ(ts_raw_read(fb, buf, sizeof(buf), &len, 0), -EPIPE);
+    ts_client_stop(&c);
+    close(fa);
+    close(fb);
+    close(la);
+    close(lb);
+
+    close_moving_servers(false);
+    close_moving_servers(true);
+}
+
 int main(int argc, char **argv)
 {
     t_init(argc, argv);
@@ -305,6 +607,10 @@ int main(int argc, char **argv)
         export_fails();
     else if (!strcmp(argv[1], "handshake-timeout"))
         handshake_timeout();
+    else if (!strcmp(argv[1], "client-move-twice"))
+        client_move_twice();
+    else if (!strcmp(argv[1], "client-close-moving"))
+        client_close_moving();
     else
         t_fail(__FILE__, __LINE__, "unknown case %s", argv[1]);
     return t_done();
