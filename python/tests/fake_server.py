@@ -54,6 +54,8 @@ class Conn:
         self.pings = 0
         self.wlock = threading.Lock()
         self.closed_with = None
+        self.received = []  # every frame from the client, in order
+        self.ended = False  # its stream ended (closed by the client, or by us)
 
     def send(self, raw):
         with self.wlock:
@@ -126,8 +128,17 @@ class Server:
         self.conns.append(conn)
         try:
             for f in conn.frames():
+                with self.sessions.lock:
+                    conn.received.append(f)
+                if conn.closed_with is not None:
+                    # The protocol: nothing after CLOSE, on any connection.
+                    self.sessions.error("%s after CLOSE" % F.type_name(f.type))
                 if not self._frame(conn, f):
                     break
+            else:
+                with self.sessions.lock:
+                    conn.ended = True
+                    self.sessions.lock.notify_all()
         except F.FrameError as e:
             self.sessions.error("bad frame from the client: %s" % e)
         finally:
@@ -152,10 +163,10 @@ class Server:
             return self._resume(conn, f)
         st = conn.state
         if f.type == F.CLOSE:
-            conn.closed_with = (f.code, f.text)
             with ss.lock:
+                conn.closed_with = (f.code, f.text)
                 ss.lock.notify_all()
-            return False
+            return True  # read on: the client must send nothing more, and close
         if f.type == F.PING:
             conn.pings += 1
             conn.send(F.pong(self.idle_ms))

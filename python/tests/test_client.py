@@ -171,6 +171,89 @@ class Plain(Base):
         r.run(lambda: len(r.got) == 31)
         self.assertEqual(r.c.address, a.address)
 
+    def quiet_session(self, r):
+        """A session that echoed one message, acknowledged it and sent its
+        first PING: nothing from the client is still on its way."""
+        r.c.send(b"x")
+        r.run(lambda: r.got == [b"x"])
+        st = self.only_session()
+        self.assertTrue(fs.wait(self.ss, lambda: st.out_acked == 1 and st.conn.pings == 1))
+        return st
+
+    def silent_next(self, server):
+        """Make server take RESUMEs without answering (the move stays under
+        way): the list of (connection, RESUME) it got."""
+        resumes = []
+
+        def resume(conn, f):
+            with self.ss.lock:
+                resumes.append((conn, f))
+                self.ss.lock.notify_all()
+            return True
+
+        server._resume = resume
+        return resumes
+
+    def test_second_move_replaces_the_first(self):
+        # docs/session-protocol.md, "The move, step by step", 3: a MOVE
+        # during a move replaces it; the client drops its connection to the
+        # first next server and resumes at the second with the second
+        # token; its pause counts from the first MOVE.
+        a, b1, b2 = self.server(), self.server(), self.server()
+        resumes = self.silent_next(b1)
+        r = self.client(a.address)
+        st = self.quiet_session(r)
+        old, seen = st.conn, len(st.conn.received)
+        fs.move(self.ss, st, b1)
+        token1 = st.token
+        r.run(lambda: resumes)
+        t1 = time.monotonic()  # the client handled the first MOVE before
+        conn1, f1 = resumes[0]
+        self.assertEqual((f1.id, f1.token, f1.handled), (st.id, token1, 1))
+        r.c.send(b"held")
+        r.run(lambda: time.monotonic() - t1 > 0.2)
+        t2 = time.monotonic()
+        fs.move(self.ss, st, b2)
+        r.run(lambda: r.moves)
+        self.assertEqual(len(r.moves), 1)  # the replaced move is not reported
+        addr, err, pause = r.moves[0]
+        self.assertEqual((addr, err), (b2.address, None))
+        self.assertGreaterEqual(pause, t2 - t1)
+        self.assertEqual(r.c.address, b2.address)
+        # B2 checked the token (the second: the first is not its session's).
+        f2 = b2.conns[0].received[0]
+        self.assertEqual((f2.type, f2.id, f2.handled), (F.RESUME, st.id, 1))
+        self.assertNotEqual(f2.token, token1)
+        # The first next server: its RESUME, then the end of the stream.
+        self.assertTrue(fs.wait(self.ss, lambda: conn1.ended))
+        self.assertEqual([f.type for f in conn1.received], [F.RESUME])
+        r.run(lambda: r.got == [b"x", b"held"])
+        self.assertEqual(st.got, [b"x", b"held"])
+        # Nothing on the old connection since the first MOVE.
+        self.assertEqual(old.received[seen:], [])
+
+    def test_close_during_a_move(self):
+        # docs/session-protocol.md, "CLOSE": a client that closes during a
+        # move sends CLOSE(OK) on the old connection and closes the one to
+        # the next server; it sends nothing after CLOSE on either and does
+        # not wait for an answer.
+        a, b = self.server(), self.server()
+        resumes = self.silent_next(b)
+        r = self.client(a.address)
+        st = self.quiet_session(r)
+        old, seen = st.conn, len(st.conn.received)
+        fs.move(self.ss, st, b)
+        r.run(lambda: resumes)
+        nxt = resumes[0][0]
+        r.c.send(b"held")  # held while moving: never sent
+        r.c.close()
+        self.assertFalse(r.c.alive)
+        self.assertTrue(fs.wait(self.ss, lambda: old.ended and nxt.ended))
+        self.assertEqual([(f.type, f.code) for f in old.received[seen:]], [(F.CLOSE, F.OK)])
+        self.assertEqual([f.type for f in nxt.received], [F.RESUME])
+        self.assertEqual(r.lost, [])
+        self.assertEqual(r.moves, [])
+
     def test_move_with_unacked_server_messages(self):
         # Messages the server sent but the client had not acknowledged when
         # the session moved come again from B: handled once.
