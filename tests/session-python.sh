@@ -11,8 +11,9 @@
 # bots' own lines ("all N at ADDR" when every session moved; "acked K"
 # every STEP acknowledgements, so that each move starts only after STEP
 # more messages went both ways); every wait is bounded. Exit 77 only when
-# python3 is missing. With TLS in baton-game-server (--tls-cert), the
-# servers and bots use it; until then, plain TCP (--insecure).
+# python3 is missing. Every link is TLS (python/tests/certs): a
+# baton-game-server without --tls-cert fails the test, never falls back
+# to plain TCP.
 set -u
 BUILD=${1:?usage: session-python.sh BUILD_DIR SOURCE_DIR [BOTS] [ROUNDS]}
 SRC=${2:?usage: session-python.sh BUILD_DIR SOURCE_DIR [BOTS] [ROUNDS]}
@@ -65,15 +66,18 @@ rm -rf "$TMP/src/build" "$TMP/src"/*.egg-info
 export PYTHONPATH=$TMP/site
 export PYTHONDONTWRITEBYTECODE=1
 
-# TLS on the client links once the game server has it.
-TLS_SERVER=() TLS_BOT=(--insecure) MODE=plain
-if "$BIN/baton-game-server" 2>&1 | grep -q -- --tls-cert; then
-    MODE=tls
-    CERTS=$SRC/python/tests/certs
-    TLS_SERVER=(--tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
-                --tls-ca "$CERTS/ca.pem")
-    TLS_BOT=(--tls-ca "$CERTS/ca.pem")
-fi
+# TLS on every link: the servers present server.pem (and verify each
+# other's), the bots verify it against ca.pem. The Python client must be
+# tested across moves with TLS on, so there is no plain fallback.
+"$BIN/baton-game-server" 2>&1 | grep -q -- --tls-cert ||
+    fail "$BIN/baton-game-server has no --tls-cert: this test needs TLS"
+CERTS=$SRC/python/tests/certs
+for f in ca.pem server.pem server.key; do
+    [ -r "$CERTS/$f" ] || fail "TLS: $CERTS/$f missing"
+done
+TLS_SERVER=(--tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
+            --tls-ca "$CERTS/ca.pem")
+TLS_BOT=(--tls-ca "$CERTS/ca.pem")
 
 wait_line() { # file pattern count timeout_s
     local i
@@ -141,7 +145,7 @@ kill -0 "$BOT" 2>/dev/null && fail "the bots did not stop"
 wait "$BOT"
 STATUS=$?
 cat "$TMP/bot.out"
-echo "($MODE; moves per server: $(grep -c '^moved' "$TMP/a.out") A->B," \
+echo "(tls; moves per server: $(grep -c '^moved' "$TMP/a.out") A->B," \
     "$(grep -c '^moved' "$TMP/b.out") B->A)"
 [ $STATUS -eq 0 ] || fail "the bots saw a problem (exit $STATUS)"
 grep -q " lost 0 dup 0 reorder 0 badstate 0 sessions_lost 0 moves $((BOTS * ROUNDS * 2)) " \
