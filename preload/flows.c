@@ -24,6 +24,7 @@
 #define PROBE_MAX   128
 #define KEY_LEN     32
 #define TIME_MASK   ((1ULL << 48) - 1)
+#define AHEAD_MS    10000
 
 struct flow {
     _Atomic uint32_t seq; /* 0 never used, odd while the key is written */
@@ -121,8 +122,10 @@ static uint64_t own_word(unsigned gen, uint64_t now)
 static bool own_live(uint64_t o, uint64_t now, unsigned idle_ms)
 {
     uint64_t t = o & TIME_MASK;
-    /* A time ahead of ours is from before a reboot: not live. */
-    return t <= now && now - t <= idle_ms;
+    /* A little ahead of ours: another process wrote it after we read the
+     * clock, and it is live. Far ahead: from before a reboot (a directory
+     * that outlives one), and not. */
+    return t <= now ? now - t <= idle_ms : t - now <= AHEAD_MS;
 }
 
 /* Does slot f hold key (read consistently)? */
@@ -213,10 +216,11 @@ int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, u
         for (o = atomic_load_explicit(&f->own, memory_order_relaxed);;) {
             unsigned owner = (unsigned)(o >> 48);
             uint64_t n;
+            uint64_t at = o & TIME_MASK, when = at > now && at - now <= AHEAD_MS ? at : now;
             if (owner == me || take || !own_live(o, now, idle_ms))
-                n = own_word(me, now);
+                n = own_word(me, when);
             else
-                n = own_word(owner, now);
+                n = own_word(owner, when);
             if (atomic_compare_exchange_weak(&f->own, &o, n))
                 return (int)(n >> 48);
         }
