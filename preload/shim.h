@@ -153,7 +153,7 @@ struct baton_run__state {
     int udp_idle_ms;
     struct flows *flows;
     pthread_mutex_t steer_mu;
-    atomic_uint udp_taken, udp_forwarded, udp_dropped;
+    atomic_uint udp_taken, udp_forwarded, udp_dropped, udp_reads;
 };
 
 extern struct baton_run__state baton_run__s;

@@ -235,59 +235,97 @@ static bool would_block(int real, int flags)
     return fl < 0 || (fl & O_NONBLOCK);
 }
 
-ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int flags)
+/* Read the socket into m: n >= 0 when the datagram is ours (m filled as
+ * recvmsg() fills it), -2 when it went to another generation (or was
+ * dropped), -1 with errno. */
+static ssize_t read_socket(struct entry *en, struct msghdr *m, int flags, unsigned me)
 {
     struct sockaddr_storage own_name;
+    void *name = m->msg_name;
+    uint64_t key[4];
+    int owner, r;
+    ssize_t n;
+
+    /* Read with a name of our own if the program wants none. */
+    if (!name) {
+        m->msg_name = &own_name;
+        m->msg_namelen = sizeof(own_name);
+    }
+    n = REAL(recvmsg)(en->real, m, flags | MSG_DONTWAIT);
+    if (n < 0)
+        return -1;
+    if (!baton_run__flow_key(m->msg_name, m->msg_namelen, key) ||
+        (owner = baton_run__flow_claim(S.flows, key, me, now_ms(), (unsigned)S.udp_idle_ms,
+                                       false)) < 0 ||
+        (unsigned)owner == me)
+        goto mine;
+    r = forward((unsigned)owner, m, (size_t)n);
+    if (r == 1) {
+        atomic_fetch_add_explicit(&S.udp_forwarded, 1, memory_order_relaxed);
+        return -2;
+    }
+    if (r == -ESRCH) {
+        /* Its generation is gone: the flow is ours now. */
+        baton_run__flow_claim(S.flows, key, me, now_ms(), (unsigned)S.udp_idle_ms, true);
+        goto mine;
+    }
+    atomic_fetch_add_explicit(&S.udp_dropped, 1, memory_order_relaxed);
+    return -2; /* its queue is full: dropped, as the network would */
+mine:
+    if (!name) {
+        m->msg_name = NULL;
+        m->msg_namelen = 0;
+    }
+    return n;
+}
+
+/* The program reads its steered fd. A copy that has not retired reads the
+ * socket first and looks for forwarded datagrams only when the socket has
+ * none (and every 32nd read, lest a flood starve them): most of the time
+ * nothing is forwarded to the newest copy, and looking costs a system
+ * call. A retired copy reads only what is forwarded to it. */
+ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int flags)
+{
     void *name = m->msg_name;
     socklen_t namelen = m->msg_namelen;
     size_t ctllen = m->msg_controllen;
     unsigned me;
     ssize_t n;
 
+    (void)fd;
     if (!is_holder() || (flags & (MSG_PEEK | MSG_ERRQUEUE)) || m->msg_iovlen > UIO_MAXIOV_SHIM)
         return REAL(recvmsg)(en->real, m, flags);
     me = my_gen();
     for (;;) {
-        uint64_t key[4];
-        int owner, r;
+        bool retired = S.retired,
+             fwd_first =
+                 retired ||
+                 (atomic_fetch_add_explicit(&S.udp_reads, 1, memory_order_relaxed) & 31) == 0;
 
         m->msg_name = name;
         m->msg_namelen = namelen;
         m->msg_controllen = ctllen;
-        n = take_forwarded(m);
-        if (n >= 0)
-            return n;
-        if (errno != EAGAIN && errno != EBADF)
-            return -1;
-        if (!S.retired) {
-            /* Read with a name of our own if the program wants none. */
-            if (!name) {
-                m->msg_name = &own_name;
-                m->msg_namelen = sizeof(own_name);
-            }
-            n = REAL(recvmsg)(en->real, m, flags | MSG_DONTWAIT);
-            if (n >= 0) {
-                if (!baton_run__flow_key(m->msg_name, m->msg_namelen, key) ||
-                    (owner = baton_run__flow_claim(S.flows, key, me, now_ms(),
-                                                   (unsigned)S.udp_idle_ms, false)) < 0 ||
-                    (unsigned)owner == me)
-                    goto mine;
-                r = forward((unsigned)owner, m, (size_t)n);
-                if (r == 1) {
-                    atomic_fetch_add_explicit(&S.udp_forwarded, 1, memory_order_relaxed);
-                    continue;
-                }
-                if (r == -ESRCH) {
-                    /* Its generation is gone: the flow is ours now. */
-                    baton_run__flow_claim(S.flows, key, me, now_ms(), (unsigned)S.udp_idle_ms,
-                                          true);
-                    goto mine;
-                }
-                atomic_fetch_add_explicit(&S.udp_dropped, 1, memory_order_relaxed);
-                continue; /* its queue is full: dropped, as the network would */
-            }
+        if (fwd_first) {
+            n = take_forwarded(m);
+            if (n >= 0 || (errno != EAGAIN && errno != EBADF))
+                return n;
+        }
+        if (!retired) {
+            n = read_socket(en, m, flags, me);
+            if (n >= 0)
+                return n;
+            if (n == -2)
+                continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return -1;
+            if (!fwd_first) {
+                m->msg_name = name;
+                m->msg_namelen = namelen;
+                m->msg_controllen = ctllen;
+                n = take_forwarded(m);
+                if (n >= 0 || (errno != EAGAIN && errno != EBADF))
+                    return n;
+            }
         }
         if (would_block(en->real, flags)) {
             errno = EAGAIN;
@@ -298,13 +336,6 @@ ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int f
             if (REAL(poll)(&p, 1, -1) < 0)
                 return -1;
         }
-        continue;
-    mine:
-        if (!name) {
-            m->msg_name = NULL;
-            m->msg_namelen = 0;
-        }
-        return n;
     }
 }
 

@@ -323,22 +323,32 @@ ssize_t baton__steer_recvmsg(baton *b, struct msghdr *m)
 
     if (b->steer_fd < 0)
         return -EBADF;
-    steer_accept(b);
-    /* Round robin over the connections (one per generation that forwards
-     * to us: usually one), so that none starves another. */
-    for (unsigned tried = 0; tried < b->nsteer_in;) {
-        unsigned i = b->steer_next++ % b->nsteer_in;
-        m->msg_flags = 0;
-        n = recvmsg(b->steer_in[i], m, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            steer_drop_in(b, i); /* that generation's reader went away */
-            continue;
+    /* The connections we have first, new ones only when they hold
+     * nothing: while datagrams flow, a look for a new connection would be
+     * one more system call each. */
+    for (int pass = 0; pass < 2; pass++) {
+        unsigned had = b->nsteer_in;
+        /* Round robin over the connections (one per generation that
+         * forwards to us: usually one), so that none starves another. */
+        for (unsigned tried = 0; tried < b->nsteer_in;) {
+            unsigned i = b->steer_next++ % b->nsteer_in;
+            m->msg_flags = 0;
+            n = recvmsg(b->steer_in[i], m, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                steer_drop_in(b, i); /* that generation's reader went away */
+                continue;
+            }
+            if (n < 0) {
+                tried++;
+                continue;
+            }
+            return n;
         }
-        if (n < 0) {
-            tried++;
-            continue;
+        if (pass == 0) {
+            steer_accept(b);
+            if (b->nsteer_in == had && had > 0)
+                break; /* nothing new: nothing to read */
         }
-        return n;
     }
     return -EAGAIN;
 }
