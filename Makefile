@@ -92,6 +92,7 @@ bench-takeover: build
 	$(BUILD)/bin/baton-bench-conn-handoff --runs $${BENCH_CONN_RUNS:-20}
 	bash bench/pause-standby.sh $(BUILD) $${BENCH_PAUSE_RUNS:-3} $${BENCH_PAUSE_UPGRADES:-20}
 	$(BUILD)/bin/baton-bench-steer
+	$(BUILD)/bin/baton-bench-run-udp
 	@echo "echo client through 10 upgrades (largest client-visible pause):"
 	@bash examples/echo-upgrades.sh $(BUILD) 10 | tail -n 1
 

@@ -99,7 +99,7 @@ _Noreturn static void serve(int port)
             if (n < 0)
                 break;
             /* Answer from the address we were reached at, as QUIC servers
-             * do: without it (a datagram handed over without its control
+             * do: without it (a datagram forwarded without its control
              * messages) this server, like ngtcp2's, drops it. */
             for (c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
                 local |= c->cmsg_level == SOL_IP && c->cmsg_type == IP_PKTINFO;

@@ -639,6 +639,16 @@ if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-steer ]]; then
         log "baton-bench-steer failed (see $RAW/steer.txt); $BENCH_OUT/steer.txt is left as it was"
     fi
 fi
+# bench/run-udp.c: the same for an unmodified server under `baton run`
+# (baseline in the same run: the server alone).
+if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-run-udp ]]; then
+    log "running baton-bench-run-udp"
+    if timeout -k 5 300 "$BIN/baton-bench-run-udp" >"$RAW/run-udp.txt" 2>"$RAW/run-udp.err"; then
+        cp "$RAW/run-udp.txt" "$BENCH_OUT/run-udp.txt"
+    else
+        log "baton-bench-run-udp failed (see $RAW/run-udp.err); $BENCH_OUT/run-udp.txt is left as it was"
+    fi
+fi
 # bench/pause.c: the pause a client sees on an open connection through 20
 # upgrades, and trigger to the new process answering, beside a bare exec.
 if [[ ${BENCH_TAKEOVER:-1} != 0 && -x $BIN/baton-bench-pause ]]; then

@@ -134,6 +134,8 @@ void baton_run__resolve(void)
     R(getpeername, "getpeername");
     R(connect, "connect");
     R(ioctl, "ioctl");
+    R(read, "read");
+    R(write, "write");
 #undef R
     if (!r->fcntl64) /* glibc before 2.28: nobody calls it */
         r->fcntl64 = r->fcntl;

@@ -203,6 +203,8 @@ struct baton_run__real {
     int (*getpeername)(int, struct sockaddr *, socklen_t *);
     int (*connect)(int, const struct sockaddr *, socklen_t);
     int (*ioctl)(int, unsigned long, ...);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*write)(int, const void *, size_t);
 };
 
 extern struct baton_run__real baton_run__real;

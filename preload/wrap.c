@@ -667,3 +667,17 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...)
     va_end(ap);
     return REAL(ioctl)(baton_run__udp_real(fd), req, arg);
 }
+
+/* read() and write() on a steered fd: a datagram each, as on the socket
+ * (a program that only receives, a syslog collector, may read()). */
+SHIM_EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+    if (likely(!steered_of(fd)))
+        return REAL(read)(fd, buf, len);
+    return recvfrom(fd, buf, len, 0, NULL, NULL);
+}
+
+SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t len)
+{
+    return REAL(write)(baton_run__udp_real(fd), buf, len);
+}
