@@ -217,11 +217,14 @@ struct baton {
     struct baton__job job;
     struct baton__doomed doomed[BATON__DOOMED_MAX];
     /* A standby successor (BATON_STANDBY): started at `at` (monotonic ms,
-     * 0: not planned), parked until a job wakes it through fd. */
+     * 0: not planned), parked until a job wakes it through fd; deaths:
+     * how many in a row died before they were needed (the next one waits
+     * the longer). */
     struct baton__standby {
         pid_t pid; /* 0: none */
         int pidfd, fd;
         uint64_t at;
+        unsigned deaths;
     } standby;
     /* Upgrade events for baton_upgrade_event(), a ring; upgradefd (an
      * EFD_SEMAPHORE eventfd) counts them. */

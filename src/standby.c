@@ -288,8 +288,11 @@ __attribute__((constructor)) static void standby_park(int argc, char **argv, cha
 
 void baton__standby_init(baton *b)
 {
+    unsigned deaths = b->standby.deaths;
+
     memset(&b->standby, 0, sizeof(b->standby));
     b->standby.pidfd = b->standby.fd = -1;
+    b->standby.deaths = deaths;
 }
 
 /* Start one, if wanted and none is there. Called with b->mu held, on the
@@ -385,24 +388,39 @@ void baton__standby_forget(baton *b)
     baton__standby_init(b);
 }
 
+/* A standby that died before it was needed is replaced after this long,
+ * doubled for each death in a row (one that dies at once, of a binary
+ * that cannot start, costs a fork a minute at most); an upgrade
+ * meanwhile starts its successor the usual way. */
+#define STANDBY_RETRY_MS     1000
+#define STANDBY_RETRY_MAX_MS 60000
+
 /* It exited before it was needed (killed, or out of memory): reap it and
- * go on without one; an upgrade starts its successor the usual way. */
+ * start another later. */
 void baton__standby_exited(baton *b)
 {
     struct baton__standby *s = &b->standby;
     siginfo_t si = {0};
+    uint64_t wait_ms = STANDBY_RETRY_MS;
 
     if (!s->pid)
         return;
     waitid(P_PIDFD, s->pidfd, &si, WEXITED | WNOHANG);
+    for (unsigned i = 0; i < s->deaths && wait_ms < STANDBY_RETRY_MAX_MS; i++)
+        wait_ms *= 2;
+    if (wait_ms > STANDBY_RETRY_MAX_MS)
+        wait_ms = STANDBY_RETRY_MAX_MS;
     baton__log(b, BATON_LOG_WARNING,
-               "standby successor pid %d exited (%s %d) before it was needed; upgrades start one "
-               "the usual way",
-               (int)s->pid, si.si_code == CLD_EXITED ? "status" : "signal", si.si_status);
+               "standby successor pid %d exited (%s %d) before it was needed; another in %llu "
+               "ms, and upgrades meanwhile start one the usual way",
+               (int)s->pid, si.si_code == CLD_EXITED ? "status" : "signal", si.si_status,
+               (unsigned long long)wait_ms);
     epoll_ctl(b->epfd, EPOLL_CTL_DEL, s->pidfd, NULL);
     close(s->pidfd);
     close(s->fd);
+    s->deaths++;
     baton__standby_init(b);
+    s->at = baton__now_ms() + wait_ms;
     baton__gen_write(b);
 }
 
@@ -427,6 +445,7 @@ int baton__standby_take(baton *b, uint64_t token, pid_t *ret_pid, int *ret_pidfd
     *ret_pid = s->pid;
     *ret_pidfd = s->pidfd;
     baton__standby_init(b);
+    s->deaths = 0;
     baton__gen_write(b);
     return 1;
 }

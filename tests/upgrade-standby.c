@@ -15,7 +15,8 @@
  *     main() ran once, after the trigger, with BATON_JOB set and
  *     BATON_STANDBY_FD gone. The listener is the same socket.
  *  3. A standby that died before it was needed (SIGKILL): the next upgrade
- *     starts a successor the usual way and succeeds.
+ *     starts a successor the usual way and succeeds; and left alone, the
+ *     owner parks another a second later.
  *  4. The binary replaced at its path while the standby waits (the old
  *     one renamed to a backup): woken, it starts afresh (same pid, exec)
  *     and runs the new file at the path, not the replaced one.
@@ -244,6 +245,14 @@ int main(int argc, char **argv)
     T_EQ(hear_takeover(3, port, ino, 2), pid);
     owner = pid;
     whoami(port, 3, owner, 0);
+
+    /* 3b. Killed, and left alone: another is parked in its place. */
+    s2 = t_wait_standby(owner);
+    pidfd = T_SYS((int)syscall(SYS_pidfd_open, s2, 0));
+    T_SYS(kill(s2, SIGKILL));
+    expect_exit(pidfd, s2, "the killed standby");
+    s = t_wait_standby(owner);
+    T_NE(s, s2);
 
     /* 4. A new binary installed while the standby waits, the old one kept
      * as a backup under another name: woken, the same process execs the
