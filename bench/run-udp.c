@@ -230,8 +230,8 @@ static pid_t start(bool under_baton)
     if (pid == 0) {
         snprintf(p, sizeof(p), "%d", port);
         if (under_baton)
-            execl(baton_bin, baton_bin, "run", "--dir", dir, "--drain-timeout", "600", "--", self,
-                  "--serve", p, (char *)NULL);
+            execl(baton_bin, baton_bin, "run", "--dir", dir, "--drain-timeout", "600",
+                  "--udp-steer", "--", self, "--serve", p, (char *)NULL);
         else
             execl(self, self, "--serve", p, (char *)NULL);
         _exit(127);

@@ -175,7 +175,7 @@ static uint32_t wait_written(struct flow *f, uint32_t seq)
 }
 
 int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, uint64_t now,
-                          unsigned idle_ms, bool take)
+                          unsigned idle_ms, enum baton_run__flow_how how)
 {
     uint64_t h = siphash32(key, t->k[0], t->k[1]);
     uint32_t hash = (uint32_t)(h >> 32);
@@ -198,6 +198,15 @@ int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, u
                 idle = NULL;
                 continue;
             }
+            /* An idle slot may have come back to life (its peer's
+             * datagram refreshed it) between our look and our claim. */
+            if (use == idle &&
+                own_live(atomic_load_explicit(&use->own, memory_order_relaxed), now, idle_ms)) {
+                atomic_store_explicit(&use->seq, s, memory_order_release);
+                i = (unsigned)-1;
+                idle = NULL;
+                continue;
+            }
             slot_fill(use, s, hash, key, own_word(me, now));
             return (int)me;
         }
@@ -217,10 +226,12 @@ int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, u
             unsigned owner = (unsigned)(o >> 48);
             uint64_t n;
             uint64_t at = o & TIME_MASK, when = at > now && at - now <= AHEAD_MS ? at : now;
-            if (owner == me || take || !own_live(o, now, idle_ms))
+            if (owner == me || how == FLOW_TAKE || !own_live(o, now, idle_ms))
                 n = own_word(me, when);
-            else
+            else if (how == FLOW_READ)
                 n = own_word(owner, when);
+            else
+                return (int)owner; /* another's, and a send of ours keeps it not */
             if (atomic_compare_exchange_weak(&f->own, &o, n))
                 return (int)(n >> 48);
         }
@@ -229,8 +240,11 @@ int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, u
     if (idle) {
         uint32_t s = idle_seq;
         if (atomic_compare_exchange_strong(&idle->seq, &s, s + 1)) {
-            slot_fill(idle, s, hash, key, own_word(me, now));
-            return (int)me;
+            if (!own_live(atomic_load_explicit(&idle->own, memory_order_relaxed), now, idle_ms)) {
+                slot_fill(idle, s, hash, key, own_word(me, now));
+                return (int)me;
+            }
+            atomic_store_explicit(&idle->seq, s, memory_order_release);
         }
     }
     return -1;

@@ -37,11 +37,17 @@ struct flows;
  * 0 if it is not an IP address (then it has no flow). */
 int baton_run__flow_key(const struct sockaddr *sa, socklen_t len, uint64_t key[4]);
 
-/* The generation (low 16 bits) that owns the peer key, refreshing its
- * time: the live owner's, or me once claimed (nobody live owned it, or
- * take). -1 if the peer cannot be recorded. */
+/* How a claim comes: a datagram read from the peer (its flow is alive,
+ * whoever owns it), one sent to it (only the sender's own flow is
+ * refreshed: one copy's heartbeats must not keep another's flow), or a
+ * take-over (the owner is gone). */
+enum baton_run__flow_how { FLOW_READ, FLOW_SENT, FLOW_TAKE };
+
+/* The generation (low 16 bits) that owns the peer key: its live owner, or
+ * me once claimed (nobody live owned it, or FLOW_TAKE); its time
+ * refreshed as how says. -1 if the peer cannot be recorded. */
 int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, uint64_t now,
-                          unsigned idle_ms, bool take);
+                          unsigned idle_ms, enum baton_run__flow_how how);
 
 /* The live owner of key, or -1; changes nothing. */
 int baton_run__flow_owner(struct flows *t, const uint64_t key[4], uint64_t now, unsigned idle_ms);

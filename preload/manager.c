@@ -458,7 +458,7 @@ __attribute__((constructor)) static void shim_init(void)
     S.err_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
     snprintf(S.dir, sizeof(S.dir), "%s", dir);
     S.drain_ms = env_int("BATON_RUN_DRAIN_MS", DRAIN_MS);
-    S.udp_steer = env_int("BATON_RUN_UDP_STEER", 1) != 0;
+    S.udp_steer = env_int("BATON_RUN_UDP_STEER", 0) != 0;
     S.udp_idle_ms = env_int("BATON_RUN_UDP_IDLE_MS", UDP_IDLE_MS);
     S.probation_ms = env_int("BATON_RUN_PROBATION_MS", 0);
     S.max_generations = env_int("BATON_RUN_MAX_GENERATIONS", 0);

@@ -154,6 +154,7 @@ struct baton_run__state {
     struct flows *flows;
     pthread_mutex_t steer_mu;
     atomic_uint udp_taken, udp_forwarded, udp_dropped, udp_reads;
+    atomic_bool udp_child_said;
 };
 
 extern struct baton_run__state baton_run__s;
@@ -271,6 +272,10 @@ int baton_run__adopt(struct entry *en, int fd);
 void baton_run__register(int fd, int type);
 void baton_run__child_note(int fd, const struct sockaddr *sa, socklen_t len);
 bool baton_run__is_listener_path(const char *path); /* takes S.mu */
+
+/* wrap.c: the program waits for work (a blocking read the shim does for
+ * it): readiness may come now. */
+void baton_run__poke(void);
 
 /* manager.c: readiness. */
 void baton_run__ready_early(void);

@@ -60,6 +60,15 @@ int baton_run__udp_steer(struct entry *en, int fd)
 
     if (!S.udp_steer || en->type != SOCK_DGRAM || (en->domain != AF_INET && en->domain != AF_INET6))
         return -1;
+    /* One socket per program: datagrams forwarded to this copy come on
+     * one steering socket, with nothing to say which of several sockets
+     * they were read from. */
+    for (int i = 0; i < S.ne; i++)
+        if (S.e[i].mux >= 0 && &S.e[i] != en) {
+            complain("%s is not steered: only one UDP socket per program is (%s is)", en->key,
+                     S.e[i].key);
+            return -1;
+        }
     if (!S.flows) {
         char why[160];
         if (!(S.flows = baton_run__flows_map(S.b->dirfd, why, sizeof(why)))) {
@@ -181,7 +190,7 @@ static ssize_t take_forwarded(struct msghdr *m)
         }
         if (n < HDR2_LEN || hdr[0] != STEER_V2 || hdr[1] > ADDR_ROOM)
             continue; /* not ours in form: dropped */
-        cl = (size_t)hdr[2 + ADDR_ROOM] | (size_t)hdr[3 + ADDR_ROOM] << 8;
+        cl = (size_t)hdr[2 + ADDR_ROOM] | (size_t)(hdr[3 + ADDR_ROOM] & 0x7f) << 8;
         if (cl > CTL_ROOM)
             continue;
         break;
@@ -191,26 +200,30 @@ static ssize_t take_forwarded(struct msghdr *m)
         memcpy(m->msg_name, hdr + 2, l);
         m->msg_namelen = hdr[1];
     }
-    m->msg_flags = r.msg_flags & MSG_TRUNC;
+    m->msg_flags = (r.msg_flags & MSG_TRUNC) | (hdr[3 + ADDR_ROOM] & 0x80 ? MSG_CTRUNC : 0);
     ctl_put(m, hdr + 4 + ADDR_ROOM, cl);
     atomic_fetch_add_explicit(&S.udp_taken, 1, memory_order_relaxed);
     return n - HDR2_LEN;
 }
 
 /* Hand the datagram just read into m (n bytes) to generation gen. */
-static int forward(unsigned gen, const struct msghdr *m, size_t n)
+static int forward(unsigned gen, const struct msghdr *m, size_t n, const void *name,
+                   socklen_t namelen)
 {
     uint8_t hdr[HDR2_LEN] = {STEER_V2};
     struct iovec iov[1 + UIO_MAXIOV_SHIM];
     size_t cl = ctl_fit(m, CTL_ROOM), left = n;
     int k = 1, r;
 
-    if (m->msg_namelen > ADDR_ROOM || n > DGRAM_MAX)
+    if (namelen > ADDR_ROOM || n > DGRAM_MAX)
         return -EINVAL;
-    hdr[1] = (uint8_t)m->msg_namelen;
-    memcpy(hdr + 2, m->msg_name, m->msg_namelen);
+    hdr[1] = (uint8_t)namelen;
+    memcpy(hdr + 2, name, namelen);
     hdr[2 + ADDR_ROOM] = (uint8_t)cl;
-    hdr[3 + ADDR_ROOM] = (uint8_t)(cl >> 8);
+    /* The high bit: control messages were left out (no room), or the
+     * socket truncated them already. */
+    hdr[3 + ADDR_ROOM] =
+        (uint8_t)(cl >> 8) | (cl < m->msg_controllen || (m->msg_flags & MSG_CTRUNC) ? 0x80 : 0);
     if (cl)
         memcpy(hdr + 4 + ADDR_ROOM, m->msg_control, cl);
     iov[0] = (struct iovec){hdr, HDR2_LEN};
@@ -240,40 +253,44 @@ static bool would_block(int real, int flags)
  * dropped), -1 with errno. */
 static ssize_t read_socket(struct entry *en, struct msghdr *m, int flags, unsigned me)
 {
-    struct sockaddr_storage own_name;
+    struct sockaddr_storage from;
     void *name = m->msg_name;
+    socklen_t room = m->msg_namelen, fromlen;
     uint64_t key[4];
     int owner, r;
     ssize_t n;
 
-    /* Read with a name of our own if the program wants none. */
-    if (!name) {
-        m->msg_name = &own_name;
-        m->msg_namelen = sizeof(own_name);
-    }
+    /* Read into a name of our own, whatever room the program gave. */
+    m->msg_name = &from;
+    m->msg_namelen = sizeof(from);
     n = REAL(recvmsg)(en->real, m, flags | MSG_DONTWAIT);
+    fromlen = m->msg_namelen;
+    m->msg_name = name;
+    m->msg_namelen = room;
     if (n < 0)
         return -1;
-    if (!baton_run__flow_key(m->msg_name, m->msg_namelen, key) ||
+    if (!baton_run__flow_key((struct sockaddr *)&from, fromlen, key) ||
         (owner = baton_run__flow_claim(S.flows, key, me, now_ms(), (unsigned)S.udp_idle_ms,
-                                       false)) < 0 ||
+                                       FLOW_READ)) < 0 ||
         (unsigned)owner == me)
         goto mine;
-    r = forward((unsigned)owner, m, (size_t)n);
+    r = forward((unsigned)owner, m, (size_t)n, &from, fromlen);
     if (r == 1) {
         atomic_fetch_add_explicit(&S.udp_forwarded, 1, memory_order_relaxed);
         return -2;
     }
     if (r == -ESRCH) {
         /* Its generation is gone: the flow is ours now. */
-        baton_run__flow_claim(S.flows, key, me, now_ms(), (unsigned)S.udp_idle_ms, true);
+        baton_run__flow_claim(S.flows, key, me, now_ms(), (unsigned)S.udp_idle_ms, FLOW_TAKE);
         goto mine;
     }
     atomic_fetch_add_explicit(&S.udp_dropped, 1, memory_order_relaxed);
     return -2; /* its queue is full: dropped, as the network would */
 mine:
-    if (!name) {
-        m->msg_name = NULL;
+    if (name) {
+        memcpy(name, &from, fromlen < room ? fromlen : room);
+        m->msg_namelen = fromlen;
+    } else {
         m->msg_namelen = 0;
     }
     return n;
@@ -292,8 +309,15 @@ ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int f
     unsigned me;
     ssize_t n;
 
-    (void)fd;
-    if (!is_holder() || (flags & (MSG_PEEK | MSG_ERRQUEUE)) || m->msg_iovlen > UIO_MAXIOV_SHIM)
+    if (!is_holder()) {
+        /* A forked worker: its reads are not steered. */
+        if (!atomic_exchange(&S.udp_child_said, true))
+            say("fd %d: %s read in forked pid %d: not steered (only the process baton run "
+                "started is)",
+                fd, en->key, (int)getpid());
+        return REAL(recvmsg)(en->real, m, flags);
+    }
+    if ((flags & (MSG_PEEK | MSG_ERRQUEUE)) || m->msg_iovlen > UIO_MAXIOV_SHIM)
         return REAL(recvmsg)(en->real, m, flags);
     me = my_gen();
     for (;;) {
@@ -332,9 +356,23 @@ ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int f
             return -1;
         }
         {
+            /* Blocking: the program waits for work (readiness may come
+             * now), for as long as its SO_RCVTIMEO says. */
             struct pollfd p = {.fd = en->mux, .events = POLLIN};
-            if (REAL(poll)(&p, 1, -1) < 0)
+            struct timeval tv = {0};
+            socklen_t tl = sizeof(tv);
+            int ms = -1, r;
+            baton_run__poke();
+            if (REAL(getsockopt)(en->real, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 &&
+                (tv.tv_sec || tv.tv_usec))
+                ms = (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+            r = REAL(poll)(&p, 1, ms);
+            if (r < 0)
                 return -1;
+            if (r == 0) {
+                errno = EAGAIN;
+                return -1;
+            }
         }
     }
 }
@@ -345,8 +383,11 @@ void baton_run__udp_sent(const struct sockaddr *to, socklen_t len)
 {
     uint64_t key[4];
 
-    if (is_holder() && S.flows && baton_run__flow_key(to, len, key))
-        baton_run__flow_claim(S.flows, key, my_gen(), now_ms(), (unsigned)S.udp_idle_ms, false);
+    /* A retired copy's sends keep nothing: a server that sends on its own
+     * (a heartbeat) would hold its peer for ever. Its flows live while
+     * their peers send. */
+    if (is_holder() && !S.retired && S.flows && baton_run__flow_key(to, len, key))
+        baton_run__flow_claim(S.flows, key, my_gen(), now_ms(), (unsigned)S.udp_idle_ms, FLOW_SENT);
 }
 
 /* Flows of this copy's generation still live: what keeps a draining copy

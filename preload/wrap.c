@@ -29,6 +29,12 @@ static void poke(void)
     errno = e;
 }
 
+void baton_run__poke(void)
+{
+    if (S.shm && atomic_load_explicit(&S.shm->want_ready, memory_order_relaxed))
+        poke();
+}
+
 #define POKE()                                                                                     \
     do {                                                                                           \
         if (unlikely(S.shm && atomic_load_explicit(&S.shm->want_ready, memory_order_relaxed)))     \
@@ -261,8 +267,17 @@ SHIM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     int r, e;
 
+    struct epoll_event copy;
+
     if (!entry_of(fd))
         return REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (ev && (ev->events & EPOLLEXCLUSIVE) && steered_of(fd)) {
+        /* The kernel takes it for sockets, not for the epoll fd a steered
+         * socket's fd is: every waiter wakes instead of one. */
+        copy = *ev;
+        copy.events &= ~(uint32_t)EPOLLEXCLUSIVE;
+        ev = &copy;
+    }
     pthread_mutex_lock(&S.mu);
     r = REAL(epoll_ctl)(epfd, op, fd, ev);
     e = errno;

@@ -76,33 +76,37 @@ static void owners(struct flows *t)
     peer(1, k);
     peer(2, other);
     T_EQ(baton_run__flow_owner(t, k, now, IDLE), -1);
-    T_EQ(baton_run__flow_claim(t, k, 1, now, IDLE, false), 1);
+    T_EQ(baton_run__flow_claim(t, k, 1, now, IDLE, FLOW_READ), 1);
     T_EQ(baton_run__flow_owner(t, k, now, IDLE), 1);
     T_EQ(baton_run__flow_owner(t, other, now, IDLE), -1);
     /* A live flow stays its owner's, whoever reads it, and each claim
      * refreshes it. */
-    T_EQ(baton_run__flow_claim(t, k, 2, now + 900, IDLE, false), 1);
-    T_EQ(baton_run__flow_claim(t, k, 2, now + 1800, IDLE, false), 1);
+    T_EQ(baton_run__flow_claim(t, k, 2, now + 900, IDLE, FLOW_READ), 1);
+    T_EQ(baton_run__flow_claim(t, k, 2, now + 1800, IDLE, FLOW_READ), 1);
     T_EQ(baton_run__flows_live(t, 1, now + 1800, IDLE), 1u);
     T_EQ(baton_run__flows_live(t, 2, now + 1800, IDLE), 0u);
     /* Quiet for longer than the idle time: the next reader's. */
     T_EQ(baton_run__flow_owner(t, k, now + 2801, IDLE), -1);
     T_EQ(baton_run__flows_live(t, 1, now + 2801, IDLE), 0u);
-    T_EQ(baton_run__flow_claim(t, k, 2, now + 2801, IDLE, false), 2);
+    T_EQ(baton_run__flow_claim(t, k, 2, now + 2801, IDLE, FLOW_READ), 2);
     T_EQ(baton_run__flow_owner(t, k, now + 2801, IDLE), 2);
     /* take: its owner is gone, whatever the clock says. */
-    T_EQ(baton_run__flow_claim(t, k, 3, now + 2802, IDLE, true), 3);
-    T_EQ(baton_run__flow_claim(t, k, 2, now + 2803, IDLE, false), 3);
+    T_EQ(baton_run__flow_claim(t, k, 3, now + 2802, IDLE, FLOW_TAKE), 3);
+    T_EQ(baton_run__flow_claim(t, k, 2, now + 2803, IDLE, FLOW_READ), 3);
+    /* A send to another's live peer keeps that flow not: its time stays. */
+    T_EQ(baton_run__flow_claim(t, k, 2, now + 2803 + IDLE, IDLE, FLOW_SENT), 3);
+    T_EQ(baton_run__flow_owner(t, k, now + 2803 + IDLE + 1, IDLE), -1);
+    T_EQ(baton_run__flow_claim(t, k, 3, now + 2803, IDLE, FLOW_SENT), 3);
     /* Generations compare by their low 16 bits. */
-    T_EQ(baton_run__flow_claim(t, k, 3 + 65536, now + 2804, IDLE, false), 3);
+    T_EQ(baton_run__flow_claim(t, k, 3 + 65536, now + 2804, IDLE, FLOW_READ), 3);
     /* A time a little ahead of our clock was written by another process
      * after we read it: live, and not moved back. */
     T_EQ(baton_run__flow_owner(t, k, now + 2800, IDLE), 3);
-    T_EQ(baton_run__flow_claim(t, k, 4, now + 2800, IDLE, false), 3);
+    T_EQ(baton_run__flow_claim(t, k, 4, now + 2800, IDLE, FLOW_READ), 3);
     T_EQ(baton_run__flow_owner(t, k, now + 2804 + IDLE, IDLE), 3);
     /* Far ahead (from before a reboot): not live. */
     T_EQ(baton_run__flow_owner(t, k, now - 3000000, IDLE), -1);
-    T_EQ(baton_run__flow_claim(t, k, 4, now - 3000000, IDLE, false), 4);
+    T_EQ(baton_run__flow_claim(t, k, 4, now - 3000000, IDLE, FLOW_READ), 4);
 }
 
 /* Many peers: all recorded while the table has room; past it, some are
@@ -114,7 +118,7 @@ static void fill(struct flows *t)
 
     for (unsigned i = 100; i < 100 + 30000; i++) {
         peer(i, k);
-        T_EQ(baton_run__flow_claim(t, k, 7, now, IDLE, false), 7);
+        T_EQ(baton_run__flow_claim(t, k, 7, now, IDLE, FLOW_READ), 7);
     }
     for (unsigned i = 100; i < 100 + 30000; i++) {
         peer(i, k);
@@ -123,7 +127,7 @@ static void fill(struct flows *t)
     T_EQ(baton_run__flows_live(t, 7, now, IDLE), 30000u);
     for (unsigned i = 40000; i < 40000 + 60000; i++) {
         peer(i, k);
-        lost += baton_run__flow_claim(t, k, 8, now, IDLE, false) < 0;
+        lost += baton_run__flow_claim(t, k, 8, now, IDLE, FLOW_READ) < 0;
     }
     printf("# 90,000 live peers in 65,536 slots: %u unrecorded\n", lost);
     T_GT(lost, 0u);
@@ -135,7 +139,7 @@ static void fill(struct flows *t)
     lost = 0;
     for (unsigned i = 200000; i < 200000 + 20000; i++) {
         peer(i, k);
-        lost += baton_run__flow_claim(t, k, 9, now + 2 * IDLE, IDLE, false) != 9;
+        lost += baton_run__flow_claim(t, k, 9, now + 2 * IDLE, IDLE, FLOW_READ) != 9;
     }
     T_EQ(lost, 0u);
     T_EQ(baton_run__flows_live(t, 9, now + 2 * IDLE, IDLE), 20000u);
@@ -177,7 +181,7 @@ static void race(const char *dir)
                 uint64_t kk[4];
                 peer(300000 + (unsigned)i, kk);
                 seen[c * RACE_N + i] =
-                    baton_run__flow_claim(mine, kk, 20 + (unsigned)c, now, IDLE, false);
+                    baton_run__flow_claim(mine, kk, 20 + (unsigned)c, now, IDLE, FLOW_READ);
             }
             _exit(0);
         }

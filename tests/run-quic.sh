@@ -13,7 +13,7 @@
 #             2. Ten upgrades under load, clients with random delays started
 #                before each: every one answered; every old copy exits once
 #                its flows have been quiet for --udp-idle.
-#   no-steer  1 with --no-udp-steer: the requests reach the new copy, which
+#   no-steer  1 without --udp-steer: the requests reach the new copy, which
 #             knows nothing of the connections, and the clients fail. It
 #             shows what steering prevents (and that the test can fail).
 #
@@ -74,8 +74,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     fail "openssl could not make a certificate"
 mkdir -p "$tmp/htdocs" "$tmp/c"
 echo "hello from gtlsserver" >"$tmp/htdocs/index.html"
-opts=(--udp-idle 3)
-[ "$mode" = no-steer ] && opts=(--no-udp-steer)
+opts=(--udp-steer --udp-idle 3)
+[ "$mode" = no-steer ] && opts=()
 
 # A port nobody uses: gtlsserver takes it from its command line.
 for _ in 1 2 3 4 5; do

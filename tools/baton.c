@@ -43,7 +43,7 @@ static void usage(FILE *f)
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
             "           [--pidfile FILE] [--probation S] [--max-generations N]\n"
-            "           [--udp-idle S | --no-udp-steer] -- PROGRAM [ARGS...]\n"
+            "           [--udp-steer [--udp-idle S]] -- PROGRAM [ARGS...]\n"
             "       %s run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S]\n"
             "           [--ready-after MS] [--dir DIR] [--drain-timeout S] [--stop-signal SIG]\n"
             "           [--log FILE] [--probation S] [--max-generations N] -- PROGRAM [ARGS...]\n"
@@ -62,9 +62,9 @@ static void usage(FILE *f)
             "         and waits for READY=1: for Go servers and static binaries;\n"
             "         --probation S: the old copy takes the service back if the new one\n"
             "         dies within S seconds; --max-generations N: at most N copies alive\n"
-            "         at once, draining ones too (default 8); UDP datagrams go to the copy\n"
-            "         that has seen their peer within --udp-idle S (default 30; 0.5 allowed),\n"
-            "         the newest copy otherwise; --no-udp-steer: all to the newest\n"
+            "         at once, draining ones too (default 8); --udp-steer: a UDP datagram\n"
+            "         goes to the copy that has seen its peer within --udp-idle S (default\n"
+            "         30; 0.5 allowed), new peers to the newest copy (man baton-run: UDP)\n"
             "\n"
             "Exit status: 0 success, 1 failure, 2 usage error, 3 nobody serves DIR.\n",
             prog, prog, prog, prog, prog, prog);
@@ -868,8 +868,8 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
                         prog, argv[i], RUN_UDP_IDLE_MAX_MS / 1000);
                 return EXIT_USAGE;
             }
-        } else if (!strcmp(a, "--no-udp-steer")) {
-            o->no_udp_steer = true;
+        } else if (!strcmp(a, "--udp-steer")) {
+            o->udp_steer = true;
         } else if (arg && !strcmp(a, "--max-generations")) {
             if (parse_int(argv[++i], 0, &o->max_generations) < 0 || o->max_generations == 1 ||
                 o->max_generations > BATON_MAX_GENERATIONS_MAX) {
@@ -896,15 +896,12 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
                            : "--listen, --ready-timeout and --ready-after need --listen-fds");
         return EXIT_USAGE;
     }
-    if (o->no_udp_steer && o->udp_idle_ms) {
-        fprintf(stderr, "%s run: --udp-idle and --no-udp-steer exclude each other\n", prog);
+    if (o->udp_idle_ms && !o->udp_steer) {
+        fprintf(stderr, "%s run: --udp-idle needs --udp-steer\n", prog);
         return EXIT_USAGE;
     }
-    if (listen_fds && (o->no_udp_steer || o->udp_idle_ms)) {
-        fprintf(stderr,
-                "%s run: --udp-idle and --no-udp-steer are for the preloaded shim, not "
-                "--listen-fds\n",
-                prog);
+    if (listen_fds && o->udp_steer) {
+        fprintf(stderr, "%s run: --udp-steer is for the preloaded shim, not --listen-fds\n", prog);
         return EXIT_USAGE;
     }
     if (o->ready_after_ms >= o->ready_timeout_s * 1000) {
@@ -978,7 +975,7 @@ static int cmd_run(int argc, char **argv)
     setenv("BATON_RUN_PROBATION_MS", num, 1);
     snprintf(num, sizeof(num), "%d", o.max_generations);
     setenv("BATON_RUN_MAX_GENERATIONS", num, 1);
-    setenv("BATON_RUN_UDP_STEER", o.no_udp_steer ? "0" : "1", 1);
+    setenv("BATON_RUN_UDP_STEER", o.udp_steer ? "1" : "0", 1);
     if (o.udp_idle_ms) {
         snprintf(num, sizeof(num), "%d", o.udp_idle_ms);
         setenv("BATON_RUN_UDP_IDLE_MS", num, 1);

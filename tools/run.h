@@ -25,7 +25,7 @@ struct run_opts {
     int probation_ms;    /* --probation */
     int max_generations; /* --max-generations; 0: the library's default */
     int udp_idle_ms;     /* --udp-idle; 0: the shim's default */
-    bool no_udp_steer;   /* --no-udp-steer */
+    bool udp_steer;      /* --udp-steer */
     const struct run_listen *listen;
     size_t nlisten;
     char **argv; /* PROGRAM ARGS..., NULL-terminated */
