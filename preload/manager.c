@@ -480,6 +480,11 @@ __attribute__((constructor)) static void shim_init(void)
     o.ready_timeout_ms = env_int("BATON_RUN_TAKEOVER_TIMEOUT_MS", OWNER_TIMEOUT);
     o.allowed_uid = (uid_t)-1;
     o.flags = BATON_NO_THREAD | BATON_WAIT_LOCK;
+    /* --standby: a copy of the program parked before its main() (and
+     * before this constructor: libbaton's runs first), woken by an
+     * upgrade. */
+    if (env_int("BATON_RUN_STANDBY", 0))
+        o.flags |= BATON_STANDBY;
     o.log = lib_log;
     o.probation_ms = S.probation_ms;
     o.max_generations = S.max_generations;

@@ -227,7 +227,7 @@ static void standby_exec(const char *execfn, char **argv)
 }
 
 /* glibc passes argc, argv and envp to constructors. */
-__attribute__((constructor)) static void standby_park(int argc, char **argv, char **envp)
+__attribute__((constructor(101))) static void standby_park(int argc, char **argv, char **envp)
 {
     const char *v = getenv(STANDBY_ENV), *execfn = (const char *)getauxval(AT_EXECFN);
     uint64_t token = 0, before = 0, after = 0;

@@ -43,7 +43,7 @@ static void usage(FILE *f)
             "       %s upgrade DIR [--timeout S]\n"
             "       %s run [--dir DIR] [--drain-timeout S] [--stop-signal SIG] [--log FILE]\n"
             "           [--pidfile FILE] [--probation S] [--max-generations N]\n"
-            "           [--udp-steer [--udp-idle S]] -- PROGRAM [ARGS...]\n"
+            "           [--udp-steer [--udp-idle S]] [--standby] -- PROGRAM [ARGS...]\n"
             "       %s run --listen-fds --listen NAME=ADDRESS... [--ready-timeout S]\n"
             "           [--ready-after MS] [--dir DIR] [--drain-timeout S] [--stop-signal SIG]\n"
             "           [--log FILE] [--probation S] [--max-generations N] -- PROGRAM [ARGS...]\n"
@@ -64,7 +64,8 @@ static void usage(FILE *f)
             "         dies within S seconds; --max-generations N: at most N copies alive\n"
             "         at once, draining ones too (default 8); --udp-steer: a UDP datagram\n"
             "         goes to the copy that has seen its peer within --udp-idle S (default\n"
-            "         30; 0.5 allowed), new peers to the newest copy (man baton-run: UDP)\n"
+            "         30; 0.5 allowed), new peers to the newest copy (man baton-run: UDP);\n"
+            "         --standby: a copy waits parked before main() for the next upgrade\n"
             "\n"
             "Exit status: 0 success, 1 failure, 2 usage error, 3 nobody serves DIR.\n",
             prog, prog, prog, prog, prog, prog);
@@ -870,6 +871,8 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
             }
         } else if (!strcmp(a, "--udp-steer")) {
             o->udp_steer = true;
+        } else if (!strcmp(a, "--standby")) {
+            o->standby = true;
         } else if (arg && !strcmp(a, "--max-generations")) {
             if (parse_int(argv[++i], 0, &o->max_generations) < 0 || o->max_generations == 1 ||
                 o->max_generations > BATON_MAX_GENERATIONS_MAX) {
@@ -900,8 +903,9 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct run_liste
         fprintf(stderr, "%s run: --udp-idle needs --udp-steer\n", prog);
         return EXIT_USAGE;
     }
-    if (listen_fds && o->udp_steer) {
-        fprintf(stderr, "%s run: --udp-steer is for the preloaded shim, not --listen-fds\n", prog);
+    if (listen_fds && (o->udp_steer || o->standby)) {
+        fprintf(stderr, "%s run: --%s is for the preloaded shim, not --listen-fds\n", prog,
+                o->udp_steer ? "udp-steer" : "standby");
         return EXIT_USAGE;
     }
     if (o->ready_after_ms >= o->ready_timeout_s * 1000) {
@@ -976,6 +980,7 @@ static int cmd_run(int argc, char **argv)
     snprintf(num, sizeof(num), "%d", o.max_generations);
     setenv("BATON_RUN_MAX_GENERATIONS", num, 1);
     setenv("BATON_RUN_UDP_STEER", o.udp_steer ? "1" : "0", 1);
+    setenv("BATON_RUN_STANDBY", o.standby ? "1" : "0", 1);
     if (o.udp_idle_ms) {
         snprintf(num, sizeof(num), "%d", o.udp_idle_ms);
         setenv("BATON_RUN_UDP_IDLE_MS", num, 1);

@@ -26,6 +26,7 @@ struct run_opts {
     int max_generations; /* --max-generations; 0: the library's default */
     int udp_idle_ms;     /* --udp-idle; 0: the shim's default */
     bool udp_steer;      /* --udp-steer */
+    bool standby;        /* --standby */
     const struct run_listen *listen;
     size_t nlisten;
     char **argv; /* PROGRAM ARGS..., NULL-terminated */
