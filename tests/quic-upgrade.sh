@@ -44,22 +44,7 @@ fail() {
     exit 1
 }
 
-# Wait until a condition holds, polling; bounded. Not a sleep in place of
-# synchronisation: each check reads what the server said it did.
-wait_for() { # wait_for SECONDS COMMAND...
-    local n=$(($1 * 20))
-    shift
-    while ! "$@"; do
-        n=$((n - 1))
-        [ $n -gt 0 ] || return 1
-        sleep 0.05
-    done
-}
-count() { # count PATTERN FILE: matching lines, 0 when none
-    local n
-    n=$(grep -c "$1" "$2" 2>/dev/null)
-    echo "${n:-0}"
-}
+. "$(dirname "$0")/wait-lib.sh"
 ready_count() { count '^ready ' "$tmp/out"; }
 has_ready() { [ "$(ready_count)" -ge "$1" ]; }
 opened() { count ': open from ' "$tmp/err"; }

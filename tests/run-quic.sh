@@ -47,22 +47,7 @@ fail() {
     exit 1
 }
 
-# Wait until a condition holds, polling what the server and clients wrote;
-# bounded. Not a sleep in place of synchronisation.
-wait_for() { # wait_for SECONDS COMMAND...
-    local n=$(($1 * 20))
-    shift
-    while ! "$@"; do
-        n=$((n - 1))
-        [ $n -gt 0 ] || return 1
-        sleep 0.05
-    done
-}
-count() { # count PATTERN FILES...: matching lines, 0 when none
-    local p=$1
-    shift
-    cat "$@" 2>/dev/null | grep -c "$p"
-}
+. "$(dirname "$0")/wait-lib.sh"
 handshakes() { count 'QUIC handshake has completed' "$tmp"/c/*.log; }
 has_handshakes() { [ "$(handshakes)" -ge "$1" ]; }
 gen_pid() { sed -n "s/^baton-preload\[\([0-9]*\)\]: generation $1 in .*/\1/p" "$tmp/log" | tail -1; }

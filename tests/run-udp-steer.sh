@@ -46,15 +46,7 @@ fail() {
     done
     exit 1
 }
-wait_for() { # wait_for SECONDS COMMAND...: poll what the programs wrote; bounded
-    local n=$(($1 * 20))
-    shift
-    while ! "$@"; do
-        n=$((n - 1))
-        [ $n -gt 0 ] || return 1
-        sleep 0.05
-    done
-}
+. "$(dirname "$0")/wait-lib.sh"
 
 cat >"$tmp/server.py" <<'EOF'
 import os, socket, struct, sys, threading, time
