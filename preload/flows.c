@@ -174,16 +174,41 @@ static uint32_t wait_written(struct flow *f, uint32_t seq)
     return seq;
 }
 
+/* Take over an idle slot for key: its sequence word first (so that no
+ * reader matches it while we write), then its owner word from the idle
+ * value we saw, which fails if the slot's peer came back meanwhile (its
+ * refresh changed the word): then the slot is left as it was. */
+static bool take_idle(struct flow *f, uint32_t seq, uint64_t seen, uint32_t hash,
+                      const uint64_t key[4], uint64_t own)
+{
+    uint32_t s = seq;
+
+    if (!atomic_compare_exchange_strong(&f->seq, &s, seq + 1))
+        return false;
+    if (!atomic_compare_exchange_strong(&f->own, &seen, own)) {
+        atomic_store_explicit(&f->seq, seq, memory_order_release);
+        return false;
+    }
+    slot_fill(f, seq, hash, key, own);
+    return true;
+}
+
 int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, uint64_t now,
                           unsigned idle_ms, enum baton_run__flow_how how)
 {
     uint64_t h = siphash32(key, t->k[0], t->k[1]);
     uint32_t hash = (uint32_t)(h >> 32);
-    struct flow *idle = NULL;
-    uint32_t idle_seq = 0;
+    struct flow *idle;
+    uint32_t idle_seq;
+    uint64_t idle_own;
+    unsigned i;
 
     me &= 0xffff;
-    for (unsigned i = 0; i < PROBE_MAX; i++) {
+again:
+    idle = NULL;
+    idle_seq = 0;
+    idle_own = 0;
+    for (i = 0; i < PROBE_MAX; i++) {
         struct flow *f = &t->f[(h + i) & (FLOWS_SLOTS - 1)];
         uint32_t seq = atomic_load_explicit(&f->seq, memory_order_acquire);
         uint64_t o;
@@ -191,23 +216,15 @@ int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, u
         if (seq == 0) {
             /* The end of the chain: the peer is new. Into an idle slot
              * seen on the way, or this empty one. */
-            struct flow *use = idle ? idle : f;
-            uint32_t s = idle ? idle_seq : 0;
-            if (!atomic_compare_exchange_strong(&use->seq, &s, s + 1)) {
-                i = (unsigned)-1; /* someone wrote meanwhile: look again */
-                idle = NULL;
-                continue;
+            uint32_t s = 0;
+            if (idle) {
+                if (take_idle(idle, idle_seq, idle_own, hash, key, own_word(me, now)))
+                    return (int)me;
+                goto again; /* taken, or alive again: look again */
             }
-            /* An idle slot may have come back to life (its peer's
-             * datagram refreshed it) between our look and our claim. */
-            if (use == idle &&
-                own_live(atomic_load_explicit(&use->own, memory_order_relaxed), now, idle_ms)) {
-                atomic_store_explicit(&use->seq, s, memory_order_release);
-                i = (unsigned)-1;
-                idle = NULL;
-                continue;
-            }
-            slot_fill(use, s, hash, key, own_word(me, now));
+            if (!atomic_compare_exchange_strong(&f->seq, &s, 1))
+                goto again; /* someone wrote here meanwhile */
+            slot_fill(f, 0, hash, key, own_word(me, now));
             return (int)me;
         }
         if (seq & 1)
@@ -219,6 +236,7 @@ int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, u
             if (!idle && !own_live(o, now, idle_ms)) {
                 idle = f;
                 idle_seq = seq;
+                idle_own = o;
             }
             continue;
         }
@@ -232,21 +250,18 @@ int baton_run__flow_claim(struct flows *t, const uint64_t key[4], unsigned me, u
                 n = own_word(owner, when);
             else
                 return (int)owner; /* another's, and a send of ours keeps it not */
+            /* The slot may have been taken over for another peer since
+             * we matched it. */
+            if (atomic_load_explicit(&f->seq, memory_order_acquire) != seq)
+                goto again;
             if (atomic_compare_exchange_weak(&f->own, &o, n))
                 return (int)(n >> 48);
         }
     }
-    /* A long chain (or a full table): unrecorded, whoever reads it. */
-    if (idle) {
-        uint32_t s = idle_seq;
-        if (atomic_compare_exchange_strong(&idle->seq, &s, s + 1)) {
-            if (!own_live(atomic_load_explicit(&idle->own, memory_order_relaxed), now, idle_ms)) {
-                slot_fill(idle, s, hash, key, own_word(me, now));
-                return (int)me;
-            }
-            atomic_store_explicit(&idle->seq, s, memory_order_release);
-        }
-    }
+    /* A long chain (or a full table): into an idle slot on it, or
+     * unrecorded (whoever reads it). */
+    if (idle && take_idle(idle, idle_seq, idle_own, hash, key, own_word(me, now)))
+        return (int)me;
     return -1;
 }
 

@@ -306,6 +306,8 @@ ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int f
     void *name = m->msg_name;
     socklen_t namelen = m->msg_namelen;
     size_t ctllen = m->msg_controllen;
+    uint64_t deadline = 0; /* of a blocking read with SO_RCVTIMEO; 0: none yet */
+    bool timed = false;
     unsigned me;
     ssize_t n;
 
@@ -357,19 +359,33 @@ ssize_t baton_run__udp_recvmsg(struct entry *en, int fd, struct msghdr *m, int f
         }
         {
             /* Blocking: the program waits for work (readiness may come
-             * now), for as long as its SO_RCVTIMEO says. */
+             * now), for as long as its SO_RCVTIMEO says, counted from the
+             * first wait: datagrams handed to other copies meanwhile do
+             * not start it again. */
             struct pollfd p = {.fd = en->mux, .events = POLLIN};
-            struct timeval tv = {0};
-            socklen_t tl = sizeof(tv);
             int ms = -1, r;
             baton_run__poke();
-            if (REAL(getsockopt)(en->real, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 &&
-                (tv.tv_sec || tv.tv_usec))
-                ms = (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+            if (!timed) {
+                struct timeval tv = {0};
+                socklen_t tl = sizeof(tv);
+                timed = true;
+                if (REAL(getsockopt)(en->real, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 &&
+                    (tv.tv_sec || tv.tv_usec))
+                    deadline =
+                        now_ms() + (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
+            }
+            if (deadline) {
+                uint64_t t = now_ms();
+                if (t >= deadline) {
+                    errno = EAGAIN;
+                    return -1;
+                }
+                ms = (int)(deadline - t);
+            }
             r = REAL(poll)(&p, 1, ms);
             if (r < 0)
                 return -1;
-            if (r == 0) {
+            if (r == 0 && deadline) {
                 errno = EAGAIN;
                 return -1;
             }

@@ -563,11 +563,24 @@ SHIM_EXPORT int setfsuid(uid_t fsuid)
  * reads go through the steering, everything else to the socket. Any other
  * fd is a plain call through (one byte of the fd map read). */
 
+/* A read of an unsteered UDP listener is a wait for work too: a server
+ * that only ever blocks in recvfrom() would otherwise be readied only by
+ * the fallback (BATON_RUN_READY_MS). */
+#define POKE_IF_LISTENER(fd)                                                                       \
+    do {                                                                                           \
+        if (unlikely(fdmap_get(fd)))                                                               \
+            POKE();                                                                                \
+    } while (0)
+
 SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
     struct entry *en = steered_of(fd);
-    return unlikely(en != NULL) ? baton_run__udp_recvmsg(en, fd, m, flags)
-                                : REAL(recvmsg)(fd, m, flags);
+
+    if (likely(!en)) {
+        POKE_IF_LISTENER(fd);
+        return REAL(recvmsg)(fd, m, flags);
+    }
+    return baton_run__udp_recvmsg(en, fd, m, flags);
 }
 
 SHIM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
@@ -578,8 +591,10 @@ SHIM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct so
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t n;
 
-    if (likely(!en))
+    if (likely(!en)) {
+        POKE_IF_LISTENER(fd);
         return REAL(recvfrom)(fd, buf, len, flags, from, fromlen);
+    }
     if (from && fromlen) {
         m.msg_name = from;
         m.msg_namelen = *fromlen;
@@ -602,8 +617,10 @@ SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struc
     struct entry *en = steered_of(fd);
     unsigned i;
 
-    if (likely(!en))
+    if (likely(!en)) {
+        POKE_IF_LISTENER(fd);
         return REAL(recvmmsg)(fd, v, n, flags, t);
+    }
     for (i = 0; i < n; i++) {
         ssize_t r = baton_run__udp_recvmsg(en, fd, &v[i].msg_hdr,
                                            (flags & ~MSG_WAITFORONE) | (i ? MSG_DONTWAIT : 0));

@@ -203,7 +203,8 @@ struct baton {
     struct baton__steer_to {
         uint16_t gen;
         int fd;           /* -1: that generation is gone ... */
-        uint64_t gone_ms; /* ... as found then (asked again a second later) */
+        uint64_t gone_ms; /* ... as found then (asked again a second later, */
+        ino_t gone_ino;   /* or at once if its socket is no longer this one) */
     } steer_to[64];
     unsigned nsteer_to;
     bool superseded;

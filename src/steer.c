@@ -158,8 +158,14 @@ static int steer_target(baton *b, uint16_t gen)
         }
     if (t && t->fd >= 0)
         return t->fd;
-    if (t && baton__now_ms() - t->gone_ms < GONE_RECHECK_MS)
-        return -ESRCH;
+    if (t && baton__now_ms() - t->gone_ms < GONE_RECHECK_MS) {
+        /* Generation numbers come back (a rollback, then another
+         * upgrade): a socket of that name bound since is asked at once. */
+        struct stat st;
+        steer_leaf(gen, leaf, sizeof(leaf));
+        if (fstatat(b->dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_ino == t->gone_ino)
+            return -ESRCH;
+    }
     if (!t) {
         /* A new one: a free slot, or one of a generation that is gone, or
          * (with more than 64 generations alive) the first's, whose
@@ -195,7 +201,9 @@ static int steer_target(baton *b, uint16_t gen)
         e = errno;
         close(fd);
         if (e == ENOENT || e == ECONNREFUSED) {
+            struct stat st;
             t->gone_ms = baton__now_ms();
+            t->gone_ino = fstatat(b->dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_ino : 0;
             return -ESRCH;
         }
         /* A full backlog, or a failure of ours (no fds, no memory): not
@@ -207,33 +215,39 @@ static int steer_target(baton *b, uint16_t gen)
     return fd;
 }
 
-static void steer_gone(baton *b, int fd)
+/* The connection fd broke: its process exited. Forgotten, not marked gone:
+ * the caller connects again once, since a process of the same generation
+ * number may be there now (see steer_target). */
+static void steer_broken(baton *b, int fd)
 {
     for (unsigned i = 0; i < b->nsteer_to; i++)
         if (b->steer_to[i].fd == fd) {
             close(fd);
             b->steer_to[i].fd = -1;
-            b->steer_to[i].gone_ms = baton__now_ms();
+            b->steer_to[i].gone_ms = 0;
         }
 }
 
 int baton__steer_sendv(baton *b, int generation, const struct iovec *iov, int iovcnt)
 {
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    int fd = steer_target(b, (uint16_t)(generation & 0xffff));
 
-    if (fd < 0)
-        return fd;
-    if (sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+    for (int tries = 0;; tries++) {
+        int fd = steer_target(b, (uint16_t)(generation & 0xffff));
+        if (fd < 0)
+            return fd;
+        if (sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+            return 1;
         if (errno == EAGAIN || errno == ENOBUFS)
             return -EAGAIN;
-        if (errno == ECONNREFUSED || errno == ENOTCONN || errno == EPIPE || errno == ECONNRESET) {
-            steer_gone(b, fd);
+        if (errno != ECONNREFUSED && errno != ENOTCONN && errno != EPIPE && errno != ECONNRESET)
+            return -errno;
+        /* Broken: asked once more on a new connection, whose refusal
+         * says whether that generation is gone. */
+        steer_broken(b, fd);
+        if (tries)
             return -ESRCH;
-        }
-        return -errno;
     }
-    return 1;
 }
 
 BATON_EXPORT int baton_steer_route(baton *b, int generation, const void *buf, size_t len,

@@ -15,6 +15,8 @@
 #   3. A server with two UDP sockets: the second is not steered, and
 #      standard error says so.
 #   4. SO_RCVTIMEO on the steered socket still times a blocking read out.
+#   5. Without --udp-steer, the server of 1 becomes ready at its first
+#      read too, not at the 10 s fallback.
 #
 # Exit 0 pass, 1 fail, 77 skip (no python3).
 set -u
@@ -140,4 +142,12 @@ pids+=($!)
 wait_for 10 grep -q . "$tmp/d4.out" || fail "a read with SO_RCVTIMEO never returned"
 grep -q "timed out" "$tmp/d4.out" || fail "SO_RCVTIMEO: $(cat "$tmp/d4.out")"
 echo "SO_RCVTIMEO: $(cat "$tmp/d4.out")"
+
+# --- 5. unsteered: ready at its first read ---
+"$bin/baton" run --dir "$tmp/d5" --log "$tmp/d5.log" -- python3 "$tmp/server.py" echo \
+    $((base + 40)) >"$tmp/d5.out" 2>&1 &
+pids+=($!)
+"$bin/baton" wait "$tmp/d5" --generation 1 --timeout 5 >/dev/null ||
+    fail "without --udp-steer, a server that only blocks in recvfrom() was not ready in 5 s"
+echo "without --udp-steer: ready at its first read"
 echo "PASS"

@@ -13,7 +13,8 @@
  * Checked: every datagram answered once, by its own generation (0
  * misrouted, 0 lost), one at a time and in a burst of 100; after generation 1 exits, its datagrams
  * are "none"
- * (-ESRCH), not lost in a dead socket; a failure of the router's own (no
+ * (-ESRCH), not lost in a dead socket, and a new process of its number is
+ * reached at once; a failure of the router's own (no
  * fds) is not taken for a dead generation; a successor that gives up
  * unlinks only its own socket, not the one another process of its
  * generation number took since. Attacks: another uid cannot reach a
@@ -314,6 +315,38 @@ int main(void)
     T_EQ(t_proc_wait(&own, 5000), 0);
     ask(cfd, 1, 2000, "none");
     ask(cfd, 2, 2000, "gen2");
+    {
+        /* A new process of generation 1's number binds steer.1 (a
+         * rollback, then another upgrade): the router reaches it at once,
+         * not a second later, when it would have taken the flow for its
+         * own. */
+        char path[PATH_MAX + 16], tmp[PATH_MAX + 16], pkt[256];
+        struct pollfd p;
+        int l, c;
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "%s/steer.1", dir);
+        snprintf(tmp, sizeof(tmp), "%s/.steer.1.test", dir);
+        T_ASSERT(strlen(tmp) < sizeof(su.sun_path));
+        memset(su.sun_path, 0, sizeof(su.sun_path));
+        memcpy(su.sun_path, tmp, strlen(tmp));
+        l = T_SYS(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+        T_SYS(bind(l, (struct sockaddr *)&su, sizeof(su)));
+        T_SYS(listen(l, 4));
+        T_SYS(rename(tmp, path));
+        T_SYS(send(cfd, "1 3000", 6, 0));
+        p = (struct pollfd){l, POLLIN, 0};
+        T_EQ(poll(&p, 1, 5000), 1);
+        c = T_SYS(accept(l, NULL, NULL));
+        p = (struct pollfd){c, POLLIN, 0};
+        T_EQ(poll(&p, 1, 5000), 1);
+        n = T_SYS(recv(c, pkt, sizeof(pkt), 0));
+        T_EQ(n, 30 + 6); /* version 1: 30 bytes of header, then the datagram */
+        T_ASSERT(memcmp(pkt + 30, "1 3000", 6) == 0);
+        close(c);
+        close(l);
+        T_SYS(unlink(path));
+    }
     {
         struct t_proc quit;
         struct stat st;
