@@ -2,21 +2,39 @@
 """A small session server in Python for the client's tests: the client
 link of docs/session-protocol.md (HELLO, WELCOME, DATA, ACK, PING/PONG,
 MOVE, RESUME, RESUMED, STAY, CLOSE), plain or TLS, one thread per
-connection with blocking sockets. Servers that share a Sessions object
-move sessions between them the way the C servers do, without a peer
-link: the next server finds the session, its token and its queue there.
+connection. Servers that share a Sessions object move sessions between
+them the way the C servers do, without a peer link: the next server finds
+the session, its token and its queue there.
+
+Each connection's socket belongs to its thread alone: only that thread
+reads, writes, shuts down and closes it (non-blocking, with a selector).
+Other threads (the tests, another server taking the session over) queue
+bytes with Conn.send() and ask for the end with Conn.end(). Two threads on
+one socket went wrong under load: OpenSSL does not allow one SSL object to
+be used from two threads at once; SSLSocket.shutdown() drops the TLS layer,
+so the reader went on with the raw records as if they were frames
+("another protocol version"); and a socket closed by one thread while
+another was inside a read or write on it had its fd number reused by the
+next test's sockets, whose bytes the old read then took (or whose stream
+the old write corrupted).
 
 It checks what the client sends as a C server would (numbering, acks) and
 records any violation in Sessions.errors, which the tests require empty.
 """
 
 import os
+import selectors
 import socket
 import ssl
 import threading
 import time
 
 from baton_session import frame as F
+
+# How long a closing connection may take to write what is queued to it.
+FLUSH_S = 2.0
+# How long Server.close() waits for each of its threads.
+JOIN_S = 5.0
 
 
 class State:
@@ -46,37 +64,183 @@ class Sessions:
 
 
 class Conn:
+    """One client connection, served by one thread (Server._serve), the
+    only one that touches sock. send() and end() may be called from any
+    thread; both wake the connection's thread through a socket pair."""
+
     def __init__(self, server, sock):
         self.server = server
         self.sock = sock
         self.dec = F.Decoder(F.RX_SERVER_NEW)
         self.state = None
         self.pings = 0
-        self.wlock = threading.Lock()
         self.closed_with = None
         self.received = []  # every frame from the client, in order
         self.ended = False  # its stream ended (closed by the client, or by us)
+        self.thread = None
+        sock.setblocking(False)
+        self._fd = sock.fileno()
+        # _lock guards _out, _ending, _closed and the wake-up pair (closed
+        # under it, so that no send lands on a reused fd). Never held while
+        # waiting: every call under it is non-blocking.
+        self._lock = threading.Lock()
+        self._out = bytearray()  # queued by send(), not yet taken
+        self._ending = False
+        self._closed = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        # The thread's own: what it is writing, and its selector.
+        self._wbuf = bytearray()
+        self._broken = False
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ)
+        self._events = 0  # what sock is registered for (0: not registered)
+
+    # -- any thread ------------------------------------------------------
 
     def send(self, raw):
-        with self.wlock:
-            try:
-                self.sock.sendall(raw)
-            except OSError:
-                pass
+        """Queue raw for the client; dropped once the connection is closed
+        or broken (as a write to a dead socket was)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._out += raw
+            self._wake()
+
+    def end(self):
+        """Ask the connection's thread to stop reading (its stream ends
+        there), write what is queued and close."""
+        with self._lock:
+            if self._closed:
+                return
+            self._ending = True
+            self._wake()
+
+    def _wake(self):
+        # With _lock held. A full pair already has a wake-up pending.
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    # -- the connection's thread -------------------------------------------
 
     def frames(self):
+        """Frames from the client until its stream ends, an error, or
+        end(); writes what is queued meanwhile. Raises F.FrameError."""
         while True:
             f = self.dec.next()
             if f is not None:
                 yield f
                 continue
-            try:
-                data = self.sock.recv(65536)
-            except (OSError, ValueError):
-                return
+            data = self._recv()
             if not data:
                 return
             self.dec.feed(data)
+
+    def _recv(self):
+        """Bytes from the client: b"" at the end of its stream, on an error
+        or once end() was asked."""
+        while True:
+            self._flush()
+            with self._lock:
+                if self._ending:
+                    return b""
+            try:
+                # A TLS socket may hold decrypted bytes that no selector
+                # sees: read before waiting.
+                return self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                self._wait(read=True)
+            except ssl.SSLWantWriteError:
+                self._wait(read=False, write=True)
+            except (OSError, ValueError):
+                return b""
+
+    def handshake(self, ctx):
+        """The TLS handshake (server side): False if it failed or end()
+        came first."""
+        try:
+            self.sock = ctx.wrap_socket(self.sock, server_side=True,
+                                        do_handshake_on_connect=False)
+            while True:
+                with self._lock:
+                    if self._ending:
+                        return False
+                try:
+                    self.sock.do_handshake()
+                    return True
+                except ssl.SSLWantReadError:
+                    self._wait(read=True)
+                except ssl.SSLWantWriteError:
+                    self._wait(read=False, write=True)
+        except (ssl.SSLError, OSError) as e:
+            self.server.handshake_errors.append(e)
+            return False
+
+    def _flush(self):
+        """Write what is queued, as far as the socket takes it now."""
+        with self._lock:
+            self._wbuf += self._out
+            self._out.clear()
+        if self._broken:
+            self._wbuf.clear()
+        while self._wbuf:
+            try:
+                # A TLS write that would block must be retried with the same
+                # bytes at its start: a chunk from the same offset is.
+                n = self.sock.send(self._wbuf[:16384])
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                    ssl.SSLWantReadError):
+                return
+            except (OSError, ValueError):
+                self._broken = True
+                self._wbuf.clear()
+                return
+            del self._wbuf[:n]
+
+    def _wait(self, read, write=False, timeout=None):
+        """Until sock is readable (if read), writable (if write or anything
+        is left to write), another thread woke us, or timeout."""
+        ev = (selectors.EVENT_READ if read else 0) | (
+            selectors.EVENT_WRITE if write or self._wbuf else 0)
+        if ev != self._events:
+            if not self._events:
+                self._sel.register(self._fd, ev)
+            elif not ev:
+                self._sel.unregister(self._fd)
+            else:
+                self._sel.modify(self._fd, ev)
+            self._events = ev
+        self._sel.select(timeout)
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self):
+        """Write what is queued (for FLUSH_S at most), then close: the
+        connection's thread, last."""
+        end = time.monotonic() + FLUSH_S
+        while True:
+            self._flush()
+            left = end - time.monotonic()
+            if not self._wbuf or left <= 0:
+                break
+            self._wait(read=False, timeout=left)
+        with self._lock:
+            self._closed = True
+            self._out.clear()
+            self._sel.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
 
 
 class Server:
@@ -92,41 +256,67 @@ class Server:
         self.on_hello = None
         self.refuse_resume = None  # a CLOSE code to answer RESUME with
         self.handshake_errors = []
-        self.conns = []
+        self.conns = []  # connections through their handshake, in order
+        self._all = []  # every connection accepted, for close()
+        self._lock = threading.Lock()  # guards running, _all and the wake-up pair
         self.lsock = socket.create_server((ip, 0))
+        self.lsock.setblocking(False)
         self.address = "tcp://%s:%d" % (ip, self.lsock.getsockname()[1])
         self.running = True
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._accepter = threading.Thread(target=self._accept, daemon=True)
+        self._accepter.start()
 
     def close(self):
-        self.running = False
-        self.lsock.close()
-        for c in list(self.conns):
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.sock.close()
+        """Stop accepting, end every connection (the client sees its stream
+        end) and wait for their threads: nothing of this server outlives
+        the call, no thread of it touches a socket afterwards."""
+        with self._lock:
+            if self.running:
+                self.running = False
+                self._wake_w.send(b"\0")
+            conns = list(self._all)
+        for c in conns:
+            c.end()
+        self._accepter.join(JOIN_S)
+        for c in conns:
+            c.thread.join(JOIN_S)
 
     def _accept(self):
-        while self.running:
-            try:
-                sock, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock):
-        if self.ctx is not None:
-            try:
-                sock = self.ctx.wrap_socket(sock, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                self.handshake_errors.append(e)
-                sock.close()
-                return
-        conn = Conn(self, sock)
-        self.conns.append(conn)
+        sel = selectors.DefaultSelector()
+        sel.register(self.lsock, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
         try:
+            while True:
+                sel.select()
+                with self._lock:
+                    if not self.running:
+                        return
+                    try:
+                        sock, _ = self.lsock.accept()
+                    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                        continue
+                    except OSError:
+                        return
+                    conn = Conn(self, sock)
+                    self._all.append(conn)
+                    conn.thread = threading.Thread(target=self._serve, args=(conn,),
+                                                   daemon=True)
+                    conn.thread.start()
+        finally:
+            sel.close()
+            with self._lock:
+                self.running = False
+                self.lsock.close()
+                self._wake_r.close()
+                self._wake_w.close()
+
+    def _serve(self, conn):
+        try:
+            if self.ctx is not None and not conn.handshake(self.ctx):
+                return
+            with self._lock:
+                self.conns.append(conn)
             for f in conn.frames():
                 with self.sessions.lock:
                     conn.received.append(f)
@@ -142,9 +332,7 @@ class Server:
         except F.FrameError as e:
             self.sessions.error("bad frame from the client: %s" % e)
         finally:
-            st = conn.state
-            if st is None or st.conn is not conn:
-                sock.close()
+            conn.close()
 
     def _frame(self, conn, f):
         ss = self.sessions
@@ -225,10 +413,7 @@ class Server:
             ss.lock.notify_all()
         conn.send(raw)
         if old is not None:
-            try:
-                old.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            old.end()
         return True
 
 
