@@ -18,13 +18,16 @@
 #include <link.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -152,24 +155,19 @@ static void parked_signals(void (*handler)(int))
         signal(parked_ignores[i], handler);
 }
 
-/* Fold each file /proc/self/maps names (after waking, the same paths
- * again without reading it, unless there were too many to keep). */
-static bool maps_fold(uint64_t *h, bool first)
+/* Call fn with each line of /proc/self/maps until it returns false: true
+ * when every line was seen. */
+static bool maps_each(bool (*fn)(const char *line, void *arg), void *arg)
 {
-    char buf[8192], line[PATH_MAX + 128], last[PATH_MAX + 128] = "";
+    char buf[8192], line[PATH_MAX + 128];
     size_t ll = 0;
     bool ok = true;
     ssize_t n = 0;
     int fd;
 
-    if (!first && !seen_full) {
-        for (size_t i = 0; ok && i < seen_len; i += strlen(seen + i) + 1)
-            ok = fold_stat(h, seen + i);
-        return ok;
-    }
     fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return false; /* cannot tell: start afresh */
+        return false;
     while (ok && (n = read(fd, buf, sizeof(buf))) > 0)
         for (ssize_t i = 0; i < n && ok; i++) {
             if (buf[i] != '\n') {
@@ -178,11 +176,159 @@ static bool maps_fold(uint64_t *h, bool first)
                 continue;
             }
             line[ll] = 0;
-            ok = map_line(line, h, last, sizeof(last), first);
+            ok = fn(line, arg);
             ll = 0;
         }
     close(fd);
     return ok && n == 0;
+}
+
+struct fold {
+    uint64_t *h;
+    char last[PATH_MAX + 128];
+    bool first;
+};
+
+static bool fold_line(const char *line, void *arg)
+{
+    struct fold *f = arg;
+
+    return map_line(line, f->h, f->last, sizeof(f->last), f->first);
+}
+
+/* Fold each file /proc/self/maps names (after waking, the same paths
+ * again without reading it, unless there were too many to keep). */
+static bool maps_fold(uint64_t *h, bool first)
+{
+    static struct fold f; /* not on the small stack of a constructor */
+    bool ok = true;
+
+    if (!first && !seen_full) {
+        for (size_t i = 0; ok && i < seen_len; i += strlen(seen + i) + 1)
+            ok = fold_stat(h, seen + i);
+        return ok;
+    }
+    f.h = h;
+    f.last[0] = 0;
+    f.first = first;
+    return maps_each(fold_line, &f); /* false: cannot tell, start afresh */
+}
+
+/*
+ * Warm the parked copy: touch now what its main() will touch first, so
+ * that the upgrade does not wait for it. The first touch of a page costs
+ * a fault, and on a virtual machine a first touch costs even where the
+ * page is mapped; an anonymous page's first write is the dearest
+ * (bench/README.md, "A standby's first touches"). Only what is there
+ * already: pages mincore() says are resident, of private mappings we may
+ * read and no larger than WARM_MAP_MAX (a larger one is a reservation,
+ * such as a sanitizer's shadow, not code about to run); a page of a
+ * writable one is written back unchanged (we are the only thread), which
+ * gives us our own copy of at most WARM_COPY_MAX bytes of the libraries'
+ * data. Nothing is read from disk, nothing of a device or a shared
+ * mapping is touched, and a page that faults all the same (a guard
+ * region) ends the walk of its mapping, not the process. Then a little
+ * heap and stack, which main() is sure to use.
+ */
+#define WARM_MAP_MAX   (64ul << 20) /* bytes of one mapping */
+#define WARM_TOUCH_MAX (64ul << 20) /* bytes read in all */
+#define WARM_COPY_MAX  (4ul << 20)  /* bytes written back in all */
+#define WARM_HEAP      (24 * 1024)  /* x4, under glibc's trim threshold */
+#define WARM_STACK     (64 * 1024)
+
+struct warm {
+    unsigned long touched, copied, page;
+};
+
+static sigjmp_buf warm_jmp;
+
+static void warm_fault(int sig)
+{
+    (void)sig;
+    siglongjmp(warm_jmp, 1);
+}
+
+/* It reads memory that is not its own: not for the sanitizers to check. */
+__attribute__((no_sanitize("address", "thread", "undefined"))) static void
+warm_pages(struct warm *w, unsigned long lo, unsigned long hi, bool write)
+{
+    unsigned char vec[1024];
+
+    while (lo < hi && w->touched < WARM_TOUCH_MAX) {
+        unsigned long end = hi - lo > sizeof(vec) * w->page ? lo + sizeof(vec) * w->page : hi;
+        if (mincore((void *)lo, end - lo, vec) < 0)
+            return;
+        for (unsigned long a = lo; a < end; a += w->page) {
+            volatile unsigned char *c = (volatile unsigned char *)a;
+            unsigned char v;
+            if (!(vec[(a - lo) / w->page] & 1))
+                continue;
+            v = *c;
+            w->touched += w->page;
+            if (write && w->copied < WARM_COPY_MAX) {
+                *c = v;
+                w->copied += w->page;
+            }
+        }
+        lo = end;
+    }
+}
+
+static void warm_range(struct warm *w, unsigned long lo, unsigned long hi, bool write)
+{
+    if (sigsetjmp(warm_jmp, 0) == 0)
+        warm_pages(w, lo, hi, write);
+    /* else it faulted: leave the rest of this mapping */
+}
+
+static bool warm_line(const char *line, void *arg)
+{
+    unsigned long lo, hi;
+    char perms[5];
+    int off = 0;
+
+    if (sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", &lo, &hi, perms, &off) < 3 || perms[0] != 'r' ||
+        perms[3] != 'p' || hi - lo > WARM_MAP_MAX)
+        return true;
+    /* A file (not a device, not a special mapping such as [vvar]), or
+     * anonymous memory: the heap, the stack, a library's zeroed data. */
+    if (off && line[off] && line[off] != '/' && strcmp(line + off, "[heap]") != 0 &&
+        strcmp(line + off, "[stack]") != 0)
+        return true;
+    if (off && line[off] == '/' && not_a_file(line + off))
+        return true;
+    warm_range(arg, lo, hi, perms[1] == 'w');
+    return true;
+}
+
+static __attribute__((noinline)) void warm_stack(void)
+{
+    volatile unsigned char buf[WARM_STACK];
+
+    for (size_t i = 0; i < sizeof(buf); i += 256)
+        buf[i] = 0;
+}
+
+static void warm(void)
+{
+    struct warm w = {0, 0, (unsigned long)sysconf(_SC_PAGESIZE)};
+    struct sigaction sa = {.sa_handler = warm_fault, .sa_flags = SA_NODEFER}, segv, bus;
+    struct rlimit rl;
+    void *p[4];
+
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &segv) == 0 && sigaction(SIGBUS, &sa, &bus) == 0) {
+        maps_each(warm_line, &w);
+        sigaction(SIGBUS, &bus, NULL);
+    }
+    sigaction(SIGSEGV, &segv, NULL);
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur >= 16 * WARM_STACK)
+        warm_stack();
+    for (int i = 0; i < 4; i++)
+        if ((p[i] = malloc(WARM_HEAP)))
+            memset(p[i], 0, WARM_HEAP);
+    for (int i = 0; i < 4; i++)
+        free(p[i]);
 }
 
 /*
@@ -267,6 +413,7 @@ __attribute__((constructor(101))) static void standby_park(int argc, char **argv
     if (getppid() != (pid_t)ppid)
         _exit(0);
     fresh = run_digest(&before, execfn, true);
+    warm();
     do
         n = recv((int)fd, &token, sizeof(token), 0);
     while (n < 0 && errno == EINTR);
