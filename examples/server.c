@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The example servers' shared skeleton (see server.h). One thread serves
- * everything through epoll with non-blocking sockets. A second, short-lived
- * thread exists only while a SIGHUP upgrade runs, because baton_upgrade()
- * blocks until the successor is ready.
+ * everything through epoll with non-blocking sockets; a SIGHUP upgrade too:
+ * baton_upgrade_start() returns at once, and its outcome comes on the
+ * upgrade fd with the other upgrade events.
  */
 #include "server.h"
 
@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -785,6 +786,9 @@ static void on_upgrade_events(struct server *s)
     while (baton_upgrade_event(s->b, &ev) > 0) {
         switch (ev.type) {
         case BATON_EVENT_STEP_DOWN:
+            if (s->up_running)
+                server_log("upgrade: the successor is ready");
+            s->up_running = false;
             if (s->draining)
                 break;
             begin_drain(s, "a successor took over", false);
@@ -800,58 +804,28 @@ static void on_upgrade_events(struct server *s)
         case BATON_EVENT_RESUME:
             resume(s, &ev);
             break;
+        case BATON_EVENT_FAILED:
+            s->up_running = false;
+            server_log("upgrade failed: %s%s", baton_strerror(ev.error),
+                       s->draining ? "" : "; still serving");
+            break;
         }
     }
 }
 
-static void *upgrade_main(void *arg)
-{
-    struct server *s = arg;
-
-    s->up_result = baton_upgrade(s->b, NULL);
-    /* Why, read here: baton_last_error() is per thread. */
-    snprintf(s->up_error, sizeof s->up_error, "%s", s->up_result < 0 ? baton_last_error(s->b) : "");
-    eventfd_write(s->up_done.fd, 1);
-    return NULL;
-}
-
 static void start_upgrade(struct server *s)
 {
-    int err;
-
     if (s->up_running || s->draining) {
         server_log("SIGHUP: %s; ignored",
                    s->up_running ? "an upgrade is already running" : "already draining");
         return;
     }
     server_log("SIGHUP: starting a successor");
-    /* baton_upgrade() blocks until the successor is ready: run it aside so
-     * that this thread goes on serving meanwhile. */
-    err = pthread_create(&s->up_thread, NULL, upgrade_main, s);
-    if (err) {
-        server_log("pthread_create: %s", strerror(err));
+    if (baton_upgrade_start(s->b, NULL) < 0) {
+        server_log("upgrade failed: %s; still serving", baton_last_error(s->b));
         return;
     }
     s->up_running = true;
-}
-
-static void join_upgrade(struct server *s)
-{
-    pthread_join(s->up_thread, NULL);
-    s->up_running = false;
-    if (s->up_result == 0)
-        server_log("upgrade: the successor is ready");
-    else
-        server_log("upgrade failed: %s (%s)%s", baton_strerror(s->up_result), s->up_error,
-                   s->draining ? "" : "; still serving");
-}
-
-static void finish_upgrade(struct server *s)
-{
-    eventfd_t v;
-
-    if (eventfd_read(s->up_done.fd, &v) == 0 && s->up_running)
-        join_upgrade(s);
 }
 
 static void on_signal(struct server *s)
@@ -922,9 +896,6 @@ static void dispatch(struct server *s, struct watch *w, uint32_t events)
     case W_UPGRADE:
         s->upgrade_fired = true;
         break;
-    case W_UPGRADE_DONE:
-        finish_upgrade(s);
-        break;
     case W_INBOUND:
         s->inbound_ready = true;
         break;
@@ -979,14 +950,12 @@ static int setup_signals(struct server *s)
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
         return -1;
     s->sig = (struct watch){W_SIGNAL, signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)};
-    s->up_done = (struct watch){W_UPGRADE_DONE, eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->sig.fd < 0 || s->up_done.fd < 0 || s->epfd < 0) {
+    if (s->sig.fd < 0 || s->epfd < 0) {
         server_log("setting up the event loop: %s", strerror(errno));
         return -1;
     }
-    if (watch_ctl(s, EPOLL_CTL_ADD, &s->sig, EPOLLIN) < 0 ||
-        watch_ctl(s, EPOLL_CTL_ADD, &s->up_done, EPOLLIN) < 0)
+    if (watch_ctl(s, EPOLL_CTL_ADD, &s->sig, EPOLLIN) < 0)
         return -1;
     return 0;
 }
@@ -1088,8 +1057,14 @@ static int server_start(struct server *s, void (*ready)(struct server *s))
 static void server_stop(struct server *s)
 {
     if (s->up_running) {
+        /* Its outcome is near: the library gives up on it at its deadline. */
         server_log("waiting for the running upgrade to finish");
-        join_upgrade(s);
+        while (s->up_running) {
+            struct pollfd p = {.fd = baton_upgrade_fd(s->b), .events = POLLIN};
+            if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                break;
+            on_upgrade_events(s);
+        }
     }
     while (s->conns)
         conn_close(s, s->conns);
@@ -1099,15 +1074,13 @@ static void server_stop(struct server *s)
         close(s->epfd);
     if (s->sig.fd >= 0)
         close(s->sig.fd);
-    if (s->up_done.fd >= 0)
-        close(s->up_done.fd);
 }
 
 int server_main(int argc, char **argv, const struct server_ops *ops,
                 void (*ready)(struct server *s))
 {
     struct config cfg;
-    struct server s = {.ops = ops, .cfg = &cfg, .epfd = -1, .sig.fd = -1, .up_done.fd = -1};
+    struct server s = {.ops = ops, .cfg = &cfg, .epfd = -1, .sig.fd = -1};
     int r;
 
     trace_open();

@@ -40,7 +40,7 @@ struct config {
 };
 
 /* Everything in the epoll set starts with a watch; epoll data points to it. */
-enum watch_kind { W_LISTENER, W_CONN, W_SIGNAL, W_UPGRADE, W_UPGRADE_DONE, W_INBOUND };
+enum watch_kind { W_LISTENER, W_CONN, W_SIGNAL, W_UPGRADE, W_INBOUND };
 
 struct watch {
     enum watch_kind kind;
@@ -105,7 +105,6 @@ struct server {
     int64_t accept_resume; /* nonzero: accepting paused (EMFILE) until then */
     struct watch sig;      /* signalfd: SIGHUP, SIGTERM, SIGINT */
     struct watch upgrade;  /* baton_upgrade_fd(): a successor took over */
-    struct watch up_done;  /* eventfd: the upgrade thread has finished */
     struct watch inbound;  /* baton_conn_fd(): connections from our predecessor */
     bool inbound_open;     /* inbound is watched: more may come */
     bool superseded;       /* a successor took over */
@@ -113,10 +112,7 @@ struct server {
     bool handoff_ended;    /* baton_handoff_done() was called */
     bool upgrade_fired;    /* in this epoll batch: acted on after it */
     bool inbound_ready;    /* likewise */
-    bool up_running;
-    pthread_t up_thread;
-    int up_result; /* written by the upgrade thread, read after join */
-    char up_error[256];
+    bool up_running;       /* baton_upgrade_start() succeeded, no outcome yet */
     struct conn *conns;
     size_t nconns, nlinger;
     bool draining;

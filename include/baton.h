@@ -229,6 +229,10 @@ enum {
      * again (same generation), and should accept again. Connections it had
      * confirmed (ev->lost) died with it. Further upgrades may follow. */
     BATON_EVENT_RESUME = 3,
+    /* An upgrade started by baton_upgrade_start() failed (ev->error, a
+     * negative errno; the library's log says why): this process serves
+     * on, as it would after baton_upgrade() returned the error. */
+    BATON_EVENT_FAILED = 4,
 };
 
 struct baton_event {
@@ -236,7 +240,8 @@ struct baton_event {
     pid_t pid;        /* the successor */
     int generation;   /* its generation */
     unsigned lost;    /* RESUME: handed connections it had confirmed, now gone */
-    unsigned resv[4]; /* zero */
+    int error;        /* FAILED: why, a negative errno */
+    unsigned resv[3]; /* zero */
 };
 
 /* The next upgrade event, without blocking: its type (BATON_EVENT_NONE when
@@ -262,6 +267,16 @@ int baton_wait_upgrade(baton *b, int timeout_ms);
  * after SIGHUP set a flag), not from a signal handler.
  */
 int baton_upgrade(baton *b, char *const argv[]);
+
+/*
+ * Start a successor as baton_upgrade() does, without waiting: 0 once it
+ * is started (or one already on its way is joined), -errno when none
+ * could be. For an event loop, which needs no thread to upgrade: the
+ * outcome comes on baton_upgrade_fd(), BATON_EVENT_STEP_DOWN when the
+ * successor serves, BATON_EVENT_FAILED when it failed. With
+ * BATON_NO_THREAD, baton_dispatch() must keep running meanwhile.
+ */
+int baton_upgrade_start(baton *b, char *const argv[]);
 
 /*
  * Connection handoff. After the upgrade event, the owner may hand each live

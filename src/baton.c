@@ -765,6 +765,23 @@ BATON_EXPORT int baton_upgrade(baton *b, char *const argv[])
     return baton__job_start(b, argv, b->opts.ready_timeout_ms + 1000, true);
 }
 
+BATON_EXPORT int baton_upgrade_start(baton *b, char *const argv[])
+{
+    int r;
+
+    BATON__ARG(b);
+    if (!b->ready)
+        return baton__fail(b, EINVAL, "baton_upgrade_start: call baton_ready() first");
+    pthread_mutex_lock(&b->mu);
+    r = baton__job_start(b, argv, b->opts.ready_timeout_ms + 1000, false);
+    if (r >= 0) {
+        b->job.notify = true;
+        r = 0;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return r;
+}
+
 BATON_EXPORT int baton_control_fd(const baton *b)
 {
     BATON__ARG(b && (b->opts.flags & BATON_NO_THREAD));

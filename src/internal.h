@@ -113,6 +113,7 @@ struct baton__job {
     bool exited;   /* the process we started exited 0 before READY (it forked?) */
     bool local;    /* baton_upgrade() in this process waits for it */
     bool recorded; /* DIR/last-upgrade says how it went */
+    bool notify;   /* baton_upgrade_start(): a failure is an upgrade event */
     uint64_t spawned_us;
     char msg[256];
 };

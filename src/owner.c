@@ -542,7 +542,7 @@ static void on_dir_change(baton *b)
 }
 
 /* Queue an upgrade event for baton_upgrade_event(). Called with b->mu held. */
-static void event_push(baton *b, int type, pid_t pid, int generation, unsigned lost)
+static struct baton_event *event_push(baton *b, int type, pid_t pid, int generation, unsigned lost)
 {
     const unsigned cap = sizeof(b->ev) / sizeof(b->ev[0]);
     uint64_t one = 1;
@@ -555,8 +555,9 @@ static void event_push(baton *b, int type, pid_t pid, int generation, unsigned l
     } else if (write(b->upgradefd, &one, sizeof(one)) < 0) {
         /* A semaphore of at most eight cannot overflow. */
     }
-    b->ev[(b->ev_head + b->ev_n++) % cap] =
+    b->ev[(b->ev_head + b->ev_n) % cap] =
         (struct baton_event){.type = type, .pid = pid, .generation = generation, .lost = lost};
+    return &b->ev[(b->ev_head + b->ev_n++) % cap];
 }
 
 int baton__event_pop(baton *b, struct baton_event *ev)
@@ -1140,6 +1141,8 @@ static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const 
                     NULL, 0);
         baton__drop_peer(b, p, 0, NULL);
     }
+    if (err && b->job.notify)
+        event_push(b, BATON_EVENT_FAILED, b->job.pid, b->generation + 1, 0)->error = err;
     if (err) {
         baton__log(b, BATON_LOG_WARNING, "upgrade failed: %s", b->job.msg);
         job_stop(b);
