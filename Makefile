@@ -90,6 +90,7 @@ bench-session: build
 bench-takeover: build
 	$(BUILD)/bin/baton-bench-takeover --runs $${BENCH_TAKEOVER_RUNS:-200}
 	$(BUILD)/bin/baton-bench-conn-handoff --runs $${BENCH_CONN_RUNS:-20}
+	$(BUILD)/bin/baton-bench-touch
 	bash bench/pause-standby.sh $(BUILD) $${BENCH_PAUSE_RUNS:-3} $${BENCH_PAUSE_UPGRADES:-20}
 	$(BUILD)/bin/baton-bench-steer
 	$(BUILD)/bin/baton-bench-run-udp

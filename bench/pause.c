@@ -654,8 +654,8 @@ static void stop(pid_t pid)
 static pid_t part_pause(pid_t owner, int n)
 {
     int64_t gap[2][n], wait[2][n], p_stop[n], p_cross[n], p_accept[n], p_read[n], p_reply[n],
-        p_confirm[n], p_wake[n], p_taking[n];
-    int port = echo_port();
+        p_confirm[n], p_wake[n], p_taking[n], kwait[3][n];
+    int port = echo_port(), cnt[3] = {0, 0, 0};
 
     if (port <= 0)
         die("no TCP port in the owner record");
@@ -676,6 +676,8 @@ static pid_t part_pause(pid_t owner, int n)
             gap[i][u] = cl[i].max_gap;
             wait[i][u] = cl[i].max_wait;
         }
+        kwait[u % 3][cnt[u % 3]++] =
+            cl[0].max_wait > cl[1].max_wait ? cl[0].max_wait : cl[1].max_wait;
         last = trace_find(old, "last-read", t0, NULL);
         start = trace_find(old, "handoff-start", t0, NULL);
         confirmed = trace_find(old, "handoff-confirmed", t0, NULL);
@@ -711,6 +713,11 @@ static pid_t part_pause(pid_t owner, int n)
     row("largest gap between replies, tcp", gap[1], n);
     row("longest wait for a reply, unix", wait[0], n);
     row("longest wait for a reply, tcp", wait[1], n);
+    for (int k = 0; k < 3; k++) {
+        char label[64];
+        snprintf(label, sizeof label, "longest wait for a reply, %s", kinds[k]);
+        row(label, kwait[k], cnt[k]);
+    }
     printf("  where it goes (server stamps, BATON_EXAMPLE_TRACE):\n");
     row("successor ready -> old owner stops reading", p_wake, n);
     row("old stops reading -> successor's inbound event", p_stop, n);
@@ -730,7 +737,7 @@ static pid_t part_pause(pid_t owner, int n)
 static pid_t part_trigger(pid_t owner, int n)
 {
     int64_t answer[3][n], serving[n], any[n], start[n], opened[n], ready[n], served[n], replied[n];
-    int64_t kstart[3][n], kopened[3][n], kready[3][n];
+    int64_t kstart[3][n], kopened[3][n], kready[3][n], kserving[3][n];
     int64_t bare[n], fresh[n], fresh_serving[n];
     int cnt[3] = {0, 0, 0};
     char path[PATH_MAX], fresh_dir[80];
@@ -804,6 +811,7 @@ static pid_t part_trigger(pid_t owner, int n)
         kstart[k][cnt[k] - 1] = start[u];
         kopened[k][cnt[k] - 1] = opened[u];
         kready[k][cnt[k] - 1] = ready[u];
+        kserving[k][cnt[k] - 1] = serving[u];
         settle(SETTLE_US);
     }
     printf("trigger to the new process answering, no load (a fresh connection every %lld us), "
@@ -819,6 +827,11 @@ static pid_t part_trigger(pid_t owner, int n)
         char label[64];
         snprintf(label, sizeof label, "trigger to first answer, %s", kinds[k]);
         row(label, answer[k], cnt[k]);
+    }
+    for (int k = 0; k < 3; k++) {
+        char label[64];
+        snprintf(label, sizeof label, "trigger to serving, %s", kinds[k]);
+        row(label, kserving[k], cnt[k]);
     }
     printf("  where it goes (server stamps, BATON_EXAMPLE_TRACE):\n");
     row("trigger -> successor's main()", start, n);
