@@ -114,6 +114,7 @@ struct baton__job {
     bool local;    /* baton_upgrade() in this process waits for it */
     bool recorded; /* DIR/last-upgrade says how it went */
     bool notify;   /* baton_upgrade_start(): a failure is an upgrade event */
+    pid_t started; /* the process started (or woken) for it, even once reaped */
     uint64_t spawned_us;
     char msg[256];
 };

@@ -1142,7 +1142,7 @@ static void job_finish(baton *b, int err, uint32_t generation, pid_t pid, const 
         baton__drop_peer(b, p, 0, NULL);
     }
     if (err && b->job.notify)
-        event_push(b, BATON_EVENT_FAILED, b->job.pid, b->generation + 1, 0)->error = err;
+        event_push(b, BATON_EVENT_FAILED, b->job.started, b->generation + 1, 0)->error = err;
     if (err) {
         baton__log(b, BATON_LOG_WARNING, "upgrade failed: %s", b->job.msg);
         job_stop(b);
@@ -1391,6 +1391,7 @@ static int job_spawn(baton *b, char *const argv[], int timeout_ms)
         b->job.token = 0;
         return r;
     }
+    b->job.started = b->job.pid;
     ep_add(b, b->job.pidfd, EPOLLIN, TAG_JOB);
     b->job.deadline = baton__now_ms() + timeout_ms;
     arm_timer(b);
