@@ -18,7 +18,6 @@
 #include <link.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,20 +218,27 @@ static bool maps_fold(uint64_t *h, bool first)
  * that the upgrade does not wait for it. The first touch of a page costs
  * a fault, and on a virtual machine a first touch costs even where the
  * page is mapped; an anonymous page's first write is the dearest
- * (bench/README.md, "A standby's first touches"). Only what is there
- * already: pages mincore() says are resident, of private mappings we may
- * read and no larger than WARM_MAP_MAX (a larger one is a reservation,
- * such as a sanitizer's shadow, not code about to run); a page of a
- * writable one is written back unchanged (we are the only thread), which
- * gives us our own copy of at most WARM_COPY_MAX bytes of the libraries'
- * data. Nothing is read from disk, nothing of a device or a shared
- * mapping is touched, and a page that faults all the same (a guard
- * region) ends the walk of its mapping, not the process. Then a little
- * heap and stack, which main() is sure to use.
+ * (the commit that added this has the figures). Only what is there
+ * already: runs of pages mincore() says are resident, of private mappings
+ * we may read and no larger than WARM_MAP_MAX (a larger one is a
+ * reservation, such as a sanitizer's shadow, not code about to run). The
+ * kernel maps them for us (MADV_POPULATE_READ, and MADV_POPULATE_WRITE in a
+ * writable mapping, which gives us our own copy of at most WARM_COPY_MAX
+ * bytes of the libraries' data): no byte is read or written here, so
+ * nothing races with a thread another library's constructor started, with
+ * a signal handler or with the kernel (rseq), and no fault is taken: an
+ * error (a device mapping, VM_IO, is refused; a kernel before 5.14 has
+ * neither) ends the walk of that mapping. Nothing is read from disk,
+ * nothing of a device or a shared mapping is touched. Then a little heap
+ * and stack, which main() is sure to use.
  */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
 #define WARM_MAP_MAX   (64ul << 20) /* bytes of one mapping */
-#define WARM_TOUCH_MAX (64ul << 20) /* bytes read in all */
-#define WARM_COPY_MAX  (4ul << 20)  /* bytes written back in all */
+#define WARM_TOUCH_MAX (64ul << 20) /* bytes populated in all */
+#define WARM_COPY_MAX  (4ul << 20)  /* bytes populated writable in all */
 #define WARM_HEAP      (24 * 1024)  /* x4, under glibc's trim threshold */
 #define WARM_STACK     (64 * 1024)
 
@@ -240,45 +246,36 @@ struct warm {
     unsigned long touched, copied, page;
 };
 
-static sigjmp_buf warm_jmp;
-
-static void warm_fault(int sig)
-{
-    (void)sig;
-    siglongjmp(warm_jmp, 1);
-}
-
-/* It reads memory that is not its own: not for the sanitizers to check. */
-__attribute__((no_sanitize("address", "thread", "undefined"))) static void
-warm_pages(struct warm *w, unsigned long lo, unsigned long hi, bool write)
+static void warm_range(struct warm *w, unsigned long lo, unsigned long hi, bool write)
 {
     unsigned char vec[1024];
 
     while (lo < hi && w->touched < WARM_TOUCH_MAX) {
         unsigned long end = hi - lo > sizeof(vec) * w->page ? lo + sizeof(vec) * w->page : hi;
+        unsigned long a = lo;
         if (mincore((void *)lo, end - lo, vec) < 0)
             return;
-        for (unsigned long a = lo; a < end; a += w->page) {
-            volatile unsigned char *c = (volatile unsigned char *)a;
-            unsigned char v;
-            if (!(vec[(a - lo) / w->page] & 1))
+        while (a < end && w->touched < WARM_TOUCH_MAX) {
+            unsigned long run = a;
+            bool wr = write && w->copied < WARM_COPY_MAX;
+            unsigned long max = WARM_TOUCH_MAX - w->touched;
+            if (wr && WARM_COPY_MAX - w->copied < max)
+                max = WARM_COPY_MAX - w->copied;
+            while (run < end && (vec[(run - lo) / w->page] & 1) && run - a < max)
+                run += w->page;
+            if (run == a) {
+                a += w->page;
                 continue;
-            v = *c;
-            w->touched += w->page;
-            if (write && w->copied < WARM_COPY_MAX) {
-                *c = v;
-                w->copied += w->page;
             }
+            if (madvise((void *)a, run - a, wr ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) < 0)
+                return;
+            w->touched += run - a;
+            if (wr)
+                w->copied += run - a;
+            a = run;
         }
         lo = end;
     }
-}
-
-static void warm_range(struct warm *w, unsigned long lo, unsigned long hi, bool write)
-{
-    if (sigsetjmp(warm_jmp, 0) == 0)
-        warm_pages(w, lo, hi, write);
-    /* else it faulted: leave the rest of this mapping */
 }
 
 static bool warm_line(const char *line, void *arg)
@@ -312,16 +309,10 @@ static __attribute__((noinline)) void warm_stack(void)
 static void warm(void)
 {
     struct warm w = {0, 0, (unsigned long)sysconf(_SC_PAGESIZE)};
-    struct sigaction sa = {.sa_handler = warm_fault, .sa_flags = SA_NODEFER}, segv, bus;
     struct rlimit rl;
     void *p[4];
 
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSEGV, &sa, &segv) == 0 && sigaction(SIGBUS, &sa, &bus) == 0) {
-        maps_each(warm_line, &w);
-        sigaction(SIGBUS, &bus, NULL);
-    }
-    sigaction(SIGSEGV, &segv, NULL);
+    maps_each(warm_line, &w);
     if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur >= 16 * WARM_STACK)
         warm_stack();
     for (int i = 0; i < 4; i++)
@@ -413,7 +404,8 @@ __attribute__((constructor(101))) static void standby_park(int argc, char **argv
     if (getppid() != (pid_t)ppid)
         _exit(0);
     fresh = run_digest(&before, execfn, true);
-    warm();
+    if (fresh) /* else it starts afresh when woken: nothing to keep warm */
+        warm();
     do
         n = recv((int)fd, &token, sizeof(token), 0);
     while (n < 0 && errno == EINTR);
