@@ -18,6 +18,7 @@
 #include <link.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,11 +230,16 @@ static bool maps_fold(uint64_t *h, bool first)
  * a signal handler or with the kernel (rseq), and no fault is taken: an
  * error (a device mapping, VM_IO, is refused; a kernel before 5.14 has
  * neither) ends the walk of that mapping. Nothing is read from disk,
- * nothing of a device or a shared mapping is touched. Then a little heap
- * and stack, which main() is sure to use.
+ * nothing of a device or a shared mapping is touched. On a virtual machine
+ * with shadow page tables a populated page's first touch still costs
+ * (baton-bench-touch), so when we are the only thread we also read one
+ * byte of each populated page: a read changes nothing, and the fault a
+ * read could still meet (a file truncated meanwhile) is caught by a
+ * handler that no other thread can run into. Then a little heap and
+ * stack, which main() is sure to use.
  */
 #ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_READ  22
 #define MADV_POPULATE_WRITE 23
 #endif
 #define WARM_MAP_MAX   (64ul << 20) /* bytes of one mapping */
@@ -244,7 +250,52 @@ static bool maps_fold(uint64_t *h, bool first)
 
 struct warm {
     unsigned long touched, copied, page;
+    bool read; /* we are the only thread: read the pages too */
 };
+
+static sigjmp_buf warm_jmp;
+
+static void warm_fault(int sig)
+{
+    (void)sig;
+    siglongjmp(warm_jmp, 1);
+}
+
+/* It reads memory that is not its own: not for the sanitizers to check. */
+__attribute__((no_sanitize("address", "thread", "undefined"), noinline)) static void
+warm_read_pages(unsigned long lo, unsigned long hi, unsigned long page)
+{
+    for (unsigned long a = lo; a < hi; a += page)
+        (void)*(volatile unsigned char *)a;
+}
+
+/* Read lo..hi; a fault leaves the rest (warm() has set the handler). */
+static void warm_read(unsigned long lo, unsigned long hi, unsigned long page)
+{
+    if (sigsetjmp(warm_jmp, 0) == 0)
+        warm_read_pages(lo, hi, page);
+}
+
+/* How many threads we have, from /proc/self/stat (0: cannot tell). */
+static long thread_count(void)
+{
+    char buf[1024], *p;
+    ssize_t n;
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    /* Field 20, num_threads, is the 18th after the command's last ')'. */
+    p = strrchr(buf, ')');
+    for (int field = 2; p && field < 20; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtol(p + 1, NULL, 10) : 0;
+}
 
 static void warm_range(struct warm *w, unsigned long lo, unsigned long hi, bool write)
 {
@@ -269,6 +320,8 @@ static void warm_range(struct warm *w, unsigned long lo, unsigned long hi, bool 
             }
             if (madvise((void *)a, run - a, wr ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) < 0)
                 return;
+            if (w->read)
+                warm_read(a, run, w->page);
             w->touched += run - a;
             if (wr)
                 w->copied += run - a;
@@ -308,11 +361,23 @@ static __attribute__((noinline)) void warm_stack(void)
 
 static void warm(void)
 {
-    struct warm w = {0, 0, (unsigned long)sysconf(_SC_PAGESIZE)};
+    struct warm w = {0, 0, (unsigned long)sysconf(_SC_PAGESIZE), thread_count() == 1};
+    struct sigaction sa = {.sa_handler = warm_fault, .sa_flags = SA_NODEFER}, segv, bus;
     struct rlimit rl;
     void *p[4];
 
+    sigemptyset(&sa.sa_mask);
+    if (w.read && sigaction(SIGSEGV, &sa, &segv) < 0)
+        w.read = false;
+    if (w.read && sigaction(SIGBUS, &sa, &bus) < 0) {
+        sigaction(SIGSEGV, &segv, NULL);
+        w.read = false;
+    }
     maps_each(warm_line, &w);
+    if (w.read) {
+        sigaction(SIGBUS, &bus, NULL);
+        sigaction(SIGSEGV, &segv, NULL);
+    }
     if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur >= 16 * WARM_STACK)
         warm_stack();
     for (int i = 0; i < 4; i++)
