@@ -9,8 +9,11 @@
  *     maps its neighbours too: fault-around);
  *   - the first read of a page already mapped (MADV_POPULATE_READ), which
  *     on a virtual machine with shadow page tables still costs an exit;
- *   - the same pages read again after a 100 ms sleep: what a warmed copy
- *     pays once it wakes.
+ *   - the first write of an anonymous page populated already
+ *     (MADV_POPULATE_WRITE), and of one populated and then read once, after
+ *     100 ms asleep: what a standby's warm-up leaves to pay;
+ *   - a written page written again after 100 ms asleep: what a warmed
+ *     copy pays once it wakes.
  *
  * Prints the median over the runs of each run's mean, in microseconds per
  * page. Timings, never asserted: tests assert behaviour.
@@ -24,7 +27,8 @@
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_READ  22
+#define MADV_POPULATE_WRITE 23
 #endif
 
 static double now_us(void)
@@ -68,7 +72,7 @@ int main(int argc, char **argv)
     size_t page = (size_t)sysconf(_SC_PAGESIZE), n = 256;
     int runs = 5;
     char path[] = "/tmp/baton-bench-touch-XXXXXX";
-    double anon[64], file[64], mapped[64], again[64];
+    double anon[64], file[64], mapped[64], again[64], pop[64], popread[64];
     unsigned char *buf;
     int fd;
 
@@ -95,7 +99,12 @@ int main(int argc, char **argv)
             mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         unsigned char *f = mmap(NULL, n * page, PROT_READ, MAP_PRIVATE, fd, 0);
         unsigned char *m = mmap(NULL, n * page, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (a == MAP_FAILED || f == MAP_FAILED || m == MAP_FAILED) {
+        unsigned char *pw =
+            mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        unsigned char *pr =
+            mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (a == MAP_FAILED || f == MAP_FAILED || m == MAP_FAILED || pw == MAP_FAILED ||
+            pr == MAP_FAILED) {
             perror("baton-bench-touch: mmap");
             return 1;
         }
@@ -106,8 +115,18 @@ int main(int argc, char **argv)
             return 1;
         }
         mapped[r] = touch(m, n, page, 0);
+        if (madvise(pw, n * page, MADV_POPULATE_WRITE) < 0 ||
+            madvise(pr, n * page, MADV_POPULATE_WRITE) < 0) {
+            perror("baton-bench-touch: MADV_POPULATE_WRITE");
+            return 1;
+        }
+        touch(pr, n, page, 0);
         usleep(100 * 1000);
         again[r] = touch(a, n, page, 1);
+        pop[r] = touch(pw, n, page, 1);
+        popread[r] = touch(pr, n, page, 1);
+        munmap(pw, n * page);
+        munmap(pr, n * page);
         munmap(a, n * page);
         munmap(f, n * page);
         munmap(m, n * page);
@@ -117,6 +136,8 @@ int main(int argc, char **argv)
     printf("  first write of a fresh anonymous page           %7.2f\n", median(anon, runs));
     printf("  first read of a file page in the page cache     %7.2f\n", median(file, runs));
     printf("  first read of a page mapped already (populated) %7.2f\n", median(mapped, runs));
+    printf("  first write of a populated anonymous page       %7.2f\n", median(pop, runs));
+    printf("  ... populated, then read once                   %7.2f\n", median(popread, runs));
     printf("  a written page again, after 100 ms asleep       %7.2f\n", median(again, runs));
     close(fd);
     free(buf);

@@ -219,7 +219,7 @@ static bool maps_fold(uint64_t *h, bool first)
  * that the upgrade does not wait for it. The first touch of a page costs
  * a fault, and on a virtual machine a first touch costs even where the
  * page is mapped; an anonymous page's first write is the dearest
- * (the commit that added this has the figures). Only what is there
+ * (bench/README.md, "A standby's first touches"). Only what is there
  * already: runs of pages mincore() says are resident, of private mappings
  * we may read and no larger than WARM_MAP_MAX (a larger one is a
  * reservation, such as a sanitizer's shadow, not code about to run). The
