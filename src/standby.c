@@ -254,11 +254,18 @@ struct warm {
 };
 
 static sigjmp_buf warm_jmp;
+static volatile sig_atomic_t warm_armed; /* warm_jmp holds a live frame */
 
-static void warm_fault(int sig)
+/* A fault of warm_read_pages() returns to warm_read(). Any other SIGSEGV
+ * or SIGBUS meanwhile (sent by someone, or a fault elsewhere) gets its
+ * default action, as it would have without us. */
+static void warm_fault(int sig, siginfo_t *si, void *uc)
 {
-    (void)sig;
-    siglongjmp(warm_jmp, 1);
+    (void)uc;
+    if (warm_armed && si->si_code > 0)
+        siglongjmp(warm_jmp, 1);
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 /* It reads memory that is not its own: not for the sanitizers to check. */
@@ -272,8 +279,11 @@ warm_read_pages(unsigned long lo, unsigned long hi, unsigned long page)
 /* Read lo..hi; a fault leaves the rest (warm() has set the handler). */
 static void warm_read(unsigned long lo, unsigned long hi, unsigned long page)
 {
-    if (sigsetjmp(warm_jmp, 0) == 0)
+    if (sigsetjmp(warm_jmp, 0) == 0) {
+        warm_armed = 1;
         warm_read_pages(lo, hi, page);
+    }
+    warm_armed = 0;
 }
 
 /* How many threads we have, from /proc/self/stat (0: cannot tell). */
@@ -362,7 +372,8 @@ static __attribute__((noinline)) void warm_stack(void)
 static void warm(void)
 {
     struct warm w = {0, 0, (unsigned long)sysconf(_SC_PAGESIZE), thread_count() == 1};
-    struct sigaction sa = {.sa_handler = warm_fault, .sa_flags = SA_NODEFER}, segv, bus;
+    struct sigaction sa = {.sa_sigaction = warm_fault, .sa_flags = SA_NODEFER | SA_SIGINFO}, segv,
+                     bus;
     struct rlimit rl;
     void *p[4];
 
