@@ -657,10 +657,10 @@ void baton__ctl_retire(baton *b)
 
 /* ---- generations and the last upgrade ----------------------------------- */
 
-unsigned long long baton__proc_start(pid_t pid)
+unsigned long long baton__proc_stat_field(pid_t pid, int field)
 {
     char path[64], buf[1024], *p;
-    unsigned long long start = 0;
+    unsigned long long v = 0;
     ssize_t n;
     int fd;
 
@@ -673,17 +673,22 @@ unsigned long long baton__proc_start(pid_t pid)
     if (n <= 0)
         return 0;
     buf[n] = 0;
-    /* The command may hold spaces and parentheses: count from the last ')'.
-     * Field 22, starttime, is the 20th after it. Whatever the state: this
-     * is the process's identity (a leader that called pthread_exit() shows
-     * as a zombie while its threads serve on); whether it lives is the
-     * pidfd's to say (baton__pid_gone()). */
+    /* The command (field 2) may hold spaces and parentheses: count from
+     * the last ')'. */
     p = strrchr(buf, ')');
-    for (int field = 2; p && field < 22; field++)
+    for (int f = 2; p && f < field; f++)
         p = strchr(p + 1, ' ');
     if (p)
-        start = strtoull(p + 1, NULL, 10);
-    return start;
+        v = strtoull(p + 1, NULL, 10);
+    return v;
+}
+
+/* Field 22, starttime. Whatever the state: this is the process's identity
+ * (a leader that called pthread_exit() shows as a zombie while its threads
+ * serve on); whether it lives is the pidfd's to say (baton__pid_gone()). */
+unsigned long long baton__proc_start(pid_t pid)
+{
+    return baton__proc_stat_field(pid, 22);
 }
 
 /* Write text to DIR/name through a temporary file and a rename. */

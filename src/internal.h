@@ -369,6 +369,8 @@ int baton__gens_read(int dirfd, struct baton__gen **ret);
 int baton__gens_count(int dirfd);
 /* The process's start time (/proc/PID/stat, clock ticks since boot); 0 if
  * it is gone or unreadable. */
+/* Numeric field (3 or more) of /proc/PID/stat: 0 when unreadable. */
+unsigned long long baton__proc_stat_field(pid_t pid, int field);
 unsigned long long baton__proc_start(pid_t pid);
 
 /* DIR/last-upgrade: how the last takeover of this directory went, written

@@ -286,27 +286,6 @@ static void warm_read(unsigned long lo, unsigned long hi, unsigned long page)
     warm_armed = 0;
 }
 
-/* How many threads we have, from /proc/self/stat (0: cannot tell). */
-static long thread_count(void)
-{
-    char buf[1024], *p;
-    ssize_t n;
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0)
-        return 0;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    /* Field 20, num_threads, is the 18th after the command's last ')'. */
-    p = strrchr(buf, ')');
-    for (int field = 2; p && field < 20; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtol(p + 1, NULL, 10) : 0;
-}
-
 static void warm_range(struct warm *w, unsigned long lo, unsigned long hi, bool write)
 {
     unsigned char vec[1024];
@@ -371,7 +350,9 @@ static __attribute__((noinline)) void warm_stack(void)
 
 static void warm(void)
 {
-    struct warm w = {0, 0, (unsigned long)sysconf(_SC_PAGESIZE), thread_count() == 1};
+    /* Field 20 of /proc/PID/stat: num_threads. */
+    struct warm w = {0, 0, (unsigned long)sysconf(_SC_PAGESIZE),
+                     baton__proc_stat_field(getpid(), 20) == 1};
     struct sigaction sa = {.sa_sigaction = warm_fault, .sa_flags = SA_NODEFER | SA_SIGINFO}, segv,
                      bus;
     struct rlimit rl;
